@@ -1,0 +1,59 @@
+"""specdec-theory: deterministic mathematics of speculative decoding.
+
+Models (:class:`MarkovLM`), algorithm specifications, one-position quantities, and exact
+closed forms and dynamic programs, after Yin, Chen, Huang, Wang, *A Theoretical Perspective for
+Speculative Decoding Algorithm* (NeurIPS 2024, arXiv:2411.00841).  Nothing here draws random
+numbers; :mod:`sim` does.
+"""
+
+from theory.algorithms import (
+    Algorithm,
+    Autoregressive,
+    Branch,
+    Speculative,
+    UnbiasedSpeculative,
+)
+from theory.exact import (
+    expected_rejections,
+    expected_speedup,
+    expected_target_calls,
+    expected_walltime,
+    rejection_pmf,
+    rejection_profile,
+    round_length_pmf,
+    target_calls_pmf,
+    theorem1_rejections,
+)
+from theory.models import MarkovLM, check_compatible, context_transition
+from theory.onestep import (
+    acceptance_probability,
+    rejection_law,
+    rejection_mass,
+    residual_distribution,
+    tv_distance,
+)
+
+__all__ = [
+    "Algorithm",
+    "Autoregressive",
+    "Branch",
+    "MarkovLM",
+    "Speculative",
+    "UnbiasedSpeculative",
+    "acceptance_probability",
+    "check_compatible",
+    "context_transition",
+    "expected_rejections",
+    "expected_speedup",
+    "expected_target_calls",
+    "expected_walltime",
+    "rejection_law",
+    "rejection_mass",
+    "rejection_pmf",
+    "rejection_profile",
+    "residual_distribution",
+    "round_length_pmf",
+    "target_calls_pmf",
+    "theorem1_rejections",
+    "tv_distance",
+]

@@ -1,0 +1,118 @@
+"""Array helpers shared by the theory modules: float64 or exact-rational probability arrays.
+
+A probability array is either ``float64`` or an ``object`` array whose entries are
+``fractions.Fraction`` (exact arithmetic).  Every closed form in :mod:`theory` is written with
+numpy operations that work on both, so a model built from Fractions yields exact answers.
+"""
+
+from __future__ import annotations
+
+import numbers
+from fractions import Fraction
+
+import numpy as np
+
+#: Tolerance on row sums of float probability arrays (exact arrays must sum to exactly 1).
+ROW_SUM_ATOL = 1e-9
+
+
+def _index_text(index) -> str:
+    return ", ".join(str(int(i)) for i in np.atleast_1d(index))
+
+
+def _is_rational(value) -> bool:
+    return isinstance(value, numbers.Rational) and not isinstance(value, bool)
+
+
+def as_probability_array(values, name: str) -> np.ndarray:
+    """Return ``values`` as float64, or as an object array of Fractions when all are rational.
+
+    Raises ``TypeError`` for non-numeric input (strings, complex, booleans, mixed objects).
+    """
+    try:
+        array = np.asarray(values)
+    except ValueError as error:  # ragged nested sequences
+        raise ValueError(f"{name} must be a rectangular array: {error}") from None
+    if array.dtype == object:
+        flat = array.ravel()
+        if flat.size and all(_is_rational(v) for v in flat):
+            return np.vectorize(Fraction, otypes=[object])(array)
+        bad = next((v for v in flat if not isinstance(v, numbers.Real) or isinstance(v, bool)),
+                   None)
+        if bad is not None or not flat.size:
+            raise TypeError(f"{name} must hold real numbers; got an entry {bad!r}")
+        return array.astype(np.float64)
+    if array.dtype.kind == "b" or array.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must hold real numbers; got dtype {array.dtype}")
+    return np.asarray(array, dtype=np.float64)
+
+
+def is_exact(array: np.ndarray) -> bool:
+    """True for object arrays of Fractions (exact arithmetic)."""
+    return array.dtype == object
+
+
+def compact(array: np.ndarray) -> np.ndarray:
+    """The smallest slice of a broadcast view that holds all of its distinct entries.
+
+    Axes with stride 0 (``np.broadcast_to`` along them) are cut to length 1, so validation and
+    table building touch each stored number once.
+    """
+    index = tuple(
+        slice(0, 1) if stride == 0 and size > 1 else slice(None)
+        for stride, size in zip(array.strides, array.shape)
+    )
+    return array[index]
+
+
+def frozen_copy(array: np.ndarray) -> np.ndarray:
+    """A read-only copy of ``array`` that keeps broadcast (stride-0) axes compact."""
+    small = np.array(compact(array), copy=True)
+    small.flags.writeable = False
+    if small.shape == array.shape:
+        return small
+    return np.broadcast_to(small, array.shape)
+
+
+def check_distributions(array: np.ndarray, name: str, *, axis_names: str = "") -> None:
+    """Validate that the last axis of ``array`` holds probability distributions.
+
+    Finite, non-negative entries whose sums are 1 (within :data:`ROW_SUM_ATOL` for floats,
+    exactly for Fractions).  Errors name ``name``, the offending index and value.
+    """
+    stored = compact(array)
+    if not is_exact(stored):
+        bad = np.argwhere(~np.isfinite(stored))
+        if bad.size:
+            where = tuple(bad[0])
+            raise ValueError(
+                f"{name}[{_index_text(where)}] is {stored[where]!r}; entries must be finite"
+            )
+    negative = np.argwhere(stored < 0)
+    if negative.size:
+        where = tuple(negative[0])
+        raise ValueError(
+            f"{name}[{_index_text(where)}] is {stored[where]!r}; probabilities must be >= 0"
+        )
+    sums = stored.sum(axis=-1)
+    if is_exact(stored):
+        off = np.argwhere(sums != 1)
+        tolerance_text = "exactly"
+    else:
+        off = np.argwhere(np.abs(sums - 1.0) > ROW_SUM_ATOL)
+        tolerance_text = f"within {ROW_SUM_ATOL:g}"
+    if off.size:
+        where = tuple(off[0])
+        label = f"{name}[{_index_text(where)}]" if where else name
+        raise ValueError(
+            f"{label} sums to {sums[where]!r}, expected 1 {tolerance_text}{axis_names}"
+        )
+
+
+def zeros_like_kind(shape, exact: bool) -> np.ndarray:
+    """Zeros of the given shape: Fractions when ``exact``, else float64."""
+    if exact:
+        out = np.empty(shape, dtype=object)
+        out[...] = Fraction(0)
+        return out
+    return np.zeros(shape)

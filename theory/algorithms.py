@@ -1,0 +1,246 @@
+r"""Decoding algorithms as small, immutable specifications (DESIGN §1).
+
+Every algorithm here is *position-synchronous*: given the context s and a small per-trial
+*round state* j, the law of what happens at position n — the token emitted, whether the
+position is a rejection, the next round state — depends only on (n, s, j).  An algorithm
+exposes that law as a list of :class:`Branch` objects,
+
+.. math::  w_b(s, x) = P(\text{emit } x \text{ and take branch } b \mid \text{context } s,
+           \text{ state } j = \mathrm{source}_b),
+
+which is all the exact dynamic programs of :mod:`theory.exact` need.  Round state 0 always
+means "a new round starts at this position", i.e. one target (oracle) call happens there.
+
+The engines in :mod:`sim` run the same specifications: the reference engine follows the
+paper's pseudo-code literally; the vectorized engines read the per-position tables returned by
+``verification(p, q)``.
+
+Standard speculative decoding (the paper's Algorithm 1, Leviathan et al. 2023), round states:
+
+* ``window=None`` (the paper's K = ∞): 0 = round starts, 1 = inside a round.  Accept
+  (weight b·p) → 1; reject (weight ρ·𝒫, ρ = Σ(1 − b)p) → 0.
+* ``window=γ``: j = number of drafts accepted so far in the round (0 ≤ j < γ), and j = γ the
+  bonus position when ``bonus=True``.  Accept at j → j + 1 (→ 0 when j + 1 = γ without bonus);
+  reject → 0; the bonus position emits from q with no test → 0.
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+import numbers
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+from theory.onestep import (
+    acceptance_probability,
+    rejection_law,
+    rejection_mass,
+    residual_distribution,
+)
+
+__all__ = [
+    "Algorithm",
+    "Autoregressive",
+    "Branch",
+    "Speculative",
+    "UnbiasedSpeculative",
+]
+
+
+class Branch(NamedTuple):
+    """One way a position can unfold.
+
+    ``weights[s, x]`` is the probability, in context s and round state ``source``, of emitting
+    token x through this branch; the round state becomes ``destination``.  ``rejected`` marks
+    branches that count as a rejection (N_rej).
+    """
+
+    source: int
+    destination: int
+    rejected: bool
+    weights: np.ndarray
+
+
+class Algorithm(abc.ABC):
+    """Base class: a decoding algorithm specified by its per-position branches."""
+
+    #: Whether the algorithm reads the draft model at all.
+    uses_draft: bool = True
+
+    @abc.abstractmethod
+    def n_round_states(self) -> int:
+        """Number of round states (state 0 = a round, i.e. a target call, starts here)."""
+
+    @abc.abstractmethod
+    def branches(self, p: np.ndarray, q: np.ndarray) -> list[Branch]:
+        """The branches at one position for draft rows ``p`` and target rows ``q`` (S, V)."""
+
+
+@dataclass(frozen=True)
+class Autoregressive(Algorithm):
+    """Plain sampling from the target: T target calls, no rejections.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from theory import MarkovLM, Autoregressive, expected_target_calls
+    >>> lm = MarkovLM(np.full((4, 2, 2), 0.5))
+    >>> float(expected_target_calls(lm, lm, Autoregressive()))
+    4.0
+    """
+
+    uses_draft = False
+
+    def n_round_states(self) -> int:
+        return 1
+
+    def branches(self, p, q):
+        return [Branch(0, 0, False, np.asarray(q))]
+
+
+@dataclass(frozen=True)
+class Speculative(Algorithm):
+    r"""Speculative decoding, the paper's Algorithm 1 (rejection sampling).
+
+    A round drafts tokens from p (to the horizon when ``window=None``, the paper's K = ∞; else
+    ``window`` tokens) and verifies them in order: x̃ is accepted with probability
+    b(x̃) = min(1, q(x̃)/p(x̃)); at the first failure the token is drawn from
+    [q − p]₊ / Σ[q − p]₊ and the round ends.  With a finite window and all drafts accepted,
+    ``bonus=True`` draws one more token straight from q (no test) before the round ends.
+
+    One target call happens at the start of every round.  The output law is exactly q
+    (Theorem 1) and E[N_rej] = Σₙ E_{x₁:ₙ₋₁∼q}[TV(pₙ, qₙ)] for any window without bonus; a bonus
+    token is never a rejection.
+
+    Parameters
+    ----------
+    window : int >= 1 or None
+        Draft tokens per round (γ in Leviathan et al.); None drafts to the horizon.
+    bonus : bool
+        Whether a round whose drafts were all accepted emits one extra token from q.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from theory import MarkovLM, Speculative, expected_rejections, tv_distance
+    >>> p = MarkovLM.homogeneous([[0.5, 0.5]], 3, next_context=[[0, 0]])
+    >>> q = MarkovLM.homogeneous([[0.9, 0.1]], 3, next_context=[[0, 0]])
+    >>> round(float(expected_rejections(p, q, Speculative())), 12)  # 3 × TV = 3 × 0.4
+    1.2
+    """
+
+    window: int | None = None
+    bonus: bool = True
+
+    def __post_init__(self):
+        if self.window is not None:
+            if not isinstance(self.window, numbers.Integral) or isinstance(self.window, bool):
+                raise TypeError(f"window must be a positive integer or None; got {self.window!r}")
+            if self.window < 1:
+                raise ValueError(f"window must be >= 1 or None; got {self.window}")
+            object.__setattr__(self, "window", int(self.window))
+        if not isinstance(self.bonus, (bool, np.bool_)):
+            raise TypeError(f"bonus must be a bool; got {self.bonus!r}")
+
+    # -- the verification rule: what the engines read -----------------------------------
+    def verification(self, p, q) -> tuple[np.ndarray, np.ndarray]:
+        """(acceptance b, rejection law 𝒫) for rows p, q; both shaped like p.
+
+        Standard rule: b = min(1, q/p) and 𝒫 = [q − p]₊ normalized.
+        """
+        return acceptance_probability(p, q), residual_distribution(p, q)
+
+    # -- round structure ----------------------------------------------------------------
+    @property
+    def has_bonus_state(self) -> bool:
+        return self.window is not None and self.bonus
+
+    def n_round_states(self) -> int:
+        if self.window is None:
+            return 2
+        return self.window + (1 if self.bonus else 0)
+
+    def after_accept(self, state: int) -> int:
+        """Round state after an accepted draft in state ``state``."""
+        if self.window is None:
+            return 1
+        following = state + 1
+        if following == self.window and not self.bonus:
+            return 0
+        return following
+
+    def branches(self, p, q):
+        p, q = np.asarray(p), np.asarray(q)
+        accept, law = self.verification(p, q)
+        accepted = accept * p
+        rejected = rejection_mass(p, accept)[..., None] * law
+        tested_states = range(2) if self.window is None else range(self.window)
+        out = []
+        for state in tested_states:
+            out.append(Branch(state, self.after_accept(state), False, accepted))
+            out.append(Branch(state, 0, True, rejected))
+        if self.has_bonus_state:
+            out.append(Branch(self.window, 0, False, q))
+        return out
+
+
+def _scaled_standard_acceptance(p, q, *, factor):
+    return factor * acceptance_probability(p, q)
+
+
+@dataclass(frozen=True)
+class UnbiasedSpeculative(Speculative):
+    r"""A member of the paper's class ℱ of unbiased rejection-based verifiers (Corollary 1).
+
+    Acceptance b = ``acceptance(p, q)`` with 0 ≤ b ≤ min(1, q/p), and on rejection the token is
+    drawn from 𝒫 = (q − b p) / Σ_y (1 − b(y)) p(y).  Every member emits exactly the law q;
+    Theorem 2 says none rejects less often than ``Speculative()`` (b = min(1, q/p)).
+
+    Parameters
+    ----------
+    acceptance : callable (p, q) -> b
+        Acts on the last axis and broadcasts, like :func:`theory.onestep.acceptance_probability`.
+    window, bonus :
+        As for :class:`Speculative`.
+
+    Examples
+    --------
+    >>> from theory import UnbiasedSpeculative
+    >>> half = UnbiasedSpeculative.scaled(0.5)  # b = ½ min(1, q/p)
+    >>> b, law = half.verification([0.5, 0.5], [0.9, 0.1])
+    >>> b.tolist(), law.round(4).tolist()  # law = (q − b p) / 0.7
+    ([0.5, 0.1], [0.9286, 0.0714])
+    """
+
+    acceptance: Callable = field(default=acceptance_probability, kw_only=True)
+
+    @classmethod
+    def scaled(cls, factor, *, window=None, bonus=True) -> UnbiasedSpeculative:
+        """The member with b = factor · min(1, q/p), 0 ≤ factor ≤ 1."""
+        if not isinstance(factor, numbers.Real) or not 0 <= factor <= 1:
+            raise ValueError(f"factor must be a real number in [0, 1]; got {factor!r}")
+        rule = functools.partial(_scaled_standard_acceptance, factor=factor)
+        return cls(window=window, bonus=bonus, acceptance=rule)
+
+    def verification(self, p, q):
+        p, q = np.asarray(p), np.asarray(q)
+        accept = np.asarray(self.acceptance(p, q))
+        if accept.shape != p.shape:
+            raise ValueError(
+                f"acceptance(p, q) must have the shape of p, {p.shape}; got {accept.shape}"
+            )
+        ceiling = acceptance_probability(p, q)
+        slack = 0 if accept.dtype == object else 1e-12
+        bad = np.argwhere((accept < 0) | (accept > ceiling + slack))
+        if bad.size:
+            where = tuple(bad[0])
+            raise ValueError(
+                f"acceptance(p, q){list(where)} = {accept[where]!r} is outside "
+                f"[0, min(1, q/p)] = [0, {ceiling[where]!r}]; such a verifier is biased"
+            )
+        accept = np.minimum(accept, ceiling) if accept.dtype != object else accept
+        return accept, rejection_law(p, q, accept)

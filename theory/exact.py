@@ -1,0 +1,319 @@
+r"""Exact laws of rejections and target calls by dynamic programming (DESIGN §1).
+
+Each algorithm of :mod:`theory.algorithms` is a Markov chain on (position n, context s, round
+state j).  Let :math:`m_n(j, s)` be the probability of reaching position n in context s and
+round state j.  A branch b of position n moves mass as
+
+.. math::  m_{n+1}(j', s') \mathrel{+}= \sum_{s} m_n(j_b, s)\, M_b(s, s'),\qquad
+           M_b(s, s') = \sum_{x:\ \mathrm{next}(s, x) = s'} w_b(s, x),
+
+where :math:`j' = \mathrm{destination}_b`.  Then
+
+* :math:`E[N_{rej}] = \sum_n \sum_{b\ \text{rejected}} \sum_s m_n(j_b, s)\, w_b(s, \cdot)` and
+  :math:`E[\text{target calls}] = \sum_n \sum_s m_n(0, s)` (state 0 = a round starts);
+* the full pmf follows by carrying a count axis in m (shifted by one on a rejection branch, or
+  on entering state 0 for target calls).
+
+The cost is O(T · B · S²) per count value (B branches), linear in T, and exact in rationals
+when the models hold Fractions.
+
+:func:`theorem1_rejections` evaluates the paper's Theorem 1 directly,
+
+.. math::  E[N_{rej}] = \sum_{n=1}^{T} E_{x_{1:n-1} \sim q}\big[\mathrm{TV}(p_n, q_n)(\cdot \mid x_{1:n-1})\big]
+           = \sum_n \sum_s μ^q_n(s)\, \mathrm{TV}(p_n(\cdot|s), q_n(\cdot|s)),
+
+with :math:`μ^q_n` the target's context marginals; it must equal the DP for ``Speculative()``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from theory._arrays import compact, zeros_like_kind
+from theory.algorithms import Algorithm, Speculative
+from theory.models import MarkovLM, check_compatible, context_transition
+from theory.onestep import tv_distance
+
+__all__ = [
+    "expected_rejections",
+    "expected_speedup",
+    "expected_target_calls",
+    "expected_walltime",
+    "rejection_pmf",
+    "rejection_profile",
+    "round_length_pmf",
+    "target_calls_pmf",
+    "theorem1_rejections",
+]
+
+
+@dataclass(frozen=True)
+class _Move:
+    """A branch prepared for the DP: its context transition and per-context mass."""
+
+    source: int
+    destination: int
+    rejected: bool
+    transition: np.ndarray  # (S, S)
+    mass: np.ndarray  # (S,) total weight of the branch in each context
+
+
+class _Problem:
+    """A validated (draft, target, algorithm) triple with per-position moves, cached."""
+
+    def __init__(self, draft: MarkovLM, target: MarkovLM, algorithm: Algorithm):
+        check_compatible(draft, target)
+        if not isinstance(algorithm, Algorithm):
+            raise TypeError(
+                f"algorithm must be a theory Algorithm (e.g. Speculative()); got {algorithm!r}"
+            )
+        self.draft, self.target, self.algorithm = draft, target, algorithm
+        self.horizon = target.horizon
+        self.n_contexts = target.n_contexts
+        self.n_states = algorithm.n_round_states()
+        self.exact = target.is_exact
+        homogeneous = draft.is_time_homogeneous and target.is_time_homogeneous
+        self._key = (lambda n: 0) if homogeneous else (lambda n: n)
+        self._cache: dict[int, list[_Move]] = {}
+
+    def moves(self, position: int) -> list[_Move]:
+        key = self._key(position)
+        if key not in self._cache:
+            p, q = self.draft.probs[position], self.target.probs[position]
+            moves = []
+            for branch in self.algorithm.branches(p, q):
+                weights = np.asarray(branch.weights)
+                transition = context_transition(weights, self.target.next_context,
+                                                first_order=self.target.is_first_order)
+                moves.append(_Move(branch.source, branch.destination, bool(branch.rejected),
+                                   transition, weights.sum(axis=-1)))
+            self._cache[key] = moves
+        return self._cache[key]
+
+    def zeros(self, *shape) -> np.ndarray:
+        return zeros_like_kind(shape, self.exact)
+
+    def initial_mass(self) -> np.ndarray:
+        """m_0: all mass in round state 0, contexts by the start law; shape (J, S)."""
+        mass = self.zeros(self.n_states, self.n_contexts)
+        mass[0] = self.target.start_distribution
+        return mass
+
+
+def _scalar(value):
+    """A Python float, or the Fraction itself for exact computations."""
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _mean_pass(problem: _Problem):
+    """Per-position rejection probability and round-start probability, each shape (T,)."""
+    mass = problem.initial_mass()
+    rejection = problem.zeros(problem.horizon)
+    round_start = problem.zeros(problem.horizon)
+    for n in range(problem.horizon):
+        round_start[n] = mass[0].sum()
+        following = problem.zeros(problem.n_states, problem.n_contexts)
+        for move in problem.moves(n):
+            if move.rejected:
+                rejection[n] = rejection[n] + (mass[move.source] * move.mass).sum()
+            following[move.destination] = (following[move.destination]
+                                           + mass[move.source] @ move.transition)
+        mass = following
+    return rejection, round_start
+
+
+def _count_pass(problem: _Problem, count: str) -> np.ndarray:
+    """pmf of the number of rejections (``count='rejections'``) or of target calls."""
+    horizon = problem.horizon
+    mass = problem.zeros(problem.n_states, horizon + 1, problem.n_contexts)
+    mass[:, 0] = problem.initial_mass()
+    for n in range(horizon):
+        if count == "calls":  # a round starts: one more target call
+            mass[0] = np.roll(mass[0], 1, axis=0)
+        following = problem.zeros(*mass.shape)
+        for move in problem.moves(n):
+            carried = mass[move.source] @ move.transition
+            if count == "rejections" and move.rejected:
+                carried = np.roll(carried, 1, axis=0)
+            following[move.destination] = following[move.destination] + carried
+        mass = following
+    return mass.sum(axis=(0, 2))
+
+
+def _problem(draft, target, algorithm) -> _Problem:
+    return _Problem(draft, target, Speculative() if algorithm is None else algorithm)
+
+
+def rejection_profile(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | None = None):
+    """P(position n is a rejection) for n = 0..T−1, shape (T,).
+
+    Sums to :func:`expected_rejections`.  Exact for exact models.
+
+    Examples
+    --------
+    >>> from theory import MarkovLM, rejection_profile
+    >>> p = MarkovLM.homogeneous([[0.5, 0.5]], 2, next_context=[[0, 0]])
+    >>> q = MarkovLM.homogeneous([[0.9, 0.1]], 2, next_context=[[0, 0]])
+    >>> rejection_profile(p, q).round(12).tolist()
+    [0.4, 0.4]
+    """
+    return _mean_pass(_problem(draft, target, algorithm))[0]
+
+
+def expected_rejections(draft: MarkovLM, target: MarkovLM,
+                        algorithm: Algorithm | None = None):
+    r"""E[N_rej], the expected number of rejected positions, by exact dynamic programming.
+
+    Parameters
+    ----------
+    draft, target : MarkovLM
+        The draft p and target q (compatible: :func:`theory.check_compatible`).
+    algorithm : Algorithm, default ``Speculative()``
+
+    Returns
+    -------
+    float, or Fraction for exact models.
+
+    Notes
+    -----
+    For ``Speculative()`` this equals Theorem 1, Σₙ E_q[TV(pₙ, qₙ)] (:func:`theorem1_rejections`).
+
+    Examples
+    --------
+    >>> from theory import MarkovLM, expected_rejections
+    >>> p = MarkovLM.homogeneous([[0.5, 0.5]], 3, next_context=[[0, 0]])
+    >>> q = MarkovLM.homogeneous([[0.9, 0.1]], 3, next_context=[[0, 0]])
+    >>> round(expected_rejections(p, q), 12)
+    1.2
+    """
+    return _scalar(rejection_profile(draft, target, algorithm).sum())
+
+
+def expected_target_calls(draft: MarkovLM, target: MarkovLM,
+                          algorithm: Algorithm | None = None):
+    """E[number of target calls] = E[number of rounds], by exact dynamic programming.
+
+    Examples
+    --------
+    >>> from theory import MarkovLM, Speculative, expected_target_calls
+    >>> p = MarkovLM.homogeneous([[0.5, 0.5]], 3, next_context=[[0, 0]])
+    >>> q = MarkovLM.homogeneous([[0.9, 0.1]], 3, next_context=[[0, 0]])
+    >>> round(expected_target_calls(p, q, Speculative()), 12)  # 1 + 0.4 + 0.4
+    1.8
+    """
+    return _scalar(_mean_pass(_problem(draft, target, algorithm))[1].sum())
+
+
+def rejection_pmf(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | None = None):
+    """The exact law of N_rej: array of length T + 1, entry k = P(N_rej = k).
+
+    Examples
+    --------
+    >>> from theory import MarkovLM, rejection_pmf
+    >>> p = MarkovLM.homogeneous([[0.5, 0.5]], 2, next_context=[[0, 0]])
+    >>> q = MarkovLM.homogeneous([[0.9, 0.1]], 2, next_context=[[0, 0]])
+    >>> rejection_pmf(p, q).round(12).tolist()  # Binomial(2, 0.4)
+    [0.36, 0.48, 0.16]
+    """
+    return _count_pass(_problem(draft, target, algorithm), "rejections")
+
+
+def target_calls_pmf(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | None = None):
+    """The exact law of the number of target calls: length T + 1, entry k = P(calls = k)."""
+    return _count_pass(_problem(draft, target, algorithm), "calls")
+
+
+def round_length_pmf(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | None = None):
+    r"""Law of the number of tokens the first round (first target call) emits; length T + 1.
+
+    Entry k is P(the first round emits k tokens); entry 0 is always 0.  For a context-free
+    pair with constant acceptance α = 1 − TV(p, q), ``Speculative(window=γ)`` and T > γ,
+    the mean is Leviathan et al.'s (1 − α^{γ+1}) / (1 − α).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from theory import MarkovLM, Speculative, round_length_pmf
+    >>> p = MarkovLM.homogeneous([[0.5, 0.5]], 5, next_context=[[0, 0]])
+    >>> q = MarkovLM.homogeneous([[0.9, 0.1]], 5, next_context=[[0, 0]])
+    >>> pmf = round_length_pmf(p, q, Speculative(window=2))
+    >>> round(float(np.arange(6) @ pmf), 12)  # 1 + 0.6 + 0.36
+    1.96
+    """
+    problem = _problem(draft, target, algorithm)
+    pmf = problem.zeros(problem.horizon + 1)
+    mass = problem.initial_mass()
+    for n in range(problem.horizon):
+        following = problem.zeros(problem.n_states, problem.n_contexts)
+        for move in problem.moves(n):
+            following[move.destination] = (following[move.destination]
+                                           + mass[move.source] @ move.transition)
+        pmf[n + 1] = following[0].sum()  # back in state 0: the round ended after n + 1 tokens
+        following[0] = 0 * following[0]
+        mass = following
+    pmf[problem.horizon] = pmf[problem.horizon] + mass.sum()
+    return pmf
+
+
+def expected_walltime(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | None = None,
+                      *, cost_ratio):
+    r"""Expected wall time in units of one target call, with a draft token costing ``cost_ratio``.
+
+    A round starting at position n costs 1 (the target call) plus c·min(γ, T − n) for the
+    tokens it drafts (γ = window; T − n when the window is None; 0 for ``Autoregressive``):
+
+    .. math::  E[W] = \sum_n P(\text{round starts at } n)\,(1 + c \min(γ, T - n)).
+    """
+    if not isinstance(cost_ratio, numbers.Real) or not cost_ratio >= 0:
+        raise ValueError(f"cost_ratio must be a real number >= 0; got {cost_ratio!r}")
+    problem = _problem(draft, target, algorithm)
+    round_start = _mean_pass(problem)[1]
+    remaining = problem.horizon - np.arange(problem.horizon)
+    algo = problem.algorithm
+    if not algo.uses_draft:
+        drafted = np.zeros(problem.horizon, dtype=int)
+    elif getattr(algo, "window", None) is None:
+        drafted = remaining
+    else:
+        drafted = np.minimum(algo.window, remaining)
+    return _scalar((round_start * (1 + cost_ratio * drafted)).sum())
+
+
+def expected_speedup(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | None = None,
+                     *, cost_ratio):
+    r"""Expected walltime factor T / E[W]: autoregressive time over the algorithm's time.
+
+    For context-free models and T → ∞ this tends to Leviathan et al.'s
+    (1 − α^{γ+1}) / ((1 − α)(γ c + 1)).
+    """
+    walltime = expected_walltime(draft, target, algorithm, cost_ratio=cost_ratio)
+    return target.horizon / walltime
+
+
+def theorem1_rejections(draft: MarkovLM, target: MarkovLM):
+    r"""Theorem 1: E[N_rej] = Σₙ Σ_s μ^q_n(s) TV(pₙ(·|s), qₙ(·|s)), evaluated directly.
+
+    μ^q are the target's context marginals (the prefix x₁:ₙ₋₁ ∼ q).  Equal to
+    ``expected_rejections(draft, target, Speculative(window=w, bonus=False))`` for every w,
+    and a lower bound over the class ℱ of unbiased rejection-based verifiers (Theorem 2).
+
+    Examples
+    --------
+    >>> from theory import MarkovLM, theorem1_rejections
+    >>> p = MarkovLM.homogeneous([[0.5, 0.5]], 3, next_context=[[0, 0]])
+    >>> q = MarkovLM.homogeneous([[0.9, 0.1]], 3, next_context=[[0, 0]])
+    >>> round(theorem1_rejections(p, q), 12)
+    1.2
+    """
+    check_compatible(draft, target)
+    marginals = target.context_marginals()
+    if draft.is_time_homogeneous and target.is_time_homogeneous:
+        distances = tv_distance(compact(draft.probs)[0], compact(target.probs)[0])
+        return _scalar((marginals.sum(axis=0) * distances).sum())
+    distances = tv_distance(draft.probs, target.probs)  # (T, S)
+    return _scalar((marginals * distances).sum())

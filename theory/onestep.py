@@ -1,0 +1,131 @@
+r"""One-position quantities of rejection-based verification.
+
+At one position a draft token x̃ ∼ p is accepted with probability b(x̃) ∈ [0, 1]; otherwise the
+output is drawn from a rejection law 𝒫.  The emitted token then has law
+
+.. math::  P(\text{out} = x) = b(x)\,p(x) + \Big(\sum_y (1 - b(y))\,p(y)\Big)\,𝒫(x).
+
+Standard speculative sampling (Leviathan et al. 2023; the paper's Algorithm 1) takes
+b = min(1, q/p) and 𝒫 = [q − p]₊ / Σ[q − p]₊, which makes the output law exactly q, and the
+rejection probability is Σ_x p(x)(1 − min(1, q(x)/p(x))) = Σ_x [p − q]₊ = TV(p, q).
+
+Corollary 1 of the paper: every verifier with b ≤ min(1, q/p) and
+𝒫 = (q − b p) / Σ(1 − b) p is unbiased; Theorem 2 shows none rejects less often than TV(p, q).
+
+All functions act on the last axis (the vocabulary) and broadcast over leading axes; they accept
+float64 arrays or object arrays of ``fractions.Fraction`` (exact).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "acceptance_probability",
+    "positive_part",
+    "rejection_law",
+    "rejection_mass",
+    "residual_distribution",
+    "tv_distance",
+]
+
+
+def tv_distance(p, q, axis: int = -1):
+    r"""Total-variation distance TV(p, q) = ½ Σ_x |p(x) − q(x)| along ``axis``.
+
+    Parameters
+    ----------
+    p, q : array_like
+        Probability vectors (broadcast against each other); Fractions give an exact result.
+    axis : int
+        The vocabulary axis (default last).
+
+    Examples
+    --------
+    >>> from theory import tv_distance
+    >>> float(tv_distance([0.5, 0.5], [0.9, 0.1]))
+    0.4
+    """
+    p, q = _pair(p, q)
+    out = np.abs(p - q).sum(axis=axis) / 2
+    return out[()] if getattr(out, "ndim", 0) == 0 else out
+
+
+def positive_part(values):
+    """[v]₊ = max(v, 0) elementwise (exact for Fractions)."""
+    values = np.asarray(values)
+    if values.dtype == object:
+        return np.where(values > 0, values, 0 * values)
+    return np.maximum(values, 0.0)
+
+
+def safe_ratio(numerator, denominator):
+    """numerator / denominator where the denominator is non-zero, else 0 (no warnings)."""
+    numerator, denominator = np.asarray(numerator), np.asarray(denominator)
+    zero = denominator == 0
+    if numerator.dtype == object or denominator.dtype == object:
+        safe = np.where(zero, 1, denominator)
+        return np.where(zero, 0, numerator / safe)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(zero, 0.0, numerator / np.where(zero, 1.0, denominator))
+
+
+def acceptance_probability(p, q):
+    r"""Standard acceptance b(x) = min(1, q(x)/p(x)), with b = 1 where p(x) = 0.
+
+    Where the residual [q − p]₊ has no mass (p ≥ q everywhere, i.e. p = q up to rounding) the
+    acceptance is 1 for every token, so rejection has probability exactly 0 even when rounding
+    leaves q(x)/p(x) = 1 − 1e-16.
+
+    Examples
+    --------
+    >>> from theory.onestep import acceptance_probability
+    >>> acceptance_probability([0.5, 0.5], [0.9, 0.1]).tolist()
+    [1.0, 0.2]
+    """
+    p, q = _pair(p, q)
+    ratio = safe_ratio(q, p)
+    accept = np.where(p == 0, 1, np.minimum(1, ratio))
+    no_residual = positive_part(q - p).sum(axis=-1, keepdims=True) == 0
+    return np.where(no_residual, 1, accept)
+
+
+def residual_distribution(p, q):
+    r"""The rejection law of speculative sampling, [q − p]₊ / Σ_y [q − p]₊(y).
+
+    Rows where q ≤ p everywhere (no residual mass; then p = q) return all zeros: rejection never
+    happens there, so no law is needed.
+
+    Examples
+    --------
+    >>> from theory.onestep import residual_distribution
+    >>> residual_distribution([0.5, 0.5], [0.9, 0.1]).tolist()
+    [1.0, 0.0]
+    """
+    p, q = _pair(p, q)
+    residual = positive_part(q - p)
+    return safe_ratio(residual, residual.sum(axis=-1, keepdims=True))
+
+
+def rejection_mass(p, accept):
+    r"""Probability of rejection Σ_x (1 − b(x)) p(x) for acceptance b."""
+    p, accept = _pair(p, accept)
+    return ((1 - accept) * p).sum(axis=-1)
+
+
+def rejection_law(p, q, accept):
+    r"""Corollary 1's rejection law (q − b p) / Σ_y (1 − b(y)) p(y), the unique unbiased one.
+
+    Rows that never reject (Σ(1 − b)p = 0) return zeros.
+    """
+    p, q = _pair(p, q)
+    accept = np.asarray(accept)
+    # q − b p ≥ 0 when b ≤ q/p; the positive part removes rounding residue of order 1e-17.
+    return safe_ratio(positive_part(q - accept * p), rejection_mass(p, accept)[..., None])
+
+
+def _pair(p, q):
+    p, q = np.asarray(p), np.asarray(q)
+    if p.dtype == object or q.dtype == object:
+        return p.astype(object), q.astype(object)
+    return p.astype(np.float64, copy=False), q.astype(np.float64, copy=False)
