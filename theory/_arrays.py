@@ -16,6 +16,24 @@ import numpy as np
 ROW_SUM_ATOL = 1e-9
 
 
+def describe(value) -> str:
+    """A short, readable rendering of a number for error messages (0.98, nan, 5/6)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, Fraction):
+        return str(value)
+    return repr(value)
+
+
+def as_scalar(value):
+    """Unwrap 0-d arrays and numpy scalars to Python numbers; Fractions pass through."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
 def _index_text(index) -> str:
     return ", ".join(str(int(i)) for i in np.atleast_1d(index))
 
@@ -60,7 +78,7 @@ def compact(array: np.ndarray) -> np.ndarray:
     """
     index = tuple(
         slice(0, 1) if stride == 0 and size > 1 else slice(None)
-        for stride, size in zip(array.strides, array.shape)
+        for stride, size in zip(array.strides, array.shape, strict=True)
     )
     return array[index]
 
@@ -86,15 +104,15 @@ def check_distributions(array: np.ndarray, name: str, *, axis_names: str = "") -
         if bad.size:
             where = tuple(bad[0])
             raise ValueError(
-                f"{name}[{_index_text(where)}] is {stored[where]!r}; entries must be finite"
+                f"{name}[{_index_text(where)}] is {describe(stored[where])}; entries must be finite"
             )
     negative = np.argwhere(stored < 0)
     if negative.size:
         where = tuple(negative[0])
         raise ValueError(
-            f"{name}[{_index_text(where)}] is {stored[where]!r}; probabilities must be >= 0"
+            f"{name}[{_index_text(where)}] is {describe(stored[where])}; probabilities must be >= 0"
         )
-    sums = stored.sum(axis=-1)
+    sums = np.atleast_1d(np.asarray(stored.sum(axis=-1)))
     if is_exact(stored):
         off = np.argwhere(sums != 1)
         tolerance_text = "exactly"
@@ -103,9 +121,9 @@ def check_distributions(array: np.ndarray, name: str, *, axis_names: str = "") -
         tolerance_text = f"within {ROW_SUM_ATOL:g}"
     if off.size:
         where = tuple(off[0])
-        label = f"{name}[{_index_text(where)}]" if where else name
+        label = f"{name}[{_index_text(where)}]" if stored.ndim > 1 else name
         raise ValueError(
-            f"{label} sums to {sums[where]!r}, expected 1 {tolerance_text}{axis_names}"
+            f"{label} sums to {describe(sums[where])}, expected 1 {tolerance_text}{axis_names}"
         )
 
 

@@ -19,7 +19,7 @@ when the models hold Fractions.
 
 :func:`theorem1_rejections` evaluates the paper's Theorem 1 directly,
 
-.. math::  E[N_{rej}] = \sum_{n=1}^{T} E_{x_{1:n-1} \sim q}\big[\mathrm{TV}(p_n, q_n)(\cdot \mid x_{1:n-1})\big]
+.. math::  E[N_{rej}] = \sum_{n=1}^{T} E_{x_{1:n-1} \sim q}\big[\mathrm{TV}(p_n, q_n)\big]
            = \sum_n \sum_s μ^q_n(s)\, \mathrm{TV}(p_n(\cdot|s), q_n(\cdot|s)),
 
 with :math:`μ^q_n` the target's context marginals; it must equal the DP for ``Speculative()``.
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from theory._arrays import compact, zeros_like_kind
+from theory._arrays import as_scalar, compact, zeros_like_kind
 from theory.algorithms import Algorithm, Speculative
 from theory.models import MarkovLM, check_compatible, context_transition
 from theory.onestep import tv_distance
@@ -101,13 +101,6 @@ class _Problem:
         mass = self.zeros(self.n_states, self.n_contexts)
         mass[0] = self.target.start_distribution
         return mass
-
-
-def _scalar(value):
-    """A Python float, or the Fraction itself for exact computations."""
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def _mean_pass(problem: _Problem):
@@ -191,7 +184,7 @@ def expected_rejections(draft: MarkovLM, target: MarkovLM,
     >>> round(expected_rejections(p, q), 12)
     1.2
     """
-    return _scalar(rejection_profile(draft, target, algorithm).sum())
+    return as_scalar(rejection_profile(draft, target, algorithm).sum())
 
 
 def expected_target_calls(draft: MarkovLM, target: MarkovLM,
@@ -206,7 +199,7 @@ def expected_target_calls(draft: MarkovLM, target: MarkovLM,
     >>> round(expected_target_calls(p, q, Speculative()), 12)  # 1 + 0.4 + 0.4
     1.8
     """
-    return _scalar(_mean_pass(_problem(draft, target, algorithm))[1].sum())
+    return as_scalar(_mean_pass(_problem(draft, target, algorithm))[1].sum())
 
 
 def rejection_pmf(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | None = None):
@@ -281,7 +274,7 @@ def expected_walltime(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | 
         drafted = remaining
     else:
         drafted = np.minimum(algo.window, remaining)
-    return _scalar((round_start * (1 + cost_ratio * drafted)).sum())
+    return as_scalar((round_start * (1 + cost_ratio * drafted)).sum())
 
 
 def expected_speedup(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | None = None,
@@ -314,6 +307,6 @@ def theorem1_rejections(draft: MarkovLM, target: MarkovLM):
     marginals = target.context_marginals()
     if draft.is_time_homogeneous and target.is_time_homogeneous:
         distances = tv_distance(compact(draft.probs)[0], compact(target.probs)[0])
-        return _scalar((marginals.sum(axis=0) * distances).sum())
+        return as_scalar((marginals.sum(axis=0) * distances).sum())
     distances = tv_distance(draft.probs, target.probs)  # (T, S)
-    return _scalar((marginals * distances).sum())
+    return as_scalar((marginals * distances).sum())

@@ -35,6 +35,7 @@ import numpy as np
 
 from theory._arrays import (
     as_probability_array,
+    as_scalar,
     check_distributions,
     compact,
     frozen_copy,
@@ -98,7 +99,7 @@ class MarkovLM:
                 f"probs must have shape (T, S, V) = (horizon, n_contexts, vocab_size); "
                 f"got shape {probs.shape}"
             )
-        horizon, n_contexts, vocab_size = probs.shape
+        _, n_contexts, vocab_size = probs.shape
         if min(probs.shape) < 1:
             raise ValueError(f"probs must have T, S, V >= 1; got shape {probs.shape}")
         check_distributions(probs, "probs")
@@ -266,8 +267,7 @@ class MarkovLM:
             x = tokens[..., n, None]
             prob = prob * self._probs[n][contexts, x]
             contexts = self._next_context[contexts, x]
-        total = prob.sum(axis=-1)
-        return total[()] if total.ndim == 0 else total
+        return as_scalar(prob.sum(axis=-1))
 
     def sequence_log_probability(self, tokens) -> np.ndarray | float:
         """Natural log of :meth:`sequence_probability`, computed without underflow.
@@ -296,7 +296,7 @@ class MarkovLM:
         finite_peak = np.where(np.isfinite(peak), peak, 0.0)
         with np.errstate(divide="ignore"):
             total = np.log(np.exp(logp - finite_peak).sum(axis=-1)) + finite_peak[..., 0]
-        return total[()] if total.ndim == 0 else total
+        return as_scalar(total)
 
     def to_float(self) -> MarkovLM:
         """A float64 copy of an exact model (returns ``self`` for float models)."""

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from theory._arrays import as_scalar
+
 __all__ = [
     "acceptance_probability",
     "positive_part",
@@ -48,7 +50,7 @@ def tv_distance(p, q, axis: int = -1):
     """
     p, q = _pair(p, q)
     out = np.abs(p - q).sum(axis=axis) / 2
-    return out[()] if getattr(out, "ndim", 0) == 0 else out
+    return as_scalar(out)
 
 
 def positive_part(values):
