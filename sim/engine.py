@@ -1,0 +1,261 @@
+r"""Vectorized numpy engine: all trials advance one position per step.
+
+Every algorithm is position-synchronous given a small per-trial round state (see
+:mod:`theory.algorithms`), so a chunk of trials is a handful of integer arrays — context,
+round state, counters — updated by array operations once per position.  Each position of each
+trial consumes a fixed number of uniforms (``kernel.n_uniforms``), so the engine is a pure
+function of the models and the uniforms it is handed (:func:`run_uniforms`); :func:`simulate`
+only adds the random number generation and the chunking.
+
+Uniform layout (shared with :mod:`gpu_kernels`, which must reproduce the results exactly):
+
+* ``start_uniforms`` (n,) — the start context, by inverse CDF of the start law (only read when
+  ``start`` is a distribution);
+* ``uniforms`` (T, k, n) — at position t, row 0 draws the draft token (or the token from q at
+  a bonus position / for autoregressive sampling), row 1 is the acceptance test
+  ``u < b(x̃)``, row 2 draws from the rejection law; each draw from a law uses its alias
+  table (:mod:`sim.tables`), so it costs O(1) whatever V.
+
+Random streams: trials are cut into chunks of ``chunk_size``; chunk i draws from the i-th
+child of ``rng.spawn``, first its start uniforms, then position by position.  Results are
+therefore a function of (models, algorithm, seed, chunk size, n_trials).
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.result import SimResult, check_problem
+from sim.tables import AliasTable, build_alias
+from theory import Autoregressive, MarkovLM, Speculative
+from theory._arrays import compact
+
+__all__ = ["DEFAULT_CHUNK_SIZE", "make_kernel", "run_uniforms", "simulate"]
+
+#: Trials per chunk: big enough to amortize Python overhead, small enough to stay in cache.
+DEFAULT_CHUNK_SIZE = 1 << 15
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How (position, context) pairs map to rows of the sampling tables."""
+
+    n_contexts: int
+    vocab_size: int
+    homogeneous: bool
+    next_context: np.ndarray  # (S·V,) flattened
+
+    def row_base(self, position: int) -> int:
+        return 0 if self.homogeneous else position * self.n_contexts
+
+    def rows(self, model: MarkovLM) -> np.ndarray:
+        """The (rows, V) float64 laws of ``model`` in table order."""
+        probs = compact(model.probs) if self.homogeneous else model.probs
+        return np.asarray(probs, dtype=np.float64).reshape(-1, self.vocab_size)
+
+
+def _layout(draft: MarkovLM, target: MarkovLM) -> _Layout:
+    homogeneous = draft.is_time_homogeneous and target.is_time_homogeneous
+    next_context = np.ascontiguousarray(target.next_context, dtype=np.intp).ravel()
+    return _Layout(target.n_contexts, target.vocab_size, homogeneous, next_context)
+
+
+class _Kernel:
+    """Tables and the per-position update of one algorithm on one (draft, target) pair."""
+
+    n_uniforms: int
+    n_states: int
+
+    def __init__(self, draft: MarkovLM, target: MarkovLM, algorithm):
+        self.algorithm = algorithm
+        self.layout = _layout(draft, target)
+        self.horizon = target.horizon
+        self.start = target.start
+        self.start_cdf = np.cumsum(np.asarray(target.start_distribution, dtype=np.float64))
+
+
+class _AutoregressiveKernel(_Kernel):
+    n_uniforms = 1
+    n_states = 1
+
+    def __init__(self, draft, target, algorithm):
+        super().__init__(draft, target, algorithm)
+        self.target_table = build_alias(self.layout.rows(target))
+
+    def step(self, position, context, state, uniforms, counts):
+        rows = self.layout.row_base(position) + context
+        counts.target_calls += 1
+        return self.target_table.draw(rows, uniforms[0]), state
+
+
+class _SpeculativeKernel(_Kernel):
+    """Standard speculative decoding and every verifier with tables (b, 𝒫) (Corollary 1)."""
+
+    n_uniforms = 3
+
+    def __init__(self, draft, target, algorithm: Speculative):
+        super().__init__(draft, target, algorithm)
+        p, q = self.layout.rows(draft), self.layout.rows(target)
+        accept, rejection_law = algorithm.verification(p, q)
+        self.draft_table = build_alias(p)
+        self.acceptance = np.ascontiguousarray(accept, dtype=np.float64).ravel()
+        self.rejection_table = build_alias(rejection_law)
+        self.n_states = algorithm.n_round_states()
+        self.after_accept = np.array(
+            [algorithm.after_accept(j) for j in range(self.n_states)], dtype=np.int8)
+        self.bonus_state = algorithm.window if algorithm.has_bonus_state else None
+        self.target_table: AliasTable | None = (
+            build_alias(q) if self.bonus_state is not None else None)
+
+    def step(self, position, context, state, uniforms, counts):
+        vocab_size = self.layout.vocab_size
+        rows = self.layout.row_base(position) + context
+        counts.target_calls += state == 0
+        token = self.draft_table.draw(rows, uniforms[0])
+        accepted = uniforms[1] < self.acceptance[rows * vocab_size + token]
+        if self.bonus_state is not None:
+            bonus = state == self.bonus_state
+            if bonus.any():
+                where = np.flatnonzero(bonus)
+                token[where] = self.target_table.draw(rows[where], uniforms[0][where])
+                accepted[where] = True  # a bonus token is no rejection
+        rejected = np.flatnonzero(~accepted)
+        if rejected.size:
+            token[rejected] = self.rejection_table.draw(rows[rejected], uniforms[2][rejected])
+            counts.rejections[rejected] += 1
+        following = self.after_accept[state]
+        if self.bonus_state is not None:
+            following[bonus] = 0
+        following[rejected] = 0
+        return token, following
+
+
+_KERNELS = [(Autoregressive, _AutoregressiveKernel), (Speculative, _SpeculativeKernel)]
+
+
+def make_kernel(draft: MarkovLM, target: MarkovLM, algorithm) -> _Kernel:
+    """Build the tables of ``algorithm`` for this pair (done once per simulation)."""
+    for kind, kernel in _KERNELS:
+        if isinstance(algorithm, kind):
+            return kernel(draft, target, algorithm)
+    raise TypeError(f"the vectorized engine has no kernel for {algorithm!r}")
+
+
+class _Counts:
+    def __init__(self, n: int):
+        self.rejections = np.zeros(n, dtype=np.int64)
+        self.target_calls = np.zeros(n, dtype=np.int64)
+
+
+def _run_chunk(kernel: _Kernel, start_uniforms, next_uniforms, n: int,
+               record_tokens: bool) -> SimResult:
+    """Advance n trials through all positions; ``next_uniforms(t)`` gives the (k, n) block."""
+    if isinstance(kernel.start, int):
+        context = np.full(n, kernel.start, dtype=np.intp)
+    else:
+        index = np.searchsorted(kernel.start_cdf, start_uniforms * kernel.start_cdf[-1],
+                                side="right")
+        context = np.minimum(index, kernel.start_cdf.size - 1).astype(np.intp)
+    state = np.zeros(n, dtype=np.int8)
+    counts = _Counts(n)
+    tokens = np.empty((n, kernel.horizon), dtype=np.int64) if record_tokens else None
+    layout = kernel.layout
+    for position in range(kernel.horizon):
+        token, state = kernel.step(position, context, state, next_uniforms(position), counts)
+        if tokens is not None:
+            tokens[:, position] = token
+        context = layout.next_context[context * layout.vocab_size + token]
+    return SimResult(counts.rejections, counts.target_calls, tokens)
+
+
+def run_uniforms(draft: MarkovLM, target: MarkovLM, algorithm, uniforms, *,
+                 start_uniforms=None, record_tokens: bool = False) -> SimResult:
+    """Run the engine on given uniforms: ``uniforms`` (T, k, n), ``start_uniforms`` (n,).
+
+    A pure function of its inputs (no randomness of its own): the contract that the torch
+    engine reproduces exactly.  ``k`` is ``make_kernel(...).n_uniforms``.
+    """
+    uniforms = np.asarray(uniforms, dtype=np.float64)
+    if uniforms.ndim != 3:
+        raise ValueError(f"uniforms must have shape (T, k, n); got shape {uniforms.shape}")
+    n_trials = check_problem(draft, target, algorithm, uniforms.shape[-1])
+    kernel = make_kernel(draft, target, algorithm)
+    expected = (target.horizon, kernel.n_uniforms, n_trials)
+    if uniforms.shape != expected:
+        raise ValueError(f"uniforms must have shape (T, k, n) = {expected}; got {uniforms.shape}")
+    if not isinstance(target.start, int):
+        if start_uniforms is None:
+            raise ValueError("start_uniforms (n,) are needed when the start is a distribution")
+        start_uniforms = np.asarray(start_uniforms, dtype=np.float64)
+        if start_uniforms.shape != (n_trials,):
+            raise ValueError(
+                f"start_uniforms must have shape ({n_trials},); got {start_uniforms.shape}")
+    return _run_chunk(kernel, start_uniforms, lambda t: uniforms[t], n_trials, record_tokens)
+
+
+def chunk_sizes(n_trials: int, chunk_size: int) -> list[int]:
+    """Sizes of the consecutive chunks that ``n_trials`` trials are cut into."""
+    full, rest = divmod(n_trials, chunk_size)
+    return [chunk_size] * full + ([rest] if rest else [])
+
+
+def simulate(draft: MarkovLM, target: MarkovLM, algorithm, *, n_trials: int, rng=None,
+             record_tokens: bool = False, chunk_size: int = DEFAULT_CHUNK_SIZE,
+             progress: bool = False) -> SimResult:
+    """Monte Carlo simulation of ``algorithm`` on (draft, target) with the vectorized engine.
+
+    Parameters
+    ----------
+    draft, target : MarkovLM
+        Compatible models (:func:`theory.check_compatible`).
+    algorithm : theory.Algorithm
+        ``Autoregressive()``, ``Speculative(...)`` or any verifier built on it.
+    n_trials : int
+        Number of independent runs.
+    rng : seed or numpy Generator, optional
+        Chunk i uses the i-th child of ``rng.spawn``; same seed and chunk size, same result.
+    record_tokens : bool
+        Also return the emitted sequences, (n_trials, T).
+    chunk_size : int
+        Trials advanced together; memory is O(chunk_size · (T if tokens are recorded else 1)).
+    progress : bool
+        Show a tqdm progress bar over chunks.
+
+    Returns
+    -------
+    SimResult
+
+    Examples
+    --------
+    >>> from sim import simulate
+    >>> from sim.models import fig2_pair
+    >>> from theory import Speculative, expected_rejections
+    >>> draft, target = fig2_pair()
+    >>> result = simulate(draft, target, Speculative(), n_trials=20_000, rng=1)
+    >>> theory_value = expected_rejections(draft, target)
+    >>> bool(abs(result.rejections.mean() - theory_value) < 0.1)
+    True
+    """
+    n_trials = check_problem(draft, target, algorithm, n_trials)
+    if not isinstance(chunk_size, numbers.Integral) or isinstance(chunk_size, bool) \
+            or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer; got {chunk_size!r}")
+    kernel = make_kernel(draft, target, algorithm)
+    sizes = chunk_sizes(n_trials, int(chunk_size))
+    streams = np.random.default_rng(rng).spawn(len(sizes))
+    chunks = range(len(sizes))
+    if progress:
+        from tqdm.auto import tqdm
+
+        chunks = tqdm(chunks, desc=type(algorithm).__name__, unit="chunk")
+    parts = []
+    for i in chunks:
+        stream, n = streams[i], sizes[i]
+        start_uniforms = None if isinstance(kernel.start, int) else stream.random(n)
+        parts.append(_run_chunk(kernel, start_uniforms,
+                                lambda _t, s=stream, n=n: s.random((kernel.n_uniforms, n)),
+                                n, record_tokens))
+    return SimResult.concatenate(parts)

@@ -1,0 +1,58 @@
+"""The result type shared by every engine, and the input checks every engine runs first."""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from theory import Algorithm, MarkovLM, check_compatible
+
+__all__ = ["SimResult", "check_problem"]
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """Per-trial counts of a simulation.
+
+    Attributes
+    ----------
+    rejections : int array (n_trials,)
+        N_rej of each trial.
+    target_calls : int array (n_trials,)
+        Number of target calls (rounds) of each trial.
+    tokens : int array (n_trials, T) or None
+        The emitted sequences, when recorded.
+    """
+
+    rejections: np.ndarray
+    target_calls: np.ndarray
+    tokens: np.ndarray | None = None
+
+    @property
+    def n_trials(self) -> int:
+        return int(self.rejections.shape[0])
+
+    @classmethod
+    def concatenate(cls, parts: list[SimResult]) -> SimResult:
+        """Join the results of consecutive chunks of trials."""
+        tokens = None
+        if parts and parts[0].tokens is not None:
+            tokens = np.concatenate([part.tokens for part in parts])
+        return cls(np.concatenate([part.rejections for part in parts]),
+                   np.concatenate([part.target_calls for part in parts]), tokens)
+
+
+def check_problem(draft: MarkovLM, target: MarkovLM, algorithm, n_trials) -> int:
+    """Validate a simulation request; returns ``n_trials`` as an int."""
+    check_compatible(draft, target)
+    if not isinstance(algorithm, Algorithm):
+        raise TypeError(
+            f"algorithm must be a theory Algorithm (e.g. Speculative()); got {algorithm!r}"
+        )
+    if not isinstance(n_trials, numbers.Integral) or isinstance(n_trials, bool):
+        raise TypeError(f"n_trials must be an integer; got {n_trials!r}")
+    if n_trials < 1:
+        raise ValueError(f"n_trials must be >= 1; got {n_trials}")
+    return int(n_trials)

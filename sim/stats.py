@@ -1,0 +1,209 @@
+r"""Statistical checks of simulations against closed forms — used by tests and reports alike.
+
+Every check returns a :class:`CheckResult` with the statistic, a p-value and a verdict at a
+stated false-positive level ``alpha`` (default :data:`DEFAULT_ALPHA` = 1e-6 per check): a
+correct algorithm fails a check with probability at most ``alpha`` (asymptotically), so a
+suite of K checks has a false-positive budget of at most K·alpha.
+
+* :func:`mean_check` — two-sided z-test of a sample mean against its exact value.  With the
+  exact variance (from an exact pmf) the statistic is exact up to the CLT; otherwise the sample
+  variance is used.
+* :func:`counts_check` — Pearson chi-square goodness of fit on *counts* (never frequencies),
+  after merging the least likely categories until every bin expects at least 5 observations
+  (SciPy's ``check_discrete_chisquare`` practice).  An observation in a category of probability
+  0 fails at once (p = 0).
+* :func:`pmf_check` — :func:`counts_check` for integer samples against a pmf.
+
+Checks never retry; seeds are fixed by the caller.  Every check in the test suite sits beside a
+*negative control*: a known-wrong algorithm that the same check, at the same sample size, fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+__all__ = [
+    "DEFAULT_ALPHA",
+    "CheckResult",
+    "counts_check",
+    "mean_check",
+    "merge_small_bins",
+    "pmf_check",
+]
+
+#: Default false-positive level of one statistical check.
+DEFAULT_ALPHA = 1e-6
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """Outcome of one statistical check.
+
+    ``passed`` is ``p_value >= alpha``.  ``estimate``/``expected``/``standard_error`` are filled
+    by mean checks; ``degrees_of_freedom`` by goodness-of-fit checks.
+    """
+
+    name: str
+    statistic: float
+    p_value: float
+    alpha: float
+    estimate: float | None = None
+    expected: float | None = None
+    standard_error: float | None = None
+    degrees_of_freedom: int | None = None
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.p_value >= self.alpha)
+
+    def confidence_interval(self, level: float = 0.95) -> tuple[float, float]:
+        """Normal-approximation interval for a mean check's estimate."""
+        if self.estimate is None or self.standard_error is None:
+            raise ValueError("confidence_interval is defined for mean checks only")
+        half = stats.norm.ppf(0.5 + level / 2) * self.standard_error
+        return self.estimate - half, self.estimate + half
+
+    def __str__(self) -> str:
+        verdict = "pass" if self.passed else "FAIL"
+        detail = (f"estimate {self.estimate:.6g} vs {self.expected:.6g} ± "
+                  f"{self.standard_error:.2g}, " if self.estimate is not None else "")
+        return (f"{self.name}: {detail}statistic {self.statistic:.4g}, "
+                f"p = {self.p_value:.3g} (alpha {self.alpha:g}) → {verdict}")
+
+
+def _alpha(alpha) -> float:
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1); got {alpha!r}")
+    return float(alpha)
+
+
+def mean_check(samples, expected, *, variance=None, alpha: float = DEFAULT_ALPHA,
+               name: str = "mean") -> CheckResult:
+    r"""Two-sided z-test of H₀: E[samples] = ``expected``.
+
+    z = (x̄ − expected) / √(σ²/n), with σ² = ``variance`` when known exactly, else the sample
+    variance.  When σ² = 0 the check passes only if every sample equals ``expected``
+    (to 1e-12).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sim.stats import mean_check
+    >>> rolls = np.random.default_rng(0).integers(1, 7, size=10_000)
+    >>> mean_check(rolls, 3.5, variance=35 / 12).passed
+    True
+    >>> mean_check(rolls, 3.6, variance=35 / 12).passed
+    False
+    """
+    alpha = _alpha(alpha)
+    samples = np.asarray(samples, dtype=np.float64).ravel()
+    n = samples.size
+    if n < 2:
+        raise ValueError(f"samples must hold at least 2 values; got {n}")
+    expected = float(expected)
+    estimate = float(samples.mean())
+    var = float(samples.var(ddof=1)) if variance is None else float(variance)
+    if var < 0:
+        raise ValueError(f"variance must be >= 0; got {var}")
+    error = np.sqrt(var / n)
+    if error == 0:
+        same = bool(np.all(np.abs(samples - expected) <= 1e-12))
+        return CheckResult(name, 0.0 if same else np.inf, 1.0 if same else 0.0, alpha,
+                           estimate, expected, 0.0)
+    z = (estimate - expected) / error
+    return CheckResult(name, float(z), float(2 * stats.norm.sf(abs(z))), alpha, estimate,
+                       expected, float(error))
+
+
+def merge_small_bins(expected_counts, min_expected: float = 5.0) -> np.ndarray:
+    """Bin labels merging categories so that every bin expects ≥ ``min_expected`` counts.
+
+    Categories are taken from least to most likely and accumulated into a bin until it reaches
+    ``min_expected``; a last bin that falls short joins the previous one.  Returns an int label
+    per category (categories with expected count 0 get label −1: they are tested separately).
+    """
+    expected_counts = np.asarray(expected_counts, dtype=np.float64)
+    labels = np.full(expected_counts.size, -1, dtype=np.intp)
+    order = [i for i in np.argsort(expected_counts, kind="stable") if expected_counts[i] > 0]
+    label, accumulated = 0, 0.0
+    for i in order:
+        labels[i] = label
+        accumulated += expected_counts[i]
+        if accumulated >= min_expected:
+            label, accumulated = label + 1, 0.0
+    if 0 < accumulated < min_expected and label > 0:
+        labels[labels == label] = label - 1
+    return labels
+
+
+def counts_check(observed, probabilities, *, alpha: float = DEFAULT_ALPHA,
+                 name: str = "counts", min_expected: float = 5.0) -> CheckResult:
+    r"""Chi-square goodness of fit of observed *counts* to category probabilities.
+
+    Parameters
+    ----------
+    observed : int array (K,)
+        Counts per category.
+    probabilities : array (K,)
+        H₀ law of the categories (sums to 1 within 1e-9).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sim.stats import counts_check
+    >>> counts = np.bincount(np.random.default_rng(1).integers(0, 4, 4000), minlength=4)
+    >>> counts_check(counts, [0.25] * 4).passed, counts_check(counts, [0.4, 0.2, 0.2, 0.2]).passed
+    (True, False)
+    """
+    alpha = _alpha(alpha)
+    observed = np.asarray(observed)
+    if observed.dtype.kind not in "iu":
+        raise TypeError(f"observed must be integer counts; got dtype {observed.dtype}")
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if probabilities.shape != observed.shape:
+        raise ValueError(f"probabilities must have the shape of observed, {observed.shape}; "
+                         f"got {probabilities.shape}")
+    if abs(probabilities.sum() - 1) > 1e-9 or (probabilities < 0).any():
+        raise ValueError(f"probabilities must be a distribution; sum {probabilities.sum()!r}")
+    total = int(observed.sum())
+    expected = total * probabilities
+    labels = merge_small_bins(expected, min_expected)
+    impossible = int(observed[labels < 0].sum())
+    if impossible:
+        return CheckResult(f"{name} ({impossible} observations in zero-probability categories)",
+                           np.inf, 0.0, alpha, degrees_of_freedom=0)
+    n_bins = int(labels.max()) + 1
+    binned_observed = np.bincount(labels[labels >= 0], weights=observed[labels >= 0],
+                                  minlength=n_bins)
+    binned_expected = np.bincount(labels[labels >= 0], weights=expected[labels >= 0],
+                                  minlength=n_bins)
+    if n_bins < 2:
+        return CheckResult(name, 0.0, 1.0, alpha, degrees_of_freedom=0)
+    statistic = float(((binned_observed - binned_expected) ** 2 / binned_expected).sum())
+    dof = n_bins - 1
+    return CheckResult(name, statistic, float(stats.chi2.sf(statistic, dof)), alpha,
+                       degrees_of_freedom=dof)
+
+
+def pmf_check(samples, pmf, *, alpha: float = DEFAULT_ALPHA, name: str = "pmf") -> CheckResult:
+    """Goodness of fit of integer samples in 0..len(pmf)−1 to ``pmf``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sim.stats import pmf_check
+    >>> draws = np.random.default_rng(2).binomial(3, 0.5, size=2000)
+    >>> pmf_check(draws, [1 / 8, 3 / 8, 3 / 8, 1 / 8]).passed
+    True
+    """
+    pmf = np.asarray(pmf, dtype=np.float64)
+    samples = np.asarray(samples)
+    if samples.dtype.kind not in "iu":
+        raise TypeError(f"samples must be integers; got dtype {samples.dtype}")
+    if samples.size and (samples.min() < 0 or samples.max() >= pmf.size):
+        raise ValueError(f"samples must lie in range(0, {pmf.size}); got "
+                         f"[{samples.min()}, {samples.max()}]")
+    return counts_check(np.bincount(samples, minlength=pmf.size), pmf, alpha=alpha, name=name)
