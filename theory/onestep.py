@@ -123,7 +123,8 @@ def rejection_law(p, q, accept):
     p, q = _pair(p, q)
     accept = np.asarray(accept)
     # q − b p ≥ 0 when b ≤ q/p; the positive part removes rounding residue of order 1e-17.
-    return safe_ratio(positive_part(q - accept * p), rejection_mass(p, accept)[..., None])
+    mass = ((1 - accept) * p).sum(axis=-1, keepdims=True)
+    return safe_ratio(positive_part(q - accept * p), mass)
 
 
 def _pair(p, q):

@@ -1,0 +1,40 @@
+"""Known-wrong verifiers: the negative controls of the statistical and exact checks.
+
+Each is a small subclass of :class:`theory.Speculative` that changes one line of the
+verification rule, the way a real implementation bug would.  Every engine runs them.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from theory import Speculative
+from theory.onestep import acceptance_probability, positive_part, residual_distribution
+
+
+@dataclass(frozen=True)
+class ResampleFromTarget(Speculative):
+    """Bug: on rejection, draw from q instead of the residual [q − p]₊."""
+
+    def verification(self, p, q):
+        return acceptance_probability(p, q), np.asarray(q)
+
+
+@dataclass(frozen=True)
+class InvertedRatio(Speculative):
+    """Bug: accept with min(1, p/q) instead of min(1, q/p)."""
+
+    def verification(self, p, q):
+        return acceptance_probability(q, p), residual_distribution(p, q)
+
+
+@dataclass(frozen=True)
+class AbsoluteResidual(Speculative):
+    """Bug: the rejection law uses |q − p| instead of its positive part [q − p]₊."""
+
+    def verification(self, p, q):
+        p, q = np.asarray(p), np.asarray(q)
+        spread = np.abs(q - p)
+        total = spread.sum(axis=-1, keepdims=True)
+        law = np.where(total > 0, spread / np.where(total > 0, total, 1), positive_part(q - p))
+        return acceptance_probability(p, q), law
