@@ -33,7 +33,14 @@ from sim.tables import AliasTable, build_alias
 from theory import Autoregressive, MarkovLM, Speculative
 from theory._arrays import compact
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "make_kernel", "run_uniforms", "simulate"]
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "chunk_sizes",
+    "make_kernel",
+    "run_uniforms",
+    "simulate",
+    "uniforms_per_position",
+]
 
 #: Trials per chunk: big enough to amortize Python overhead, small enough to stay in cache.
 DEFAULT_CHUNK_SIZE = 1 << 15
@@ -136,12 +143,21 @@ class _SpeculativeKernel(_Kernel):
 _KERNELS = [(Autoregressive, _AutoregressiveKernel), (Speculative, _SpeculativeKernel)]
 
 
-def make_kernel(draft: MarkovLM, target: MarkovLM, algorithm) -> _Kernel:
-    """Build the tables of ``algorithm`` for this pair (done once per simulation)."""
+def _kernel_class(algorithm) -> type[_Kernel]:
     for kind, kernel in _KERNELS:
         if isinstance(algorithm, kind):
-            return kernel(draft, target, algorithm)
+            return kernel
     raise TypeError(f"the vectorized engine has no kernel for {algorithm!r}")
+
+
+def make_kernel(draft: MarkovLM, target: MarkovLM, algorithm) -> _Kernel:
+    """Build the tables of ``algorithm`` for this pair (done once per simulation)."""
+    return _kernel_class(algorithm)(draft, target, algorithm)
+
+
+def uniforms_per_position(algorithm) -> int:
+    """k: how many uniforms each trial consumes at each position (the layout's middle axis)."""
+    return _kernel_class(algorithm).n_uniforms
 
 
 class _Counts:
@@ -255,7 +271,8 @@ def simulate(draft: MarkovLM, target: MarkovLM, algorithm, *, n_trials: int, rng
     for i in chunks:
         stream, n = streams[i], sizes[i]
         start_uniforms = None if isinstance(kernel.start, int) else stream.random(n)
+        block = np.empty((kernel.n_uniforms, n))  # refilled in place at every position
         parts.append(_run_chunk(kernel, start_uniforms,
-                                lambda _t, s=stream, n=n: s.random((kernel.n_uniforms, n)),
-                                n, record_tokens))
+                                lambda _t, s=stream, b=block: s.random(out=b), n,
+                                record_tokens))
     return SimResult.concatenate(parts)

@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that print throughput and ratios (never timed tests)."""
