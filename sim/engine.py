@@ -11,10 +11,13 @@ Uniform layout (shared with :mod:`gpu_kernels`, which must reproduce the results
 
 * ``start_uniforms`` (n,) — the start context, by inverse CDF of the start law (only read when
   ``start`` is a distribution);
-* ``uniforms`` (T, k, n) — at position t, row 0 draws the draft token (or the token from q at
-  a bonus position / for autoregressive sampling), row 1 is the acceptance test
-  ``u < b(x̃)``, row 2 draws from the rejection law; each draw from a law uses its alias
-  table (:mod:`sim.tables`), so it costs O(1) whatever V.
+* ``uniforms`` (T, k, n) — at position t, for ``Speculative``: row 0 draws the draft token
+  (or the token from q at a bonus position / for autoregressive sampling), row 1 is the
+  acceptance test ``u < b(x̃)``, row 2 draws from the rejection law.  For
+  ``BatchSpeculative(M)``: rows 2m and 2m + 1 draw and test candidate m (m < M), row 2M draws
+  from the last residual when every candidate failed, and (trie only) row 2M + i decides
+  whether untried candidate i shares the accepted token (``u < p(x)``), 1 ≤ i < M.  Each draw
+  from a law uses its alias table (:mod:`sim.tables`), so it costs O(1) whatever V.
 
 Random streams: trials are cut into chunks of ``chunk_size``; chunk i draws from the i-th
 child of ``rng.spawn``, first its start uniforms, then position by position.  Results are
@@ -30,8 +33,9 @@ import numpy as np
 
 from sim.result import SimResult, check_problem
 from sim.tables import AliasTable, build_alias
-from theory import Autoregressive, MarkovLM, Speculative
+from theory import Autoregressive, BatchSpeculative, MarkovLM, Speculative
 from theory._arrays import compact
+from theory.onestep import acceptance_probability, residual_chain
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -112,7 +116,7 @@ class _SpeculativeKernel(_Kernel):
         self.rejection_table = build_alias(rejection_law)
         self.n_states = algorithm.n_round_states()
         self.after_accept = np.array(
-            [algorithm.after_accept(j) for j in range(self.n_states)], dtype=np.int8)
+            [algorithm.after_accept(j) for j in range(self.n_states)], dtype=np.int16)
         self.bonus_state = algorithm.window if algorithm.has_bonus_state else None
         self.target_table: AliasTable | None = (
             build_alias(q) if self.bonus_state is not None else None)
@@ -140,7 +144,72 @@ class _SpeculativeKernel(_Kernel):
         return token, following
 
 
-_KERNELS = [(Autoregressive, _AutoregressiveKernel), (Speculative, _SpeculativeKernel)]
+class _BatchKernel(_Kernel):
+    """Algorithm 4 ("paper") and the trie verifier: candidates tried against residual tables."""
+
+    @staticmethod
+    def uniforms_for(algorithm: BatchSpeculative) -> int:
+        extra = algorithm.n_drafts - 1 if algorithm.verifier == "trie" else 0
+        return 2 * algorithm.n_drafts + 1 + extra
+
+    def __init__(self, draft, target, algorithm: BatchSpeculative):
+        super().__init__(draft, target, algorithm)
+        p, q = self.layout.rows(draft), self.layout.rows(target)
+        self.n_drafts = algorithm.n_drafts
+        self.trie = algorithm.verifier == "trie"
+        self.n_uniforms = self.uniforms_for(algorithm)
+        self.n_rows = p.shape[0]
+        residuals, _ = residual_chain(p, q, self.n_drafts)
+        self.draft_table = build_alias(p)
+        # acceptance of candidate m against q^{m+1}, stacked: entry (m·R + row)·V + x
+        self.acceptance = np.concatenate(
+            [acceptance_probability(p, residual).ravel() for residual in residuals[:-1]])
+        # law after k failures, q^{k+1}, stacked: row (k − 1)·R + row
+        self.residual_table = build_alias(np.concatenate(residuals[1:]))
+        self.draft_flat = p.ravel()
+
+    def step(self, position, context, state, uniforms, counts):
+        vocab_size, n_rows, n_drafts = self.layout.vocab_size, self.n_rows, self.n_drafts
+        rows = self.layout.row_base(position) + context
+        counts.target_calls += state == 0
+        live = np.where(state == 0, n_drafts, state)
+        token = np.empty(context.size, dtype=np.intp)
+        winner = np.full(context.size, -1, dtype=np.intp)
+        pending = np.ones(context.size, dtype=bool)
+        for m in range(n_drafts):
+            trying = np.flatnonzero(pending & (live > m))
+            if not trying.size:
+                break
+            r = rows[trying]
+            candidate = self.draft_table.draw(r, uniforms[2 * m][trying])
+            accepted = uniforms[2 * m + 1][trying] < \
+                self.acceptance[(m * n_rows + r) * vocab_size + candidate]
+            won = trying[accepted]
+            token[won] = candidate[accepted]
+            winner[won] = m
+            pending[won] = False
+        rejected = np.flatnonzero(pending)  # every live candidate failed
+        if rejected.size:
+            level_rows = (live[rejected] - 1) * n_rows + rows[rejected]
+            token[rejected] = self.residual_table.draw(level_rows,
+                                                       uniforms[2 * n_drafts][rejected])
+            counts.rejections[rejected] += 1
+        following = np.zeros_like(state)
+        won = np.flatnonzero(~pending)
+        if not self.trie:
+            following[won] = 1
+        elif won.size:
+            share = self.draft_flat[rows[won] * vocab_size + token[won]]  # p(accepted token)
+            stay = np.ones(won.size, dtype=state.dtype)
+            for i in range(1, n_drafts):  # untried candidate i keeps the prefix w.p. p(x)
+                untried = (i > winner[won]) & (i < live[won])
+                stay += untried & (uniforms[2 * n_drafts + i][won] < share)
+            following[won] = stay
+        return token, following
+
+
+_KERNELS = [(Autoregressive, _AutoregressiveKernel), (Speculative, _SpeculativeKernel),
+            (BatchSpeculative, _BatchKernel)]
 
 
 def _kernel_class(algorithm) -> type[_Kernel]:
@@ -157,7 +226,10 @@ def make_kernel(draft: MarkovLM, target: MarkovLM, algorithm) -> _Kernel:
 
 def uniforms_per_position(algorithm) -> int:
     """k: how many uniforms each trial consumes at each position (the layout's middle axis)."""
-    return _kernel_class(algorithm).n_uniforms
+    kernel = _kernel_class(algorithm)
+    if hasattr(kernel, "uniforms_for"):
+        return kernel.uniforms_for(algorithm)
+    return kernel.n_uniforms
 
 
 class _Counts:
@@ -175,7 +247,7 @@ def _run_chunk(kernel: _Kernel, start_uniforms, next_uniforms, n: int,
         index = np.searchsorted(kernel.start_cdf, start_uniforms * kernel.start_cdf[-1],
                                 side="right")
         context = np.minimum(index, kernel.start_cdf.size - 1).astype(np.intp)
-    state = np.zeros(n, dtype=np.int8)
+    state = np.zeros(n, dtype=np.int16)
     counts = _Counts(n)
     tokens = np.empty((n, kernel.horizon), dtype=np.int64) if record_tokens else None
     layout = kernel.layout

@@ -29,8 +29,9 @@ from typing import NamedTuple
 import numpy as np
 
 from sim.result import SimResult, check_problem
-from theory import Autoregressive, MarkovLM, Speculative
+from theory import Autoregressive, BatchSpeculative, MarkovLM, Speculative
 from theory._arrays import zeros_like_kind
+from theory.onestep import acceptance_probability, residual_distribution
 
 __all__ = [
     "ExactLaw",
@@ -118,6 +119,44 @@ def _speculative(algorithm: Speculative, draft, target, choose) -> Outcome:
                 trace.emit(choose.categorical(rejection_law))
                 trace.rejections += 1
                 break
+    return trace.outcome()
+
+
+def _try_candidates(n_candidates: int, p, q, choose):
+    """Try candidate drafts in order against the recursive residuals q¹ = q, q^{m+1}.
+
+    Returns ``(token, index)`` of the first accepted candidate, or ``(token, None)`` with the
+    token drawn from the last residual when every candidate failed.
+    """
+    residual = q
+    for index in range(n_candidates):
+        token = choose.categorical(p)  # this candidate's token, drawn when it is read
+        if choose.bernoulli(acceptance_probability(p, residual)[token]):
+            return token, index
+        residual = residual_distribution(p, residual)
+    return choose.categorical(residual), None
+
+
+@run_algorithm.register
+def _batch_speculative(algorithm: BatchSpeculative, draft, target, choose) -> Outcome:
+    """Algorithm 4 ("paper") and the trie verifier, with M i.i.d. drafts per round."""
+    trace = _Trace(target, choose)
+    while not trace.done:  # one round per iteration: one target call, M fresh drafts
+        trace.target_calls += 1
+        live = algorithm.n_drafts  # drafts whose prefix equals the accepted prefix
+        while not trace.done:
+            p = draft.probs[trace.position, trace.context]
+            q = target.probs[trace.position, trace.context]
+            token, winner = _try_candidates(live, p, q, choose)
+            trace.emit(token)
+            if winner is None:  # every candidate failed: rejection, new round
+                trace.rejections += 1
+                break
+            if algorithm.verifier == "paper":
+                live = 1  # Algorithm 4 follows the accepted draft alone
+            else:  # trie: the untried candidates whose token here is also `token` stay
+                untried = live - winner - 1
+                live = 1 + sum(choose.bernoulli(p[token]) for _ in range(untried))
     return trace.outcome()
 
 

@@ -9,9 +9,16 @@ numbers; :mod:`sim` does.
 from theory.algorithms import (
     Algorithm,
     Autoregressive,
+    BatchSpeculative,
     Branch,
     Speculative,
     UnbiasedSpeculative,
+)
+from theory.batch import (
+    batch_improvement,
+    batch_rejection_limit,
+    optimal_multidraft_acceptance,
+    theorem3_rejections,
 )
 from theory.exact import (
     expected_rejections,
@@ -36,17 +43,21 @@ from theory.onestep import (
 __all__ = [
     "Algorithm",
     "Autoregressive",
+    "BatchSpeculative",
     "Branch",
     "MarkovLM",
     "Speculative",
     "UnbiasedSpeculative",
     "acceptance_probability",
+    "batch_improvement",
+    "batch_rejection_limit",
     "check_compatible",
     "context_transition",
     "expected_rejections",
     "expected_speedup",
     "expected_target_calls",
     "expected_walltime",
+    "optimal_multidraft_acceptance",
     "rejection_law",
     "rejection_mass",
     "rejection_pmf",
@@ -55,5 +66,6 @@ __all__ = [
     "round_length_pmf",
     "target_calls_pmf",
     "theorem1_rejections",
+    "theorem3_rejections",
     "tv_distance",
 ]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import abc
 import functools
+import math
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,12 +40,14 @@ from theory.onestep import (
     acceptance_probability,
     rejection_law,
     rejection_mass,
+    residual_chain,
     residual_distribution,
 )
 
 __all__ = [
     "Algorithm",
     "Autoregressive",
+    "BatchSpeculative",
     "Branch",
     "Speculative",
     "UnbiasedSpeculative",
@@ -244,3 +247,95 @@ class UnbiasedSpeculative(Speculative):
             )
         accept = np.minimum(accept, ceiling) if accept.dtype != object else accept
         return accept, rejection_law(p, q, accept)
+
+
+_VERIFIERS = ("paper", "trie")
+
+
+@dataclass(frozen=True)
+class BatchSpeculative(Algorithm):
+    r"""Batch speculative decoding with M i.i.d. drafts (the paper's Algorithm 4, and a trie).
+
+    Every round drafts M independent continuations from p (to the horizon).  Candidate drafts
+    at a position are tried in draft order against the recursive residuals q¹ = q,
+    q^{m+1} = [q^m − p]₊ / Σ[q^m − p]₊ (:func:`theory.onestep.residual_chain`): draft m is
+    accepted with probability min(1, q^m(x̃_m)/p(x̃_m)).  If all k candidates fail, the token is
+    drawn from q^{k+1}, the position is a rejection and a new round (M fresh drafts) starts.
+
+    * ``verifier="paper"`` (Algorithm 4): all M drafts are candidates at the round's first
+      (root) position; the accepted draft is then followed alone, standard speculative
+      sampling against q, until its first rejection (drawn from [q − p]₊).
+    * ``verifier="trie"`` (our extension, SpecInfer-style, with replacement): at every
+      position, every draft whose prefix equals the accepted prefix is a candidate; after
+      accepting x, the candidates whose token here is x stay candidates.  Never worse than
+      ``"paper"``.
+
+    Both emit exactly the law q.  Round states: 0 = a round starts (M candidates); k ≥ 1 =
+    k live candidates continue (``"paper"`` uses only k = 1).  Given k live candidates
+    sharing a prefix, their next tokens are i.i.d. p, so acceptance at candidate i with token x
+    has weight (Π_{j<i} r_j) min(p, q^i)(x), r_j = TV(q^j, p), and the number of later
+    candidates with token x is Binomial(k − i, p(x)).
+
+    Parameters
+    ----------
+    n_drafts : int >= 1
+        M.  ``n_drafts=1`` is ``Speculative()``.
+    verifier : {'paper', 'trie'}
+
+    Examples
+    --------
+    >>> from sim.models import fig2_pair
+    >>> from theory import BatchSpeculative, expected_rejections
+    >>> draft, target = fig2_pair()
+    >>> paper = expected_rejections(draft, target, BatchSpeculative(4))
+    >>> trie = expected_rejections(draft, target, BatchSpeculative(4, "trie"))
+    >>> bool(trie <= paper < expected_rejections(draft, target, BatchSpeculative(1)))
+    True
+    """
+
+    n_drafts: int = 2
+    verifier: str = "paper"
+
+    def __post_init__(self):
+        if not isinstance(self.n_drafts, numbers.Integral) or isinstance(self.n_drafts, bool):
+            raise TypeError(f"n_drafts must be a positive integer; got {self.n_drafts!r}")
+        if self.n_drafts < 1:
+            raise ValueError(f"n_drafts must be >= 1; got {self.n_drafts}")
+        object.__setattr__(self, "n_drafts", int(self.n_drafts))
+        if self.verifier not in _VERIFIERS:
+            raise ValueError(f"verifier must be one of {_VERIFIERS}; got {self.verifier!r}")
+
+    def n_round_states(self) -> int:
+        return 2 if self.verifier == "paper" else self.n_drafts + 1
+
+    def live_drafts(self, state: int) -> int:
+        """Number of candidate drafts in round state ``state``."""
+        return self.n_drafts if state == 0 else state
+
+    def branches(self, p, q):
+        p, q = np.asarray(p), np.asarray(q)
+        residuals, failures = residual_chain(p, q, self.n_drafts)
+        reach = [1]  # P(the first i − 1 candidates failed) = Π_{j<i} r_j
+        for failure in failures:
+            reach.append(reach[-1] * failure)
+        accept_at = [reach[i][..., None] * np.minimum(p, residuals[i]) if i else
+                     np.minimum(p, residuals[0]) for i in range(self.n_drafts)]
+
+        def rejected(k):  # all k candidates failed: token from q^{k+1}
+            return reach[k][..., None] * residuals[k]
+
+        if self.verifier == "paper":
+            return [Branch(0, 1, False, sum(accept_at)),
+                    Branch(0, 0, True, rejected(self.n_drafts)),
+                    Branch(1, 1, False, accept_at[0]), Branch(1, 0, True, rejected(1))]
+        out = []
+        for state in range(self.n_round_states()):
+            k = self.live_drafts(state)
+            for stay in range(1, k + 1):  # candidates left after accepting x (incl. the winner)
+                weights = sum(
+                    accept_at[i] * math.comb(k - 1 - i, stay - 1) * p ** (stay - 1)
+                    * (1 - p) ** (k - 1 - i - (stay - 1))
+                    for i in range(k - stay + 1))
+                out.append(Branch(state, stay, False, weights))
+            out.append(Branch(state, 0, True, rejected(k)))
+        return out

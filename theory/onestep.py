@@ -27,6 +27,7 @@ __all__ = [
     "positive_part",
     "rejection_law",
     "rejection_mass",
+    "residual_chain",
     "residual_distribution",
     "tv_distance",
 ]
@@ -107,6 +108,34 @@ def residual_distribution(p, q):
     p, q = _pair(p, q)
     residual = positive_part(q - p)
     return safe_ratio(residual, residual.sum(axis=-1, keepdims=True))
+
+
+def residual_chain(p, q, n_drafts: int):
+    r"""The recursive residuals of multi-draft verification (the paper's Algorithm 4).
+
+    q¹ = q and q^{m+1} = [q^m − p]₊ / Σ[q^m − p]₊; draft m is accepted with probability
+    min(1, q^m/p) and fails with probability r_m = TV(q^m, p).
+
+    Returns
+    -------
+    residuals : list of M + 1 arrays shaped like q (q¹ … q^{M+1}; zeros once a residual has
+        no mass, i.e. after a draft that is accepted for sure)
+    failures : list of M arrays (r₁ … r_M), the leading shape of q
+
+    Examples
+    --------
+    >>> from theory.onestep import residual_chain
+    >>> residuals, failures = residual_chain([0.5, 0.5], [0.9, 0.1], 2)
+    >>> [r.tolist() for r in residuals], [float(f) for f in failures]
+    ([[0.9, 0.1], [1.0, 0.0], [1.0, 0.0]], [0.4, 0.5])
+    """
+    p, q = _pair(p, q)
+    residuals, failures = [q], []
+    for _ in range(n_drafts):
+        current = residuals[-1]
+        failures.append(positive_part(current - p).sum(axis=-1))
+        residuals.append(residual_distribution(p, current))
+    return residuals, failures
 
 
 def rejection_mass(p, accept):
