@@ -24,7 +24,7 @@ from sim import simulate
 from sim.engine import DEFAULT_CHUNK_SIZE, chunk_sizes, make_kernel, uniforms_per_position
 from sim.models import draft_at_tv, fig2_pair, random_pair
 from sim.reference import reference_simulate
-from theory import Speculative
+from theory import BatchSpeculative, Speculative
 
 
 def best_time(function, repeat: int) -> float:
@@ -63,9 +63,11 @@ def main(argv=None) -> None:
         "V=1000 first order, TV=0.3 (homogeneous)": (
             draft_at_tv(sparse_target, 0.3, rng=1), sparse_target),
     }
-    algorithms = {"Speculative()": Speculative(), "Speculative(window=4)": Speculative(window=4)}
+    algorithms = {"Speculative()": Speculative(), "Speculative(window=4)": Speculative(window=4),
+                  "BatchSpeculative(4)": BatchSpeculative(4),
+                  "BatchSpeculative(4, 'trie')": BatchSpeculative(4, "trie")}
     print(f"trials = {args.trials:,}; best of {args.repeat}; chunk = {DEFAULT_CHUNK_SIZE:,}")
-    header = (f"{'setting':42s} {'algorithm':22s} {'engine pos/s':>13s} {'ref pos/s':>11s} "
+    header = (f"{'setting':42s} {'algorithm':28s} {'engine pos/s':>13s} {'ref pos/s':>11s} "
               f"{'speedup':>8s} {'floor ratio':>11s} {'w/o tables':>10s} {'tables s':>9s}")
     print(header)
     print("-" * len(header))
@@ -81,7 +83,7 @@ def main(argv=None) -> None:
                 d, t, a, n_trials=args.reference_trials, rng=1), 1)
             engine_rate = positions / engine
             reference_rate = args.reference_trials * target.horizon / reference
-            print(f"{setting_name:42s} {name:22s} {engine_rate:13.3e} {reference_rate:11.3e} "
+            print(f"{setting_name:42s} {name:28s} {engine_rate:13.3e} {reference_rate:11.3e} "
                   f"{engine_rate / reference_rate:8.0f} {engine / floor:11.2f} "
                   f"{(engine - tables) / floor:10.2f} {tables:9.3f}")
 

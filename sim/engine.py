@@ -35,7 +35,7 @@ from sim.result import SimResult, check_problem
 from sim.tables import AliasTable, build_alias
 from theory import Autoregressive, BatchSpeculative, MarkovLM, Speculative
 from theory._arrays import compact
-from theory.onestep import acceptance_probability, residual_chain
+from theory.onestep import acceptance_probability
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -159,7 +159,7 @@ class _BatchKernel(_Kernel):
         self.trie = algorithm.verifier == "trie"
         self.n_uniforms = self.uniforms_for(algorithm)
         self.n_rows = p.shape[0]
-        residuals, _ = residual_chain(p, q, self.n_drafts)
+        residuals, _ = algorithm.residuals(p, q)
         self.draft_table = build_alias(p)
         # acceptance of candidate m against q^{m+1}, stacked: entry (m·R + row)·V + x
         self.acceptance = np.concatenate(

@@ -31,7 +31,7 @@ import numpy as np
 from sim.result import SimResult, check_problem
 from theory import Autoregressive, BatchSpeculative, MarkovLM, Speculative
 from theory._arrays import zeros_like_kind
-from theory.onestep import acceptance_probability, residual_distribution
+from theory.onestep import acceptance_probability
 
 __all__ = [
     "ExactLaw",
@@ -122,7 +122,7 @@ def _speculative(algorithm: Speculative, draft, target, choose) -> Outcome:
     return trace.outcome()
 
 
-def _try_candidates(n_candidates: int, p, q, choose):
+def _try_candidates(algorithm, n_candidates: int, p, q, choose):
     """Try candidate drafts in order against the recursive residuals q¹ = q, q^{m+1}.
 
     Returns ``(token, index)`` of the first accepted candidate, or ``(token, None)`` with the
@@ -133,7 +133,7 @@ def _try_candidates(n_candidates: int, p, q, choose):
         token = choose.categorical(p)  # this candidate's token, drawn when it is read
         if choose.bernoulli(acceptance_probability(p, residual)[token]):
             return token, index
-        residual = residual_distribution(p, residual)
+        residual = algorithm.next_residual(p, residual)  # [residual − p]₊, normalized
     return choose.categorical(residual), None
 
 
@@ -147,7 +147,7 @@ def _batch_speculative(algorithm: BatchSpeculative, draft, target, choose) -> Ou
         while not trace.done:
             p = draft.probs[trace.position, trace.context]
             q = target.probs[trace.position, trace.context]
-            token, winner = _try_candidates(live, p, q, choose)
+            token, winner = _try_candidates(algorithm, live, p, q, choose)
             trace.emit(token)
             if winner is None:  # every candidate failed: rejection, new round
                 trace.rejections += 1

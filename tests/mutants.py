@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from theory import Speculative
+from theory import BatchSpeculative, Speculative
 from theory.onestep import acceptance_probability, positive_part, residual_distribution
 
 
@@ -38,3 +38,19 @@ class AbsoluteResidual(Speculative):
         total = spread.sum(axis=-1, keepdims=True)
         law = np.where(total > 0, spread / np.where(total > 0, total, 1), positive_part(q - p))
         return acceptance_probability(p, q), law
+
+
+@dataclass(frozen=True)
+class ForgetsResidualUpdate(BatchSpeculative):
+    """Bug: every candidate is tested against q itself (no residual update between drafts)."""
+
+    def next_residual(self, p, residual):
+        return residual
+
+
+@dataclass(frozen=True)
+class UnnormalizedResidual(BatchSpeculative):
+    """Bug: candidates are tested against [q^m − p]₊ without normalizing it."""
+
+    def next_residual(self, p, residual):
+        return positive_part(np.asarray(residual) - np.asarray(p))

@@ -42,6 +42,7 @@ from theory.onestep import (
     rejection_mass,
     residual_chain,
     residual_distribution,
+    safe_ratio,
 )
 
 __all__ = [
@@ -308,21 +309,31 @@ class BatchSpeculative(Algorithm):
     def n_round_states(self) -> int:
         return 2 if self.verifier == "paper" else self.n_drafts + 1
 
+    def next_residual(self, p, residual):
+        """The law candidate m + 1 is tested against after candidate m failed: [q^m − p]₊."""
+        return residual_distribution(p, residual)
+
+    def residuals(self, p, q):
+        """(q¹ … q^{M+1}, r₁ … r_M) for rows p, q: :func:`theory.onestep.residual_chain`."""
+        return residual_chain(p, q, self.n_drafts, step=self.next_residual)
+
     def live_drafts(self, state: int) -> int:
         """Number of candidate drafts in round state ``state``."""
         return self.n_drafts if state == 0 else state
 
     def branches(self, p, q):
         p, q = np.asarray(p), np.asarray(q)
-        residuals, failures = residual_chain(p, q, self.n_drafts)
+        residuals, failures = self.residuals(p, q)
         reach = [1]  # P(the first i − 1 candidates failed) = Π_{j<i} r_j
         for failure in failures:
             reach.append(reach[-1] * failure)
-        accept_at = [reach[i][..., None] * np.minimum(p, residuals[i]) if i else
-                     np.minimum(p, residuals[0]) for i in range(self.n_drafts)]
+        # candidate i is reached, drafts x and accepts it: (Π_{j<i} r_j) p(x) min(1, q^i(x)/p(x))
+        accept_at = [np.asarray(reach[i])[..., None] * acceptance_probability(p, residuals[i]) * p
+                     for i in range(self.n_drafts)]
 
-        def rejected(k):  # all k candidates failed: token from q^{k+1}
-            return reach[k][..., None] * residuals[k]
+        def rejected(k):  # all k candidates failed: token from q^{k+1} (normalized)
+            law = residuals[k]
+            return reach[k][..., None] * safe_ratio(law, law.sum(axis=-1, keepdims=True))
 
         if self.verifier == "paper":
             return [Branch(0, 1, False, sum(accept_at)),

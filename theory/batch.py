@@ -55,10 +55,10 @@ import numpy as np
 from scipy.optimize import linprog
 
 from theory._arrays import as_scalar
-from theory.algorithms import Branch, Speculative
+from theory.algorithms import BatchSpeculative, Branch, Speculative
 from theory.exact import expected_rejections
 from theory.models import MarkovLM, check_compatible, context_transition
-from theory.onestep import positive_part, residual_chain, tv_distance
+from theory.onestep import positive_part, tv_distance
 
 __all__ = [
     "batch_improvement",
@@ -80,7 +80,7 @@ def _n_drafts(value) -> int:
 
 def _all_fail(p, q, n_drafts):
     """(Π_{m≤M} r_m, Π_{m≤M} r_m · q^{M+1}): probability and token mass of M failures."""
-    residuals, failures = residual_chain(p, q, n_drafts)
+    residuals, failures = BatchSpeculative(n_drafts).residuals(p, q)
     product = failures[0]
     for failure in failures[1:]:
         product = product * failure

@@ -110,11 +110,16 @@ def residual_distribution(p, q):
     return safe_ratio(residual, residual.sum(axis=-1, keepdims=True))
 
 
-def residual_chain(p, q, n_drafts: int):
+def residual_chain(p, q, n_drafts: int, step=None):
     r"""The recursive residuals of multi-draft verification (the paper's Algorithm 4).
 
     q¹ = q and q^{m+1} = [q^m − p]₊ / Σ[q^m − p]₊; draft m is accepted with probability
-    min(1, q^m/p) and fails with probability r_m = TV(q^m, p).
+    min(1, q^m/p) and fails with probability r_m = Σ_x [p − q^m]₊(x) = TV(q^m, p).
+
+    Parameters
+    ----------
+    step : callable (p, residual) -> next residual, optional
+        Default :func:`residual_distribution`; other rules define other (e.g. wrong) verifiers.
 
     Returns
     -------
@@ -130,11 +135,12 @@ def residual_chain(p, q, n_drafts: int):
     ([[0.9, 0.1], [1.0, 0.0], [1.0, 0.0]], [0.4, 0.5])
     """
     p, q = _pair(p, q)
+    step = residual_distribution if step is None else step
     residuals, failures = [q], []
     for _ in range(n_drafts):
         current = residuals[-1]
-        failures.append(positive_part(current - p).sum(axis=-1))
-        residuals.append(residual_distribution(p, current))
+        failures.append(rejection_mass(p, acceptance_probability(p, current)))
+        residuals.append(np.asarray(step(p, current)))
     return residuals, failures
 
 

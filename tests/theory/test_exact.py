@@ -192,3 +192,15 @@ def test_autoregressive_walltime_is_the_horizon():
     assert expected_speedup(draft, target, Autoregressive(), cost_ratio=0.3) == 1
     with pytest.raises(ValueError, match="cost_ratio must be a real number >= 0"):
         expected_walltime(draft, target, cost_ratio=-1)
+
+
+@pytest.mark.parametrize("algorithm", [ResampleFromTarget(window=2), InvertedRatio(),
+                                       AbsoluteResidual(window=1, bonus=False)], ids=repr)
+def test_dynamic_program_follows_any_verification_rule(algorithm):
+    """The DP reads the same (b, 𝒫) as the engines, so it is exact for wrong rules too."""
+    draft, target = random_pair(3, 3, concentration=0.5, rng=17)
+    law = enumerate_outcomes(draft, target, algorithm)
+    np.testing.assert_allclose(law.rejection_pmf().astype(float),
+                               rejection_pmf(draft, target, algorithm), atol=1e-12)
+    np.testing.assert_allclose(law.target_calls_pmf().astype(float),
+                               target_calls_pmf(draft, target, algorithm), atol=1e-12)
