@@ -11,17 +11,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sim.engine import simulate
-from sim.stats import DEFAULT_ALPHA, mean_check
+from sim.stats import DEFAULT_ALPHA, counts_check, mean_check
 from theory import (
     BatchSpeculative,
+    LossySpeculative,
     MarkovLM,
     batch_rejection_limit,
     optimal_multidraft_acceptance,
+    output_model,
     rejection_pmf,
 )
 from theory.batch import root_acceptance
+from theory.lossy import sequence_kl, sequence_tv_bound
 
-__all__ = ["BatchExperiment", "batch_experiment", "multidraft_gap"]
+__all__ = ["BatchExperiment", "batch_experiment", "multidraft_gap", "tradeoff_table"]
 
 
 def _pmf_moments(pmf) -> tuple[float, float]:
@@ -88,3 +91,54 @@ def batch_experiment(draft: MarkovLM, target: MarkovLM, n_drafts=range(1, 9), *,
     limits = {v: float(batch_rejection_limit(draft, target, v)) for v in verifiers}
     gaps = {m: multidraft_gap(draft, target, m) for m in n_drafts}
     return BatchExperiment(rows, limits, gaps)
+
+
+def tradeoff_table(draft: MarkovLM, target: MarkovLM, eps_values, *,
+                   rejections=("opt", "target"), n_trials: int = 100_000, rng=None,
+                   alpha: float = DEFAULT_ALPHA) -> list[dict]:
+    r"""Theory vs simulation of lossy decoding over a sweep of ε (the paper's §4).
+
+    One row per (ε, rejection rule) with, per position (averaged over n = 1..T):
+
+    * ``rejection_probability`` — E[N_rej] / T (exact DP);
+    * ``tv_loss`` — (1/T) Σₙ E_{s∼μ^o_n}[TV(oₙ(·|s), qₙ(·|s))], which is Loss*_TV(bₙ) for OPT;
+
+    and for whole sequences ``sequence_kl`` = KL(output ‖ target) and ``sequence_tv_bound``.
+    The simulated mean of N_rej is checked against the DP (``rejections_passed``), and the
+    emitted last token against the output model — not q (``tokens_passed``).
+
+    Examples
+    --------
+    >>> from sim.experiments import tradeoff_table
+    >>> from sim.models import fig2_pair
+    >>> rows = tradeoff_table(*fig2_pair(), [0.0, 0.2], n_trials=2000, rng=0)
+    >>> [(row["eps"], row["rejection"]) for row in rows]
+    [(0.0, 'opt'), (0.0, 'target'), (0.2, 'opt'), (0.2, 'target')]
+    """
+    eps_values = list(eps_values)
+    streams = np.random.default_rng(rng).spawn(len(eps_values) * len(rejections))
+    horizon = target.horizon
+    last = horizon - 1
+    rows = []
+    for i, (eps, rule) in enumerate((e, r) for e in eps_values for r in rejections):
+        algorithm = LossySpeculative(eps, rule)
+        emitted = output_model(draft, target, algorithm)
+        mean, variance = _pmf_moments(rejection_pmf(draft, target, algorithm))
+        result = simulate(draft, target, algorithm, n_trials=n_trials, rng=streams[i],
+                          record_tokens=True)
+        check = mean_check(result.rejections, mean, variance=variance, alpha=alpha)
+        last_law = np.asarray(emitted.context_marginals()[last] @ emitted.probs[last], float)
+        tokens = counts_check(np.bincount(result.tokens[:, last], minlength=target.vocab_size),
+                              last_law / last_law.sum(), alpha=alpha)
+        rows.append({
+            "eps": eps, "rejection": rule,
+            "rejection_probability": mean / horizon,
+            "tv_loss": sequence_tv_bound(emitted, target) / horizon,
+            "sequence_kl": sequence_kl(emitted, target),
+            "sequence_tv_bound": sequence_tv_bound(emitted, target),
+            "simulated_rejection_probability": check.estimate / horizon,
+            "standard_error": check.standard_error / horizon,
+            "z": check.statistic, "p_value": check.p_value,
+            "rejections_passed": check.passed, "tokens_passed": tokens.passed,
+        })
+    return rows

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from theory import BatchSpeculative, Speculative
+from theory import BatchSpeculative, LossySpeculative, Speculative
 from theory.onestep import acceptance_probability, positive_part, residual_distribution
 
 
@@ -54,3 +54,23 @@ class UnnormalizedResidual(BatchSpeculative):
 
     def next_residual(self, p, residual):
         return positive_part(np.asarray(residual) - np.asarray(p))
+
+
+@dataclass(frozen=True, init=False, repr=False)
+class LossyAbsoluteGap(LossySpeculative):
+    """Bug: Decoding-OPT that rejects into |q − b p| (normalized) instead of [q − b p]₊."""
+
+    def verification(self, p, q):
+        accept, _ = super().verification(p, q)
+        gap = np.abs(np.asarray(q) - accept * np.asarray(p))
+        return accept, gap / gap.sum(axis=-1, keepdims=True)
+
+
+@dataclass(frozen=True, init=False, repr=False)
+class LossyAdditiveAcceptance(LossySpeculative):
+    """Bug: accepts with min(1, q/p + ε) instead of min(1, (q + ε)/p)."""
+
+    def verification(self, p, q):
+        _, law = super().verification(p, q)
+        accept = np.minimum(1.0, acceptance_probability(p, q) + self.eps)
+        return accept, law

@@ -11,6 +11,7 @@ from theory.algorithms import (
     Autoregressive,
     BatchSpeculative,
     Branch,
+    LossySpeculative,
     Speculative,
     UnbiasedSpeculative,
 )
@@ -31,6 +32,12 @@ from theory.exact import (
     target_calls_pmf,
     theorem1_rejections,
 )
+from theory.lossy import (
+    optimal_rejection_distribution,
+    output_model,
+    pareto_front,
+    tv_loss,
+)
 from theory.models import MarkovLM, check_compatible, context_transition
 from theory.onestep import (
     acceptance_probability,
@@ -45,6 +52,7 @@ __all__ = [
     "Autoregressive",
     "BatchSpeculative",
     "Branch",
+    "LossySpeculative",
     "MarkovLM",
     "Speculative",
     "UnbiasedSpeculative",
@@ -58,6 +66,9 @@ __all__ = [
     "expected_target_calls",
     "expected_walltime",
     "optimal_multidraft_acceptance",
+    "optimal_rejection_distribution",
+    "output_model",
+    "pareto_front",
     "rejection_law",
     "rejection_mass",
     "rejection_pmf",
@@ -68,4 +79,5 @@ __all__ = [
     "theorem1_rejections",
     "theorem3_rejections",
     "tv_distance",
+    "tv_loss",
 ]

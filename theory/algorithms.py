@@ -38,6 +38,7 @@ import numpy as np
 
 from theory.onestep import (
     acceptance_probability,
+    positive_part,
     rejection_law,
     rejection_mass,
     residual_chain,
@@ -50,6 +51,7 @@ __all__ = [
     "Autoregressive",
     "BatchSpeculative",
     "Branch",
+    "LossySpeculative",
     "Speculative",
     "UnbiasedSpeculative",
 ]
@@ -190,6 +192,69 @@ class Speculative(Algorithm):
         if self.has_bonus_state:
             out.append(Branch(self.window, 0, False, q))
         return out
+
+
+_REJECTION_RULES = ("opt", "target")
+
+
+@dataclass(frozen=True, init=False, repr=False)
+class LossySpeculative(Speculative):
+    r"""Lossy speculative decoding by over-acceptance (the paper's §4), drafting to the horizon.
+
+    A draft x̃ ∼ p is accepted with probability b(x̃) = min(1, (q(x̃) + ε)/p(x̃)) ≥ min(1, q/p);
+    on rejection the token is drawn from
+
+    * ``rejection="opt"`` (Decoding-OPT): 𝒫* = [q − b p]₊ / Σ[q − b p]₊, the canonical member
+      of Theorem 4's optimal set, which minimizes TV(output, q) for this b;
+    * ``rejection="target"`` (Decoding-UNO): q itself.
+
+    Biased for ε > 0: the emitted tokens follow :func:`theory.output_model`, not q.  ε = 0 is
+    ``Speculative()``; ε = ∞ accepts every draft (the emitted law is p).
+
+    Note: under over-acceptance q − b p = −ε < 0 wherever b < 1, so 𝒫* is the lossless
+    residual [q − p]₊ restricted to {b = 1} ⊇ {q ≥ p} — that is, [q − p]₊ itself: Decoding-OPT
+    only changes the acceptance rule, never the rejection law.
+
+    Examples
+    --------
+    >>> from theory import LossySpeculative
+    >>> b, law = LossySpeculative(0.1).verification([0.5, 0.5], [0.9, 0.1])
+    >>> b.round(3).tolist(), law.round(3).tolist()
+    ([1.0, 0.4], [1.0, 0.0])
+    """
+
+    eps: float = 0.0
+    rejection: str = "opt"
+
+    def __init__(self, eps, rejection: str = "opt"):
+        if not isinstance(eps, numbers.Real) or isinstance(eps, bool) or math.isnan(eps) \
+                or eps < 0:
+            raise ValueError(f"eps must be a real number >= 0 (inf allowed); got {eps!r}")
+        if rejection not in _REJECTION_RULES:
+            raise ValueError(f"rejection must be one of {_REJECTION_RULES}; got {rejection!r}")
+        object.__setattr__(self, "window", None)
+        object.__setattr__(self, "bonus", True)
+        object.__setattr__(self, "eps", eps)
+        object.__setattr__(self, "rejection", rejection)
+
+    def __repr__(self) -> str:
+        return f"LossySpeculative(eps={self.eps!r}, rejection={self.rejection!r})"
+
+    def verification(self, p, q):
+        p, q = np.asarray(p), np.asarray(q)
+        if math.isinf(self.eps):
+            accept = np.ones_like(p)
+        else:
+            accept = np.where(p == 0, 1, np.minimum(1, safe_ratio(q + self.eps, p)))
+            if self.eps == 0:  # exactly the standard rule (incl. its p = q convention)
+                accept = acceptance_probability(p, q)
+        if self.rejection == "target":
+            return accept, q
+        # 𝒫* ∝ [q − b p]₊, which is [q − p]₊ where b = 1 and exactly 0 where
+        # b = (q + ε)/p < 1 (there q − b p = −ε): written so, no rounding residue survives
+        # and ε = 0 gives the speculative residual exactly.
+        gap = np.where(accept >= 1, positive_part(q - p), 0 * p)
+        return accept, safe_ratio(gap, gap.sum(axis=-1, keepdims=True))
 
 
 def _scaled_standard_acceptance(p, q, *, factor):

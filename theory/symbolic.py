@@ -7,6 +7,8 @@ r"""Symbolic identities (sympy): what the numerical code relies on, proved for s
 * :func:`leviathan_identity` — the round length L of ``Speculative(window=γ)`` on a
   context-free pair with acceptance α has P(L = k) = α^{k−1}(1 − α) (k ≤ γ) and
   P(L = γ + 1) = α^γ; its mean is Leviathan et al.'s (1 − α^{γ+1}) / (1 − α).
+* :func:`pareto_pointwise_identity` — |q − bp| + (1 − b)p = |p − q| whenever
+  bp ≥ min(p, q), the step behind Theorem 5's straight Pareto line.
 * :func:`leviathan_walltime_factor`, :func:`optimal_window` — the speedup
   (1 − α^{γ+1}) / ((1 − α)(γc + 1)) with cost ratio c, and the best γ.
 """
@@ -23,6 +25,7 @@ __all__ = [
     "leviathan_walltime_factor",
     "one_step_unbiasedness",
     "optimal_window",
+    "pareto_pointwise_identity",
 ]
 
 alpha, gamma, cost = sp.symbols("alpha gamma c", positive=True)
@@ -102,3 +105,29 @@ def optimal_window(acceptance: float, cost_ratio: float, max_window: int = 64) -
         raise ValueError(f"cost_ratio must be >= 0; got {cost_ratio!r}")
     return max(range(1, max_window + 1),
                key=lambda w: float(leviathan_walltime_factor(acceptance, w, cost_ratio)))
+
+
+def pareto_pointwise_identity() -> dict:
+    r"""|q − bp| + (1 − b)p − |p − q|, simplified in both cases of bp ≥ min(p, q): all 0.
+
+    * p ≤ q: b p ≥ p forces b = 1;
+    * p > q: write b p = q + s with 0 ≤ s ≤ p − q, and p = q + d with d > 0.
+
+    Examples
+    --------
+    >>> from theory.symbolic import pareto_pointwise_identity
+    >>> pareto_pointwise_identity()
+    {'p <= q': 0, 'p > q': 0}
+    """
+    p, q, s, d = sp.symbols("p q s d", positive=True)
+    b = sp.symbols("b", positive=True)
+
+    def residual(p_, q_, b_):
+        return sp.Abs(q_ - b_ * p_) + (1 - b_) * p_ - sp.Abs(p_ - q_)
+
+    low = residual(p, p + d, 1)  # q = p + d ≥ p, b = 1
+    high_p = q + d
+    high = residual(high_p, q, (q + s) / high_p)
+    # on the case's domain s ≤ d: |q − bp| = s and |p − q| = d
+    high = high.subs(sp.Abs(-s), s).subs(sp.Abs(d), d)
+    return {"p <= q": sp.simplify(low.subs(b, 1)), "p > q": sp.simplify(high)}

@@ -1,0 +1,279 @@
+r"""The quality–acceleration trade-off of lossy verification (the paper's §4, Theorems 4–5).
+
+**One position.**  A verifier accepts a draft x̃ ∼ p with probability b(x̃) and otherwise emits
+a token from 𝒫; it rejects with probability ρ = Σ_x (1 − b(x)) p(x) and emits
+o = b p + ρ 𝒫.
+
+*Theorem 4.*  For fixed b, the least possible TV(o, q) over rejection laws 𝒫 is
+
+.. math::  \mathrm{Loss}^*_{TV}(b) = \tfrac12 \sum_x |q(x) - b(x)p(x)|
+           - \tfrac12 \sum_x (1 - b(x))\,p(x),
+
+attained exactly by the 𝒫 with 𝒫 = 0 on A₋ = {q < b p} and 0 ≤ ρ𝒫 ≤ q − b p on
+A₊ = {q > b p} (possible because Σ_{A₊}(q − bp) = ρ + Σ_{A₋}(bp − q) ≥ ρ).  The canonical
+member is 𝒫* = [q − b p]₊ / Σ[q − b p]₊ (Decoding-OPT); for b = min(1, q/p) it is the
+speculative residual [q − p]₊.
+
+*Theorem 5.*  For min(1, q/p) ≤ b ≤ 1 (over-acceptance) the pointwise identity
+|q − bp| + (1 − b)p = |p − q| (valid when bp ≥ min(p, q)) gives
+
+.. math::  ρ(b) + \mathrm{Loss}^*_{TV}(b) = \mathrm{TV}(p, q),
+
+a straight Pareto line: the least loss at rejection probability ρ is (TV − ρ)₊.  Both theorems
+are also verified by linear programs over all (b, 𝒫) (:func:`tv_loss_lp`,
+:func:`pareto_front_lp`).
+
+**Sequences.**  Lossy decoding that drafts to the horizon emits, at every position, from
+oₙ(·|s) = bₙpₙ + ρₙ𝒫ₙ, so its output is itself a Markov chain over the same contexts
+(:func:`output_model`).  Its distance to the target: KL by the chain rule
+(:func:`sequence_kl`), TV exactly by enumeration for small V^T (:func:`sequence_tv`), and the
+subadditive bound TV ≤ Σₙ E_{s∼μ^o_n}[TV(oₙ(·|s), qₙ(·|s))] (:func:`sequence_tv_bound`).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+from scipy.optimize import linprog
+
+from theory._arrays import as_scalar
+from theory.algorithms import Algorithm
+from theory.models import MarkovLM, check_compatible
+from theory.onestep import positive_part, safe_ratio, tv_distance
+
+__all__ = [
+    "is_optimal_rejection_distribution",
+    "optimal_rejection_distribution",
+    "output_model",
+    "over_acceptance",
+    "pareto_front",
+    "pareto_front_lp",
+    "rejection_probability",
+    "sequence_kl",
+    "sequence_tv",
+    "sequence_tv_bound",
+    "tv_loss",
+    "tv_loss_lp",
+]
+
+
+def _arrays(p, q, accept=None):
+    arrays = [np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)]
+    if accept is not None:
+        arrays.append(np.asarray(accept, dtype=np.float64))
+    return np.broadcast_arrays(*arrays)
+
+
+def over_acceptance(p, q, eps):
+    """b = min(1, (q + ε)/p) (1 where p = 0): the paper's over-acceptance rule."""
+    p, q = _arrays(p, q)
+    return np.where(p == 0, 1.0, np.minimum(1.0, safe_ratio(q + eps, p)))
+
+
+def rejection_probability(p, accept):
+    """ρ = 1 − Σ_x b(x) p(x) (for p summing to 1).
+
+    Examples
+    --------
+    >>> from theory.lossy import rejection_probability
+    >>> round(float(rejection_probability([0.5, 0.5], [1.0, 0.2])), 12)
+    0.4
+    """
+    p, _, accept = _arrays(p, p, accept)
+    return as_scalar(((1 - accept) * p).sum(axis=-1))
+
+
+def tv_loss(p, q, accept):
+    r"""Loss*_TV(b) = ½Σ|q − b p| − ½Σ(1 − b)p (Theorem 4): the least TV(output, q) for b.
+
+    Examples
+    --------
+    >>> from theory import tv_loss
+    >>> round(float(tv_loss([0.5, 0.5], [0.9, 0.1], [1.0, 0.2])), 12)  # b = min(1, q/p)
+    0.0
+    >>> round(float(tv_loss([0.5, 0.5], [0.9, 0.1], [1.0, 1.0])), 12)  # accept everything
+    0.4
+    """
+    p, q, accept = _arrays(p, q, accept)
+    return as_scalar(np.abs(q - accept * p).sum(axis=-1) / 2
+                     - ((1 - accept) * p).sum(axis=-1) / 2)
+
+
+def optimal_rejection_distribution(p, q, accept):
+    """The canonical member of Theorem 4's optimal set, 𝒫* = [q − b p]₊ / Σ[q − b p]₊.
+
+    Rows with no positive gap (never reached by a rejection) are zeros.
+
+    Examples
+    --------
+    >>> from theory import optimal_rejection_distribution
+    >>> optimal_rejection_distribution([0.5, 0.5], [0.9, 0.1], [1.0, 0.4]).tolist()
+    [1.0, 0.0]
+    """
+    p, q, accept = _arrays(p, q, accept)
+    gap = positive_part(q - accept * p)
+    return safe_ratio(gap, gap.sum(axis=-1, keepdims=True))
+
+
+def is_optimal_rejection_distribution(p, q, accept, law, *, atol: float = 1e-12) -> bool:
+    """Whether ``law`` is in Theorem 4's optimal set: a distribution that is 0 on
+    A₋ = {q < b p} and satisfies ρ·𝒫 ≤ q − b p on A₊ (within ``atol``)."""
+    p, q, accept, law = np.broadcast_arrays(*_arrays(p, q, accept), np.asarray(law, float))
+    rho = ((1 - accept) * p).sum(axis=-1, keepdims=True)
+    gap = q - accept * p
+    is_law = (law >= -atol).all() and np.allclose(law.sum(axis=-1), 1, atol=1e-9)
+    below = np.where(gap < 0, law <= atol, rho * law <= gap + atol)
+    return bool(is_law and below.all())
+
+
+def pareto_front(p, q, rejection_probability):
+    """(TV(p, q) − ρ)₊: the least TV loss of any verifier rejecting with probability ρ (Thm 5).
+
+    Examples
+    --------
+    >>> from theory import pareto_front
+    >>> round(float(pareto_front([0.5, 0.5], [0.9, 0.1], 0.1)), 12)
+    0.3
+    """
+    p, q = _arrays(p, q)
+    return as_scalar(np.maximum(tv_distance(p, q) - np.asarray(rejection_probability), 0.0))
+
+
+def tv_loss_lp(p, q, accept) -> float:
+    """Theorem 4 by LP: min ½Σ|b p + r − q| over r ≥ 0 with Σ r = Σ(1 − b)p."""
+    p, q, accept = (np.asarray(a, dtype=np.float64) for a in _arrays(p, q, accept))
+    vocab_size = p.size
+    accepted = accept * p
+    rho = ((1 - accept) * p).sum()
+    identity = np.eye(vocab_size)
+    # variables [r (V), t (V)]: t ≥ ±(bp + r − q)
+    objective = np.concatenate([np.zeros(vocab_size), np.full(vocab_size, 0.5)])
+    upper = np.vstack([np.hstack([identity, -identity]), np.hstack([-identity, -identity])])
+    bound = np.concatenate([q - accepted, accepted - q])
+    solution = linprog(objective, A_ub=upper, b_ub=bound,
+                       A_eq=np.concatenate([np.ones(vocab_size), np.zeros(vocab_size)])[None],
+                       b_eq=[rho], bounds=(0, None), method="highs")
+    if solution.status != 0:
+        raise ValueError(f"the Theorem 4 LP could not be solved: {solution.message}")
+    return float(solution.fun)
+
+
+def pareto_front_lp(p, q, rejection_probability: float) -> float:
+    """Theorem 5 by LP: min TV(b p + r, q) over all b ∈ [0, 1]^V, r ≥ 0 with
+    Σ(1 − b)p = ρ and Σ r = ρ."""
+    p = np.asarray(p, dtype=np.float64)
+    q = np.asarray(q, dtype=np.float64)
+    vocab_size = p.size
+    identity = np.eye(vocab_size)
+    # variables [b (V), r (V), t (V)]
+    objective = np.concatenate([np.zeros(2 * vocab_size), np.full(vocab_size, 0.5)])
+    upper = np.vstack([np.hstack([identity * p, identity, -identity]),
+                       np.hstack([-identity * p, -identity, -identity])])
+    bound = np.concatenate([q, -q])
+    equal = np.vstack([np.concatenate([p, np.zeros(2 * vocab_size)]),  # Σ b p = 1 − ρ
+                       np.concatenate([np.zeros(vocab_size), np.ones(vocab_size),
+                                       np.zeros(vocab_size)])])  # Σ r = ρ
+    solution = linprog(objective, A_ub=upper, b_ub=bound, A_eq=equal,
+                       b_eq=[p.sum() - rejection_probability, rejection_probability],
+                       bounds=[(0, 1)] * vocab_size + [(0, None)] * (2 * vocab_size),
+                       method="highs")
+    if solution.status != 0:
+        raise ValueError(f"the Theorem 5 LP could not be solved: {solution.message}")
+    return float(solution.fun)
+
+
+# ---------------------------------------------------------------------- sequences
+def output_model(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm) -> MarkovLM:
+    """The MarkovLM of the tokens ``algorithm`` emits (same contexts, map and start).
+
+    Defined when the emission law at (n, s) does not depend on the round state — true for
+    every unbiased algorithm (the output model is then q) and for ``LossySpeculative``; raises
+    ``ValueError`` otherwise.
+
+    Examples
+    --------
+    >>> from sim.models import fig2_pair
+    >>> from theory import LossySpeculative, Speculative, output_model
+    >>> draft, target = fig2_pair()
+    >>> import numpy as np
+    >>> bool(np.allclose(output_model(draft, target, Speculative()).probs, target.probs))
+    True
+    """
+    check_compatible(draft, target)
+    rows = []
+    for n in range(target.horizon):
+        per_state: dict[int, np.ndarray] = {}
+        for branch in algorithm.branches(draft.probs[n], target.probs[n]):
+            per_state[branch.source] = per_state.get(branch.source, 0) + np.asarray(
+                branch.weights)
+        laws = list(per_state.values())
+        for law in laws[1:]:
+            if not np.allclose(np.asarray(law, dtype=float), np.asarray(laws[0], dtype=float),
+                               atol=1e-12):
+                raise ValueError(
+                    f"{algorithm!r} emits different laws in different round states at "
+                    f"position {n}; its output is not a Markov chain over the contexts")
+        rows.append(laws[0])
+    probs = np.stack(rows)
+    next_context = None if target.is_first_order else target.next_context
+    return MarkovLM(probs, next_context, target.start)
+
+
+def _given_start(model: MarkovLM):
+    """(start law, [the model started in each context with positive start mass])."""
+    law = np.asarray(model.start_distribution, dtype=np.float64)
+    next_context = None if model.is_first_order else model.next_context
+    contexts = np.flatnonzero(law > 0)
+    return law[contexts], [MarkovLM(model.probs, next_context, int(s)) for s in contexts]
+
+
+def sequence_kl(model: MarkovLM, reference: MarkovLM) -> float:
+    r"""KL(model ‖ reference) of the emitted sequences given the prompt, by the chain rule.
+
+    Σₙ Σ_s μ^{model}_n(s) KL(modelₙ(·|s) ‖ referenceₙ(·|s)).  Since the context is a function
+    of the start context and the tokens, this is E_{s₀∼μ₀}[KL(model(·|s₀) ‖ reference(·|s₀))]:
+    the exact sequence KL for a fixed start, and the KL given the (random) prompt otherwise.
+    ``inf`` if the model emits what the reference cannot.
+    """
+    check_compatible(model, reference)
+    marginals = np.asarray(model.context_marginals(), dtype=np.float64)
+    p = np.asarray(model.probs, dtype=np.float64)
+    q = np.asarray(reference.probs, dtype=np.float64)
+    if ((p > 0) & (q == 0) & (marginals[..., None] > 0)).any():
+        return float("inf")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, p * np.log(np.where(p > 0, p, 1) / np.where(q > 0, q, 1)), 0.0)
+    return float((marginals * terms.sum(axis=-1)).sum())
+
+
+def sequence_tv_bound(model: MarkovLM, reference: MarkovLM) -> float:
+    r"""Σₙ E_{s∼μ^{model}_n}[TV(modelₙ(·|s), referenceₙ(·|s))] ≥ :func:`sequence_tv`.
+
+    The subadditive sum (a coupling bound); it exceeds 1, and says nothing, when the kernels
+    are far apart over a long horizon.
+    """
+    check_compatible(model, reference)
+    marginals = np.asarray(model.context_marginals(), dtype=np.float64)
+    distances = tv_distance(np.asarray(model.probs, float), np.asarray(reference.probs, float))
+    return float((marginals * distances).sum())
+
+
+def sequence_tv(model: MarkovLM, reference: MarkovLM, *, max_sequences: int = 2_000_000):
+    """Exact TV of the emitted sequences given the prompt, E_{s₀}[TV(model(·|s₀),
+    reference(·|s₀))], by enumerating all V^T sequences for each start context."""
+    check_compatible(model, reference)
+    count = model.vocab_size ** model.horizon
+    if count > max_sequences:
+        raise ValueError(f"V^T = {count} sequences exceed max_sequences = {max_sequences}; "
+                         "use sequence_tv_bound")
+    sequences = np.array(list(itertools.product(range(model.vocab_size),
+                                                repeat=model.horizon)))
+    weights, models = _given_start(model)
+    _, references = _given_start(reference)
+    total = 0.0
+    for weight, started, started_reference in zip(weights, models, references, strict=True):
+        difference = started.sequence_probability(sequences) - \
+            started_reference.sequence_probability(sequences)
+        total += weight * np.abs(difference).sum() / 2
+    return float(total)
