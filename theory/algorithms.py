@@ -238,7 +238,7 @@ class LossySpeculative(Speculative):
         object.__setattr__(self, "rejection", rejection)
 
     def __repr__(self) -> str:
-        return f"LossySpeculative(eps={self.eps!r}, rejection={self.rejection!r})"
+        return f"{type(self).__name__}(eps={self.eps!r}, rejection={self.rejection!r})"
 
     def verification(self, p, q):
         p, q = np.asarray(p), np.asarray(q)
