@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint bench clean
+.PHONY: test lint bench reproduce clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+
+reproduce: $(STAMP)
+	$(VENV)/bin/specdec reproduce --out results
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

@@ -11,6 +11,7 @@ Families
   7 tokens, uniform start, T = 50 (or 100 for its appendix Fig. 5).
 * :func:`draft_at_tv` — a draft at a prescribed TV distance from a target, row by row.
 * :func:`temperature_pair` — one set of logits at two temperatures.
+* :func:`context_free_pair` — given draft and target rows, i.i.d. at every position.
 * :func:`bernoulli_pair`, :func:`uniform_subset_pair` — the paper's one-position families
   (§3.2): p = Ber(u), q = Ber(v); p uniform on V tokens, q uniform on V' = V/r of them.
 * :func:`ngram_pair` — n-gram models estimated from text (by default the standard library's
@@ -39,6 +40,7 @@ from theory._arrays import compact, describe
 __all__ = [
     "FIG2_SEED",
     "bernoulli_pair",
+    "context_free_pair",
     "draft_at_tv",
     "fig2_pair",
     "hidden_context_pair",
@@ -247,7 +249,16 @@ def temperature_pair(vocab_size: int, horizon: int, *, draft_temperature: float 
     )
 
 
-def _one_context_pair(draft_row, target_row, horizon: int):
+def context_free_pair(draft_row, target_row, horizon: int = 1):
+    """One context, the same draft and target rows at every position (i.i.d. tokens).
+
+    Examples
+    --------
+    >>> from sim.models import context_free_pair
+    >>> draft, target = context_free_pair([0.5, 0.5], [0.9, 0.1], horizon=3)
+    >>> target.n_contexts, target.horizon
+    (1, 3)
+    """
     horizon = _count(horizon, "horizon")
     vocab_size = len(target_row)
     next_context = np.zeros((1, vocab_size), dtype=np.intp)
@@ -286,7 +297,7 @@ def bernoulli_pair(u, v, horizon: int = 1):
     u, v = _probability(u, "u"), _probability(v, "v")
     if isinstance(u, Fraction) != isinstance(v, Fraction):
         u, v = float(u), float(v)
-    return _one_context_pair([1 - u, u], [1 - v, v], horizon)
+    return context_free_pair([1 - u, u], [1 - v, v], horizon)
 
 
 def uniform_subset_pair(vocab_size: int, subset_size: int, horizon: int = 1, *,
@@ -312,7 +323,7 @@ def uniform_subset_pair(vocab_size: int, subset_size: int, horizon: int = 1, *,
     one = Fraction(1) if exact else 1.0
     draft_row = [one / vocab_size] * vocab_size
     target_row = [one / subset_size] * subset_size + [0 * one] * (vocab_size - subset_size)
-    return _one_context_pair(draft_row, target_row, horizon)
+    return context_free_pair(draft_row, target_row, horizon)
 
 
 # ---------------------------------------------------------------------- text n-grams

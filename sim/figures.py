@@ -1,0 +1,230 @@
+"""Figures of ``specdec reproduce``: each function draws one figure from an experiment's data.
+
+Every figure puts the closed form and the simulated estimate (with its 95% band or error bars)
+on the same axes; functions only plot — the numbers come from :mod:`sim.reproduce`.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+__all__ = ["FIGURES", "save"]
+
+COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+
+def save(figure, directory: pathlib.Path, name: str) -> list[str]:
+    """Write ``name``.png and ``name``.pdf into ``directory``; returns the file names."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = []
+    for suffix in ("png", "pdf"):
+        path = directory / f"{name}.{suffix}"
+        figure.savefig(path, dpi=130, bbox_inches="tight")
+        files.append(path.name)
+    plt.close(figure)
+    return files
+
+
+def _running_mean(ax, samples, sd, theory, label, color):
+    samples = np.asarray(samples, dtype=np.float64)
+    k = np.arange(1, samples.size + 1)
+    mean = np.cumsum(samples) / k
+    half = 1.96 * sd / np.sqrt(k)
+    ax.plot(k, mean, color=color, lw=1.2, label=f"{label}: simulated running mean")
+    ax.fill_between(k, mean - half, mean + half, color=color, alpha=0.2, lw=0,
+                    label="95% band (exact variance)")
+    ax.axhline(theory, color=color, ls="--", lw=1, label=f"{label}: theory")
+
+
+def running_means(data, title):
+    figure, ax = plt.subplots(figsize=(6.4, 4))
+    for i, series in enumerate(data["series"]):
+        _running_mean(ax, series["samples"], series["sd"], series["theory"], series["label"],
+                      COLORS[i % len(COLORS)])
+    ax.set_xscale("log")
+    ax.set_xlabel("number of runs")
+    ax.set_ylabel("average number of rejections")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    return figure
+
+
+def _draft_curves(ax, data):
+    for i, verifier in enumerate(("paper", "trie")):
+        rows = [row for row in data["rows"] if row["verifier"] == verifier]
+        m = [row["n_drafts"] for row in rows]
+        color = COLORS[i]
+        ax.plot(m, [row["theory"] for row in rows], "-", color=color,
+                label=f"{verifier}: theory (exact DP)")
+        ax.errorbar(m, [row["simulated"] for row in rows],
+                    yerr=[1.96 * row["standard_error"] for row in rows], fmt="o", ms=4,
+                    color=color, capsize=3, label=f"{verifier}: simulated ± 95%")
+        ax.axhline(data["limits"][verifier], color=color, ls=":",
+                   label=f"{verifier}: M → ∞ limit")
+    ax.set_xlabel("number of drafts M (M = 1 is speculative decoding)")
+    ax.set_ylabel("E[number of rejections]")
+    ax.legend(fontsize=7)
+
+
+def rejections_vs_drafts(data, title):
+    figure, ax = plt.subplots(figsize=(6.4, 4))
+    _draft_curves(ax, data)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_title(title)
+    return figure
+
+
+def fig5(data, title):
+    figure, axes = plt.subplots(1, 3, figsize=(16, 4))
+    for i, series in enumerate(data["running"]["series"]):
+        _running_mean(axes[0] if i == 0 else axes[1], series["samples"], series["sd"],
+                      series["theory"], series["label"], COLORS[i % len(COLORS)])
+    for ax, name in zip(axes[:2], ("(a) speculative decoding", "(b) batch speculative"),
+                        strict=True):
+        ax.set_xscale("log")
+        ax.set_xlabel("number of runs")
+        ax.set_ylabel("average number of rejections")
+        ax.set_title(name)
+        ax.legend(fontsize=6)
+    _draft_curves(axes[2], data["drafts"])
+    axes[2].set_title("(c) rejections vs M")
+    figure.suptitle(title)
+    return figure
+
+
+def batch_improvement(data, title):
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, family, label in ((axes[0], "bernoulli", "u"), (axes[1], "uniform", "r")):
+        for i, curve in enumerate(data[family]):
+            color = COLORS[i % len(COLORS)]
+            ax.plot(curve["m"], curve["theory"], "-", color=color,
+                    label=f"{label} = {curve['parameter']}: closed form")
+            ax.errorbar(curve["m_sim"], curve["simulated"],
+                        yerr=[1.96 * e for e in curve["standard_error"]], fmt="o", ms=4,
+                        color=color, capsize=3)
+        ax.set_xlabel("number of drafts M")
+        ax.set_ylabel("batch improvement BI")
+        ax.legend(fontsize=7)
+    axes[0].set_title("(a) p = Ber(u), q = Ber(1/2)")
+    axes[1].set_title("(b) p uniform on V, q on V/r tokens")
+    for ax in axes:
+        ax.text(0.98, 0.02, "dots: simulated ± 95%", transform=ax.transAxes, ha="right",
+                fontsize=7)
+    figure.suptitle(title)
+    return figure
+
+
+def pareto(data, title):
+    figure, ax = plt.subplots(figsize=(6.4, 4.5))
+    tv = data["tv"]
+    rho = np.linspace(0, tv, 50)
+    ax.plot(rho, tv - rho, "k-", lw=1, label="Pareto front: P(reject) + Loss = TV (Thm 5)")
+    for i, rule in enumerate(("opt", "target")):
+        rows = [row for row in data["points"] if row["rejection"] == rule]
+        name = "Decoding-OPT" if rule == "opt" else "Decoding-UNO"
+        ax.plot([r["rejection_probability"] for r in rows], [r["loss"] for r in rows], "--",
+                color=COLORS[i], lw=1, label=f"{name}: theory")
+        ax.errorbar([r["simulated_rejection_probability"] for r in rows],
+                    [r["simulated_loss"] for r in rows],
+                    xerr=[1.96 * r["standard_error"] for r in rows], fmt="o", ms=4,
+                    color=COLORS[i], label=f"{name}: simulated")
+    ax.set_xlabel("rejection probability")
+    ax.set_ylabel("TV distance of the output to q")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    return figure
+
+
+def tradeoff_chains(data, title):
+    figure, axes = plt.subplots(1, len(data["chains"]), figsize=(11, 4))
+    for ax, chain in zip(np.atleast_1d(axes), data["chains"], strict=True):
+        for i, rule in enumerate(("opt", "target")):
+            rows = [row for row in chain["rows"] if row["rejection"] == rule]
+            name = "Decoding-OPT" if rule == "opt" else "Decoding-UNO"
+            ax.plot([r["rejection_probability"] for r in rows], [r["tv_loss"] for r in rows],
+                    "--", color=COLORS[i], lw=1, label=f"{name}: theory")
+            ax.errorbar([r["simulated_rejection_probability"] for r in rows],
+                        [r["tv_loss"] for r in rows],
+                        xerr=[1.96 * r["standard_error"] for r in rows], fmt="o", ms=4,
+                        color=COLORS[i], label=f"{name}: simulated P(reject)")
+        ax.set_xlabel("rejections per position")
+        ax.set_ylabel("TV loss per position")
+        ax.set_title(chain["name"])
+        ax.legend(fontsize=7)
+    figure.suptitle(title)
+    return figure
+
+
+def pmf(data, title):
+    figure, ax = plt.subplots(figsize=(6.4, 4))
+    k = np.arange(len(data["pmf"]))
+    counts = np.asarray(data["counts"], dtype=float)
+    n = counts.sum()
+    ax.bar(k, counts / n, color=COLORS[0], alpha=0.5, label=f"simulated ({int(n):,} runs)")
+    ax.plot(k, data["pmf"], "k.-", lw=1, label="exact pmf (DP)")
+    mask = counts > 0
+    ax.set_xlim(k[mask].min() - 2, k[mask].max() + 2)
+    ax.set_xlabel("number of rejections")
+    ax.set_ylabel("probability")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    return figure
+
+
+def walltime(data, title):
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    window = data["window"]
+    axes[0].plot(window, data["calls_theory"], "k-", label="exact DP")
+    axes[0].errorbar(window, data["calls_simulated"],
+                     yerr=[1.96 * e for e in data["calls_standard_error"]], fmt="o", ms=4,
+                     color=COLORS[0], capsize=3, label="simulated ± 95%")
+    axes[0].plot(window, data["calls_leviathan"], ":", color=COLORS[1],
+                 label="Leviathan i.i.d. formula, α = 1 − mean TV")
+    axes[0].set_xlabel("window γ")
+    axes[0].set_ylabel("expected target calls")
+    axes[0].legend(fontsize=7)
+    for i, (cost, speedups) in enumerate(data["speedup"].items()):
+        axes[1].plot(window, speedups["exact"], "-", color=COLORS[i],
+                     label=f"c = {cost}: exact (context-dependent)")
+        axes[1].plot(window, speedups["leviathan"], ":", color=COLORS[i],
+                     label=f"c = {cost}: Leviathan i.i.d.")
+    axes[1].set_xlabel("window γ")
+    axes[1].set_ylabel("walltime factor T / E[time]")
+    axes[1].legend(fontsize=7)
+    figure.suptitle(title)
+    return figure
+
+
+def multidraft_gap(data, title):
+    figure, ax = plt.subplots(figsize=(6.4, 4))
+    for i, (name, series) in enumerate(data["series"].items()):
+        ax.plot(series["m"], series["optimal"], "-", color=COLORS[i],
+                label=f"{name}: optimal α*")
+        ax.plot(series["m"], series["recursive"], "--", color=COLORS[i],
+                label=f"{name}: paper/trie root acceptance")
+    ax.set_xlabel("number of drafts M")
+    ax.set_ylabel("root acceptance probability")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    return figure
+
+
+FIGURES = {
+    "fig2a": (running_means, "Fig. 2(a): speculative decoding vs Theorem 1 (T = 50)"),
+    "fig2b": (running_means, "Fig. 2(b): batch speculative decoding vs Theorem 3"),
+    "fig2c": (rejections_vs_drafts, "Fig. 2(c): rejections vs number of drafts"),
+    "fig5": (fig5, "Fig. 5: the T = 100 setting"),
+    "fig3": (batch_improvement, "Fig. 3: batch improvement vs M"),
+    "fig4a": (pareto, "Fig. 4(a): the Pareto line of lossy verification"),
+    "fig4bc": (tradeoff_chains, "Fig. 4(b, c): quality–acceleration on two Markov chains"),
+    "pmf": (pmf, "Exact law of N_rej vs simulation (Fig. 2 setting, window 4)"),
+    "walltime": (walltime, "Target calls and walltime vs window γ (Fig. 2 setting)"),
+    "gap": (multidraft_gap, "Root acceptance: recursive verifiers vs the optimal one"),
+}
