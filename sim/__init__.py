@@ -5,7 +5,7 @@ The public entry point is :func:`simulate` (the vectorized numpy engine), return
 enumerator; :mod:`sim.stats` the statistical tests used by the test suite and the reports.
 """
 
-from sim.engine import simulate
-from sim.result import SimResult
+from sim.engine import simulate, simulate_counts
+from sim.result import SimCounts, SimResult
 
-__all__ = ["SimResult", "simulate"]
+__all__ = ["SimCounts", "SimResult", "simulate", "simulate_counts"]

@@ -74,8 +74,20 @@ def _simulate(args) -> int:
 def _reproduce(args) -> int:
     from sim.reproduce import reproduce
 
-    failed = reproduce(args.out, quick=args.quick, seed=args.seed, only=args.only,
-                       progress=not args.no_progress)
+    client = None
+    if args.dask:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise ValueError("--dask needs the dask extra: pip install 'specdec-theory[dask]'")\
+                from None
+        client = Client(args.dask)
+    try:
+        failed = reproduce(args.out, quick=args.quick, seed=args.seed, only=args.only,
+                           progress=not args.no_progress, client=client)
+    finally:
+        if client is not None:
+            client.close()
     print(f"report: {args.out}/report.md — "
           f"{'all checks passed' if not failed else f'{failed} check(s) FAILED'}")
     return 1 if failed else 0
@@ -92,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--only", nargs="+", metavar="NAME", help="run only these experiments")
     run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--dask", metavar="ADDRESS", help="run on a dask.distributed scheduler")
     run.set_defaults(handler=_reproduce)
 
     sim = commands.add_parser("simulate", help="one simulation, theory vs simulation")

@@ -63,10 +63,11 @@ class BatchExperiment:
 
 def batch_experiment(draft: MarkovLM, target: MarkovLM, n_drafts=range(1, 9), *,
                      verifiers=("paper", "trie"), n_trials: int = 100_000, rng=None,
-                     alpha: float = DEFAULT_ALPHA) -> BatchExperiment:
+                     alpha: float = DEFAULT_ALPHA, client=None) -> BatchExperiment:
     """E[N_rej] vs M for both verifiers: exact DP, simulation ± standard error, z, p, verdict.
 
     Also Proposition 1's M → ∞ limits and the gap to the optimal multi-draft verifier.
+    ``client`` runs the simulations on a dask cluster (same results).
 
     Examples
     --------
@@ -82,7 +83,8 @@ def batch_experiment(draft: MarkovLM, target: MarkovLM, n_drafts=range(1, 9), *,
     for i, (m, verifier) in enumerate((m, v) for m in n_drafts for v in verifiers):
         algorithm = BatchSpeculative(m, verifier)
         mean, variance = _pmf_moments(rejection_pmf(draft, target, algorithm))
-        result = simulate(draft, target, algorithm, n_trials=n_trials, rng=streams[i])
+        result = simulate(draft, target, algorithm, n_trials=n_trials, rng=streams[i],
+                          client=client)
         check = mean_check(result.rejections, mean, variance=variance, alpha=alpha,
                            name=f"E[N_rej] M={m} {verifier}")
         rows.append({"n_drafts": m, "verifier": verifier, "theory": mean,
@@ -95,7 +97,7 @@ def batch_experiment(draft: MarkovLM, target: MarkovLM, n_drafts=range(1, 9), *,
 
 def tradeoff_table(draft: MarkovLM, target: MarkovLM, eps_values, *,
                    rejections=("opt", "target"), n_trials: int = 100_000, rng=None,
-                   alpha: float = DEFAULT_ALPHA) -> list[dict]:
+                   alpha: float = DEFAULT_ALPHA, client=None) -> list[dict]:
     r"""Theory vs simulation of lossy decoding over a sweep of ε (the paper's §4).
 
     One row per (ε, rejection rule) with, per position (averaged over n = 1..T):
@@ -125,7 +127,7 @@ def tradeoff_table(draft: MarkovLM, target: MarkovLM, eps_values, *,
         emitted = output_model(draft, target, algorithm)
         mean, variance = _pmf_moments(rejection_pmf(draft, target, algorithm))
         result = simulate(draft, target, algorithm, n_trials=n_trials, rng=streams[i],
-                          record_tokens=True)
+                          record_tokens=True, client=client)
         check = mean_check(result.rejections, mean, variance=variance, alpha=alpha)
         last_law = np.asarray(emitted.context_marginals()[last] @ emitted.probs[last], float)
         tokens = counts_check(np.bincount(result.tokens[:, last], minlength=target.vocab_size),

@@ -62,10 +62,19 @@ class Settings:
     trials: int = 200_000
     max_drafts: int = 8
     quick: bool = False
+    client: object = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def make(cls, quick: bool) -> Settings:
-        return cls(trials=20_000, max_drafts=5, quick=True) if quick else cls()
+    def make(cls, quick: bool, client=None) -> Settings:
+        if quick:
+            return cls(trials=20_000, max_drafts=5, quick=True, client=client)
+        return cls(client=client)
+
+    def describe(self) -> dict:
+        """The settings as JSON-ready values (the cluster appears as its address, if any)."""
+        address = getattr(getattr(self.client, "scheduler", None), "address", None)
+        return {"trials": self.trials, "max_drafts": self.max_drafts, "quick": self.quick,
+                "dask_scheduler": address}
 
 
 @dataclass
@@ -98,7 +107,8 @@ def _fit_row(quantity: str, check) -> dict:
 def _running(draft, target, algorithm, label, theory, settings, rng):
     pmf = rejection_pmf(draft, target, algorithm)
     mean, variance = _moments(pmf)
-    samples = simulate(draft, target, algorithm, n_trials=settings.trials, rng=rng).rejections
+    samples = simulate(draft, target, algorithm, n_trials=settings.trials, rng=rng,
+                       client=settings.client).rejections
     row = _mean_row(f"E[N_rej] {label}", samples, theory, variance)
     row["dp"] = mean
     series = {"label": label, "samples": samples.tolist(), "sd": variance ** 0.5,
@@ -133,7 +143,8 @@ def fig2b(settings, rng) -> Outcome:
 def _drafts(horizon, settings, rng):
     draft, target = fig2_pair(horizon)
     result = batch_experiment(draft, target, range(1, settings.max_drafts + 1),
-                              n_trials=settings.trials // 2, rng=rng)
+                              n_trials=settings.trials // 2, rng=rng,
+                              client=settings.client)
     rows = [{"quantity": f"E[N_rej] T={horizon} M={r['n_drafts']} {r['verifier']}",
              "closed_form": r["theory"], "estimate": r["simulated"],
              "ci_low": r["simulated"] - 1.96 * r["standard_error"],
@@ -175,7 +186,7 @@ def fig3(settings, rng) -> Outcome:
         for m in m_sim:
             fail = 1 - float(root_acceptance(p, q, m))  # P(one position rejects) = Π r_m
             samples = simulate(draft, target, BatchSpeculative(m), n_trials=settings.trials,
-                               rng=next(streams)).rejections
+                               rng=next(streams), client=settings.client).rejections
             row = _mean_row(f"P(reject) {family} {'u' if family == 'bernoulli' else 'r'}="
                             f"{parameter} M={m}", samples, fail, fail * (1 - fail))
             rows.append(row)
@@ -200,8 +211,8 @@ def fig4a(settings, rng) -> Outcome:
             accept, law = algorithm.verification(p, q)
             rho = float(rejection_probability(p, accept))
             output = accept * p + rho * law
-            result = simulate(single_draft, single_target, algorithm,
-                              n_trials=settings.trials, rng=next(streams), record_tokens=True)
+            result = simulate(single_draft, single_target, algorithm, n_trials=settings.trials,
+                              rng=next(streams), record_tokens=True, client=settings.client)
             rows.append(_mean_row(f"P(reject) eps={eps} {rule}", result.rejections, rho,
                                   rho * (1 - rho)))
             counts = np.bincount(result.tokens[:, 0], minlength=10)
@@ -224,7 +235,7 @@ def fig4bc(settings, rng) -> Outcome:
     rows, data = [], {"chains": []}
     for (name, (draft, target)), stream in zip(chains, rng.spawn(len(chains)), strict=True):
         table = tradeoff_table(draft, target, eps_values, n_trials=settings.trials // 4,
-                               rng=stream)
+                               rng=stream, client=settings.client)
         for r in table:
             label = f"{name.split(' (')[0]} eps={r['eps']} {r['rejection']}"
             rows.append({"quantity": f"P(reject)/position {label}",
@@ -248,7 +259,8 @@ def pmf_experiment(settings, rng) -> Outcome:
     draft, target = fig2_pair(50)
     algorithm = Speculative(window=4)
     pmf = rejection_pmf(draft, target, algorithm)
-    samples = simulate(draft, target, algorithm, n_trials=settings.trials, rng=rng).rejections
+    samples = simulate(draft, target, algorithm, n_trials=settings.trials, rng=rng,
+                       client=settings.client).rejections
     check = pmf_check(samples, pmf, alpha=DEFAULT_ALPHA)
     counts = np.bincount(samples, minlength=pmf.size)
     return Outcome([_fit_row("law of N_rej, Speculative(window=4)", check)],
@@ -266,7 +278,7 @@ def walltime(settings, rng) -> Outcome:
         algorithm = Speculative(window=window)
         mean, variance = _moments(target_calls_pmf(draft, target, algorithm))
         samples = simulate(draft, target, algorithm, n_trials=settings.trials // 4,
-                           rng=stream).target_calls
+                           rng=stream, client=settings.client).target_calls
         row = _mean_row(f"E[target calls] window={window}", samples, mean, variance)
         rows.append(row)
         data["calls_theory"].append(mean)
@@ -373,8 +385,11 @@ def write_report(out: pathlib.Path, results: dict, settings: Settings, seed: int
 
 
 def reproduce(out="results", *, quick: bool = False, seed: int = 0, only=None,
-              progress: bool = True) -> int:
+              progress: bool = True, client=None) -> int:
     """Run the experiments (all, or those named in ``only``); returns the number of failures.
+
+    ``client`` (a ``dask.distributed.Client``) runs the simulations' chunks on a cluster; the
+    results are identical to a single-process run with the same seed.
 
     Examples
     --------
@@ -385,7 +400,7 @@ def reproduce(out="results", *, quick: bool = False, seed: int = 0, only=None,
     0
     """
     out = pathlib.Path(out)
-    settings = Settings.make(quick)
+    settings = Settings.make(quick, client)
     names = list(EXPERIMENTS) if only is None else list(only)
     unknown = [name for name in names if name not in EXPERIMENTS]
     if unknown:
@@ -404,7 +419,7 @@ def reproduce(out="results", *, quick: bool = False, seed: int = 0, only=None,
         draw, title = figures.FIGURES[name]
         files = figures.save(draw(outcome.data, title), out / "figures", name)
         write_json_atomically(out / "data" / f"{name}.json", {
-            "experiment": name, "seed": seed, "settings": settings.__dict__,
+            "experiment": name, "seed": seed, "settings": settings.describe(),
             "versions": versions(), "seconds": time.perf_counter() - started,
             "checks": outcome.rows, "figures": files, "data": _without_samples(outcome.data)})
         results[name] = outcome

@@ -9,7 +9,7 @@ import numpy as np
 
 from theory import Algorithm, MarkovLM, check_compatible
 
-__all__ = ["SimResult", "check_problem"]
+__all__ = ["SimCounts", "SimResult", "check_problem"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,50 @@ class SimResult:
             tokens = np.concatenate([part.tokens for part in parts])
         return cls(np.concatenate([part.rejections for part in parts]),
                    np.concatenate([part.target_calls for part in parts]), tokens)
+
+
+@dataclass(frozen=True)
+class SimCounts:
+    """Histograms of a simulation: entry k counts the trials with k rejections (k target calls).
+
+    What :func:`sim.engine.simulate_counts` keeps instead of per-trial arrays; counts add up
+    (``a + b``) across chunks, processes and machines.
+    """
+
+    rejection_counts: np.ndarray  # (T + 1,) int64
+    target_call_counts: np.ndarray  # (T + 1,) int64
+
+    @classmethod
+    def empty(cls, horizon: int) -> SimCounts:
+        return cls(np.zeros(horizon + 1, dtype=np.int64), np.zeros(horizon + 1, dtype=np.int64))
+
+    @classmethod
+    def from_result(cls, result: SimResult, horizon: int) -> SimCounts:
+        return cls(np.bincount(result.rejections, minlength=horizon + 1),
+                   np.bincount(result.target_calls, minlength=horizon + 1))
+
+    def __add__(self, other: SimCounts) -> SimCounts:
+        return SimCounts(self.rejection_counts + other.rejection_counts,
+                         self.target_call_counts + other.target_call_counts)
+
+    @property
+    def n_trials(self) -> int:
+        return int(self.rejection_counts.sum())
+
+    @staticmethod
+    def _moments(counts):
+        k = np.arange(counts.size)
+        n = counts.sum()
+        mean = (k * counts).sum() / n
+        return float(mean), float(((k - mean) ** 2 * counts).sum() / (n - 1))
+
+    def rejection_moments(self) -> tuple[float, float]:
+        """(mean, unbiased sample variance) of N_rej."""
+        return self._moments(self.rejection_counts)
+
+    def target_call_moments(self) -> tuple[float, float]:
+        """(mean, unbiased sample variance) of the number of target calls."""
+        return self._moments(self.target_call_counts)
 
 
 def check_problem(draft: MarkovLM, target: MarkovLM, algorithm, n_trials) -> int:
