@@ -36,7 +36,7 @@ from sim.result import SimCounts, SimResult, check_problem
 from sim.tables import AliasTable, build_alias
 from theory import Autoregressive, BatchSpeculative, MarkovLM, Speculative
 from theory._arrays import compact
-from theory.onestep import acceptance_probability
+from theory.onestep import _acceptance
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -165,7 +165,7 @@ class _BatchKernel(_Kernel):
         self.draft_table = build_alias(p)
         # acceptance of candidate m against q^{m+1}, stacked: entry (m·R + row)·V + x
         self.acceptance = np.concatenate(
-            [acceptance_probability(p, residual).ravel() for residual in residuals[:-1]])
+            [_acceptance(p, residual).ravel() for residual in residuals[:-1]])
         # law after k failures, q^{k+1}, stacked: row (k − 1)·R + row
         self.residual_table = build_alias(np.concatenate(residuals[1:]))
         self.draft_flat = p.ravel()

@@ -31,7 +31,7 @@ import numpy as np
 from sim.result import SimResult, check_problem
 from theory import Autoregressive, BatchSpeculative, MarkovLM, Speculative
 from theory._arrays import zeros_like_kind
-from theory.onestep import acceptance_probability
+from theory.onestep import _acceptance
 
 __all__ = [
     "ExactLaw",
@@ -131,7 +131,7 @@ def _try_candidates(algorithm, n_candidates: int, p, q, choose):
     residual = q
     for index in range(n_candidates):
         token = choose.categorical(p)  # this candidate's token, drawn when it is read
-        if choose.bernoulli(acceptance_probability(p, residual)[token]):
+        if choose.bernoulli(_acceptance(p, residual)[token]):
             return token, index
         residual = algorithm.next_residual(p, residual)  # [residual − p]₊, normalized
     return choose.categorical(residual), None

@@ -134,3 +134,41 @@ def zeros_like_kind(shape, exact: bool) -> np.ndarray:
         out[...] = Fraction(0)
         return out
     return np.zeros(shape)
+
+
+def checked_distributions(name: str, values, axis: int = -1) -> np.ndarray:
+    """``values`` as probability vectors along ``axis``, validated (finite, >= 0, sum 1)."""
+    array = as_probability_array(values, name)
+    if array.ndim < 1 or array.size == 0:
+        raise ValueError(f"{name} must be probability vectors (a non-empty vocabulary axis); "
+                         f"got shape {array.shape}")
+    check_distributions(np.moveaxis(array, axis, -1), name)
+    return array
+
+
+def checked_pair(p, q, names=("p", "q"), axis: int = -1):
+    """Two validated families of probability vectors over the same vocabulary."""
+    p = checked_distributions(names[0], p, axis)
+    q = checked_distributions(names[1], q, axis)
+    if p.shape[axis] != q.shape[axis]:
+        raise ValueError(f"{names[0]} and {names[1]} must share the vocabulary axis; got "
+                         f"shapes {p.shape} and {q.shape}")
+    try:
+        np.broadcast_shapes(p.shape, q.shape)
+    except ValueError:
+        raise ValueError(f"{names[0]} and {names[1]} must broadcast together; got shapes "
+                         f"{p.shape} and {q.shape}") from None
+    if is_exact(p) != is_exact(q):
+        p, q = p.astype(np.float64), q.astype(np.float64)
+    return p, q
+
+
+def checked_unit_interval(name: str, values) -> np.ndarray:
+    """``values`` as numbers in [0, 1] (finite), validated with the offending index."""
+    array = as_probability_array(values, name)
+    bad = np.argwhere(~((array >= 0) & (array <= 1)))
+    if bad.size:
+        where = tuple(bad[0])
+        label = f"{name}[{_index_text(where)}]" if where else name
+        raise ValueError(f"{label} = {describe(array[where])} is not in [0, 1]")
+    return array

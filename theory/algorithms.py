@@ -37,12 +37,12 @@ from typing import NamedTuple
 import numpy as np
 
 from theory.onestep import (
-    acceptance_probability,
+    _acceptance,
+    _rejection_law,
+    _rejection_mass,
+    _residual,
+    _residual_chain,
     positive_part,
-    rejection_law,
-    rejection_mass,
-    residual_chain,
-    residual_distribution,
     safe_ratio,
 )
 
@@ -158,7 +158,7 @@ class Speculative(Algorithm):
 
         Standard rule: b = min(1, q/p) and 𝒫 = [q − p]₊ normalized.
         """
-        return acceptance_probability(p, q), residual_distribution(p, q)
+        return _acceptance(p, q), _residual(p, q)
 
     # -- round structure ----------------------------------------------------------------
     @property
@@ -183,7 +183,7 @@ class Speculative(Algorithm):
         p, q = np.asarray(p), np.asarray(q)
         accept, law = self.verification(p, q)
         accepted = accept * p
-        rejected = rejection_mass(p, accept)[..., None] * law
+        rejected = _rejection_mass(p, accept)[..., None] * law
         tested_states = range(2) if self.window is None else range(self.window)
         out = []
         for state in tested_states:
@@ -247,7 +247,7 @@ class LossySpeculative(Speculative):
         else:
             accept = np.where(p == 0, 1, np.minimum(1, safe_ratio(q + self.eps, p)))
             if self.eps == 0:  # exactly the standard rule (incl. its p = q convention)
-                accept = acceptance_probability(p, q)
+                accept = _acceptance(p, q)
         if self.rejection == "target":
             return accept, q
         # 𝒫* ∝ [q − b p]₊, which is [q − p]₊ where b = 1 and exactly 0 where
@@ -258,7 +258,7 @@ class LossySpeculative(Speculative):
 
 
 def _scaled_standard_acceptance(p, q, *, factor):
-    return factor * acceptance_probability(p, q)
+    return factor * _acceptance(p, q)
 
 
 @dataclass(frozen=True)
@@ -285,7 +285,7 @@ class UnbiasedSpeculative(Speculative):
     ([0.5, 0.1], [0.9286, 0.0714])
     """
 
-    acceptance: Callable = field(default=acceptance_probability, kw_only=True)
+    acceptance: Callable = field(default=_acceptance, kw_only=True)
 
     @classmethod
     def scaled(cls, factor, *, window=None, bonus=True) -> UnbiasedSpeculative:
@@ -302,7 +302,7 @@ class UnbiasedSpeculative(Speculative):
             raise ValueError(
                 f"acceptance(p, q) must have the shape of p, {p.shape}; got {accept.shape}"
             )
-        ceiling = acceptance_probability(p, q)
+        ceiling = _acceptance(p, q)
         slack = 0 if accept.dtype == object else 1e-12
         bad = np.argwhere((accept < 0) | (accept > ceiling + slack))
         if bad.size:
@@ -312,7 +312,7 @@ class UnbiasedSpeculative(Speculative):
                 f"[0, min(1, q/p)] = [0, {ceiling[where]!r}]; such a verifier is biased"
             )
         accept = np.minimum(accept, ceiling) if accept.dtype != object else accept
-        return accept, rejection_law(p, q, accept)
+        return accept, _rejection_law(p, q, accept)
 
 
 _VERIFIERS = ("paper", "trie")
@@ -376,11 +376,11 @@ class BatchSpeculative(Algorithm):
 
     def next_residual(self, p, residual):
         """The law candidate m + 1 is tested against after candidate m failed: [q^m − p]₊."""
-        return residual_distribution(p, residual)
+        return _residual(p, residual)
 
     def residuals(self, p, q):
         """(q¹ … q^{M+1}, r₁ … r_M) for rows p, q: :func:`theory.onestep.residual_chain`."""
-        return residual_chain(p, q, self.n_drafts, step=self.next_residual)
+        return _residual_chain(p, q, self.n_drafts, step=self.next_residual)
 
     def live_drafts(self, state: int) -> int:
         """Number of candidate drafts in round state ``state``."""
@@ -393,7 +393,7 @@ class BatchSpeculative(Algorithm):
         for failure in failures:
             reach.append(reach[-1] * failure)
         # candidate i is reached, drafts x and accepts it: (Π_{j<i} r_j) p(x) min(1, q^i(x)/p(x))
-        accept_at = [np.asarray(reach[i])[..., None] * acceptance_probability(p, residuals[i]) * p
+        accept_at = [np.asarray(reach[i])[..., None] * _acceptance(p, residuals[i]) * p
                      for i in range(self.n_drafts)]
 
         def rejected(k):  # all k candidates failed: token from q^{k+1} (normalized)

@@ -54,11 +54,11 @@ import numbers
 import numpy as np
 from scipy.optimize import linprog
 
-from theory._arrays import as_scalar
+from theory._arrays import as_scalar, checked_pair, checked_unit_interval
 from theory.algorithms import BatchSpeculative, Branch, Speculative
 from theory.exact import expected_rejections
 from theory.models import MarkovLM, check_compatible, context_transition
-from theory.onestep import positive_part, tv_distance
+from theory.onestep import _tv_distance, positive_part
 
 __all__ = [
     "batch_improvement",
@@ -96,6 +96,7 @@ def root_acceptance(p, q, n_drafts: int):
     >>> round(float(root_acceptance([0.5, 0.5], [0.9, 0.1], 2)), 12)  # 1 − 0.4 · 0.5
     0.8
     """
+    p, q = checked_pair(p, q)
     return as_scalar(1 - _all_fail(p, q, _n_drafts(n_drafts))[0])
 
 
@@ -109,11 +110,14 @@ def batch_improvement(p, q, n_drafts: int):
     >>> str(batch_improvement([F(1, 2), F(1, 2)], [F(9, 10), F(1, 10)], 3))  # 2/5 (1 − 1/4)
     '3/10'
     """
-    return as_scalar(tv_distance(p, q) - _all_fail(p, q, _n_drafts(n_drafts))[0])
+    p, q = checked_pair(p, q)
+    return as_scalar(_tv_distance(p, q) - _all_fail(p, q, _n_drafts(n_drafts))[0])
 
 
 def bernoulli_batch_improvement(u, v, n_drafts: int):
     """The paper's closed form for p = Ber(u), q = Ber(v) with u ≥ v: |u − v|(1 − u^{M−1})."""
+    checked_unit_interval("u", u)
+    checked_unit_interval("v", v)
     if not u >= v:
         raise ValueError(f"the closed form needs u >= v; got u={u!r}, v={v!r}")
     return abs(u - v) * (1 - u ** (_n_drafts(n_drafts) - 1))
@@ -159,7 +163,7 @@ def theorem3_rejections(draft: MarkovLM, target: MarkovLM, n_drafts: int | None)
     total = 0 * marginals[0, 0]
     for n in range(target.horizon):
         p, q = draft.probs[n], target.probs[n]
-        distance = tv_distance(p, q)
+        distance = _tv_distance(p, q)
         fail, fail_mass = _root_rejection(p, q, n_drafts)
         total = total + (marginals[n] * distance).sum() - (root * (distance - fail)).sum()
         rejected = root[:, None] * fail_mass + (marginals[n] - root)[:, None] * \
@@ -231,6 +235,7 @@ def optimal_multidraft_acceptance(p, q, n_drafts: int):
     0.85
     """
     n_drafts = _n_drafts(n_drafts)
+    p, q = checked_pair(p, q)
     p, q = np.broadcast_arrays(np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64))
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(p > 0, q / np.where(p > 0, p, 1), np.inf)
@@ -248,8 +253,9 @@ def multidraft_acceptance_lp(p, q, n_drafts: int) -> float:
     Σ_{d, y ∈ d} π(d, y).  Size V^M · V: for small V and M only.
     """
     n_drafts = _n_drafts(n_drafts)
-    p = np.asarray(p, dtype=np.float64)
-    q = np.asarray(q, dtype=np.float64)
+    p, q = (np.asarray(a, dtype=np.float64) for a in checked_pair(p, q))
+    if p.ndim != 1 or p.shape != q.shape:
+        raise ValueError(f"p and q must be single vectors; got shapes {p.shape}, {q.shape}")
     vocab_size = p.size
     tuples = list(itertools.product(range(vocab_size), repeat=n_drafts))
     n_vars = len(tuples) * vocab_size

@@ -35,7 +35,7 @@ import numpy as np
 from theory._arrays import as_scalar, compact, zeros_like_kind
 from theory.algorithms import Algorithm, Speculative
 from theory.models import MarkovLM, check_compatible, context_transition
-from theory.onestep import tv_distance
+from theory.onestep import _tv_distance
 
 __all__ = [
     "expected_rejections",
@@ -306,7 +306,7 @@ def theorem1_rejections(draft: MarkovLM, target: MarkovLM):
     check_compatible(draft, target)
     marginals = target.context_marginals()
     if draft.is_time_homogeneous and target.is_time_homogeneous:
-        distances = tv_distance(compact(draft.probs)[0], compact(target.probs)[0])
+        distances = _tv_distance(compact(draft.probs)[0], compact(target.probs)[0])
         return as_scalar((marginals.sum(axis=0) * distances).sum())
-    distances = tv_distance(draft.probs, target.probs)  # (T, S)
+    distances = _tv_distance(draft.probs, target.probs)  # (T, S)
     return as_scalar((marginals * distances).sum())

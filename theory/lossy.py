@@ -33,14 +33,15 @@ subadditive bound TV ≤ Σₙ E_{s∼μ^o_n}[TV(oₙ(·|s), qₙ(·|s))] (:func
 from __future__ import annotations
 
 import itertools
+import numbers
 
 import numpy as np
 from scipy.optimize import linprog
 
-from theory._arrays import as_scalar
+from theory._arrays import as_scalar, checked_pair, checked_unit_interval
 from theory.algorithms import Algorithm
 from theory.models import MarkovLM, check_compatible
-from theory.onestep import positive_part, safe_ratio, tv_distance
+from theory.onestep import _tv_distance, positive_part, safe_ratio
 
 __all__ = [
     "is_optimal_rejection_distribution",
@@ -59,15 +60,31 @@ __all__ = [
 
 
 def _arrays(p, q, accept=None):
+    """Validated float64 arrays p, q (probability vectors) and accept (in [0, 1]), broadcast."""
+    p, q = checked_pair(p, q)
     arrays = [np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)]
     if accept is not None:
-        arrays.append(np.asarray(accept, dtype=np.float64))
+        arrays.append(np.asarray(checked_unit_interval("accept", accept), dtype=np.float64))
+        try:
+            return np.broadcast_arrays(*arrays)
+        except ValueError:
+            raise ValueError(f"accept must broadcast with p and q; got shape "
+                             f"{arrays[2].shape} for p, q of shape {arrays[0].shape}") from None
     return np.broadcast_arrays(*arrays)
 
 
 def over_acceptance(p, q, eps):
-    """b = min(1, (q + ε)/p) (1 where p = 0): the paper's over-acceptance rule."""
+    """b = min(1, (q + ε)/p) (1 where p = 0): the paper's over-acceptance rule.
+
+    Examples
+    --------
+    >>> from theory.lossy import over_acceptance
+    >>> over_acceptance([0.5, 0.5], [0.9, 0.1], 0.1).tolist()
+    [1.0, 0.4]
+    """
     p, q = _arrays(p, q)
+    if not isinstance(eps, numbers.Real) or isinstance(eps, bool) or not eps >= 0:
+        raise ValueError(f"eps must be a real number >= 0; got {eps!r}")
     return np.where(p == 0, 1.0, np.minimum(1.0, safe_ratio(q + eps, p)))
 
 
@@ -81,7 +98,7 @@ def rejection_probability(p, accept):
     0.4
     """
     p, _, accept = _arrays(p, p, accept)
-    return as_scalar(((1 - accept) * p).sum(axis=-1))
+    return as_scalar(((1 - accept) * p).sum(axis=-1))  # validated above
 
 
 def tv_loss(p, q, accept):
@@ -137,12 +154,15 @@ def pareto_front(p, q, rejection_probability):
     0.3
     """
     p, q = _arrays(p, q)
-    return as_scalar(np.maximum(tv_distance(p, q) - np.asarray(rejection_probability), 0.0))
+    rho = checked_unit_interval("rejection_probability", rejection_probability)
+    return as_scalar(np.maximum(_tv_distance(p, q) - np.asarray(rho, dtype=float), 0.0))
 
 
 def tv_loss_lp(p, q, accept) -> float:
     """Theorem 4 by LP: min ½Σ|b p + r − q| over r ≥ 0 with Σ r = Σ(1 − b)p."""
-    p, q, accept = (np.asarray(a, dtype=np.float64) for a in _arrays(p, q, accept))
+    p, q, accept = _arrays(p, q, accept)
+    if p.ndim != 1:
+        raise ValueError(f"p and q must be single vectors; got shape {p.shape}")
     vocab_size = p.size
     accepted = accept * p
     rho = ((1 - accept) * p).sum()
@@ -162,8 +182,10 @@ def tv_loss_lp(p, q, accept) -> float:
 def pareto_front_lp(p, q, rejection_probability: float) -> float:
     """Theorem 5 by LP: min TV(b p + r, q) over all b ∈ [0, 1]^V, r ≥ 0 with
     Σ(1 − b)p = ρ and Σ r = ρ."""
-    p = np.asarray(p, dtype=np.float64)
-    q = np.asarray(q, dtype=np.float64)
+    p, q = _arrays(p, q)
+    checked_unit_interval("rejection_probability", rejection_probability)
+    if p.ndim != 1:
+        raise ValueError(f"p and q must be single vectors; got shape {p.shape}")
     vocab_size = p.size
     identity = np.eye(vocab_size)
     # variables [b (V), r (V), t (V)]
@@ -255,7 +277,7 @@ def sequence_tv_bound(model: MarkovLM, reference: MarkovLM) -> float:
     """
     check_compatible(model, reference)
     marginals = np.asarray(model.context_marginals(), dtype=np.float64)
-    distances = tv_distance(np.asarray(model.probs, float), np.asarray(reference.probs, float))
+    distances = _tv_distance(np.asarray(model.probs, float), np.asarray(reference.probs, float))
     return float((marginals * distances).sum())
 
 

@@ -18,9 +18,16 @@ float64 arrays or object arrays of ``fractions.Fraction`` (exact).
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
-from theory._arrays import as_scalar
+from theory._arrays import (
+    as_scalar,
+    checked_distributions,
+    checked_pair,
+    checked_unit_interval,
+)
 
 __all__ = [
     "acceptance_probability",
@@ -31,6 +38,12 @@ __all__ = [
     "residual_distribution",
     "tv_distance",
 ]
+
+
+def _tv_distance(p, q, axis: int = -1):
+    """TV without input checks (for validated model rows)."""
+    p, q = _pair(p, q)
+    return as_scalar(np.abs(p - q).sum(axis=axis) / 2)
 
 
 def tv_distance(p, q, axis: int = -1):
@@ -49,9 +62,7 @@ def tv_distance(p, q, axis: int = -1):
     >>> float(tv_distance([0.5, 0.5], [0.9, 0.1]))
     0.4
     """
-    p, q = _pair(p, q)
-    out = np.abs(p - q).sum(axis=axis) / 2
-    return as_scalar(out)
+    return _tv_distance(*checked_pair(p, q, axis=axis), axis=axis)
 
 
 def positive_part(values):
@@ -74,17 +85,24 @@ def safe_ratio(numerator, denominator):
 
 
 def acceptance_probability(p, q):
-    r"""Standard acceptance b(x) = min(1, q(x)/p(x)), with b = 1 where p(x) = 0.
-
-    Where the residual [q − p]₊ has no mass (p ≥ q everywhere, i.e. p = q up to rounding) the
-    acceptance is 1 for every token, so rejection has probability exactly 0 even when rounding
-    leaves q(x)/p(x) = 1 − 1e-16.
+    r"""Standard acceptance b(x) = min(1, q(x)/p(x)) (validated inputs); see :func:`_acceptance`.
 
     Examples
     --------
     >>> from theory.onestep import acceptance_probability
     >>> acceptance_probability([0.5, 0.5], [0.9, 0.1]).tolist()
     [1.0, 0.2]
+    """
+    return _acceptance(*checked_pair(p, q))
+
+
+def _acceptance(p, q):
+    r"""Standard acceptance b(x) = min(1, q(x)/p(x)), with b = 1 where p(x) = 0.
+
+    Where the residual [q − p]₊ has no mass (p ≥ q everywhere, i.e. p = q up to rounding) the
+    acceptance is 1 for every token, so rejection has probability exactly 0 even when rounding
+    leaves q(x)/p(x) = 1 − 1e-16.
+
     """
     p, q = _pair(p, q)
     ratio = safe_ratio(q, p)
@@ -94,10 +112,7 @@ def acceptance_probability(p, q):
 
 
 def residual_distribution(p, q):
-    r"""The rejection law of speculative sampling, [q − p]₊ / Σ_y [q − p]₊(y).
-
-    Rows where q ≤ p everywhere (no residual mass; then p = q) return all zeros: rejection never
-    happens there, so no law is needed.
+    """The speculative residual [q − p]₊ normalized (validated inputs); see :func:`_residual`.
 
     Examples
     --------
@@ -105,12 +120,37 @@ def residual_distribution(p, q):
     >>> residual_distribution([0.5, 0.5], [0.9, 0.1]).tolist()
     [1.0, 0.0]
     """
+    return _residual(*checked_pair(p, q))
+
+
+def _residual(p, q):
+    r"""The rejection law of speculative sampling, [q − p]₊ / Σ_y [q − p]₊(y).
+
+    Rows where q ≤ p everywhere (no residual mass; then p = q) return all zeros: rejection never
+    happens there, so no law is needed.
+    """
     p, q = _pair(p, q)
     residual = positive_part(q - p)
     return safe_ratio(residual, residual.sum(axis=-1, keepdims=True))
 
 
 def residual_chain(p, q, n_drafts: int, step=None):
+    """:func:`_residual_chain` on validated inputs (``n_drafts`` an integer >= 1).
+
+    Examples
+    --------
+    >>> from theory.onestep import residual_chain
+    >>> residuals, failures = residual_chain([0.5, 0.5], [0.9, 0.1], 2)
+    >>> [r.tolist() for r in residuals], [float(f) for f in failures]
+    ([[0.9, 0.1], [1.0, 0.0], [1.0, 0.0]], [0.4, 0.5])
+    """
+    if not isinstance(n_drafts, numbers.Integral) or isinstance(n_drafts, bool) \
+            or n_drafts < 1:
+        raise ValueError(f"n_drafts must be an integer >= 1; got {n_drafts!r}")
+    return _residual_chain(*checked_pair(p, q), n_drafts, step=step)
+
+
+def _residual_chain(p, q, n_drafts: int, step=None):
     r"""The recursive residuals of multi-draft verification (the paper's Algorithm 4).
 
     q¹ = q and q^{m+1} = [q^m − p]₊ / Σ[q^m − p]₊; draft m is accepted with probability
@@ -126,26 +166,31 @@ def residual_chain(p, q, n_drafts: int, step=None):
     residuals : list of M + 1 arrays shaped like q (q¹ … q^{M+1}; zeros once a residual has
         no mass, i.e. after a draft that is accepted for sure)
     failures : list of M arrays (r₁ … r_M), the leading shape of q
-
-    Examples
-    --------
-    >>> from theory.onestep import residual_chain
-    >>> residuals, failures = residual_chain([0.5, 0.5], [0.9, 0.1], 2)
-    >>> [r.tolist() for r in residuals], [float(f) for f in failures]
-    ([[0.9, 0.1], [1.0, 0.0], [1.0, 0.0]], [0.4, 0.5])
     """
     p, q = _pair(p, q)
-    step = residual_distribution if step is None else step
+    step = _residual if step is None else step
     residuals, failures = [q], []
     for _ in range(n_drafts):
         current = residuals[-1]
-        failures.append(rejection_mass(p, acceptance_probability(p, current)))
+        failures.append(_rejection_mass(p, _acceptance(p, current)))
         residuals.append(np.asarray(step(p, current)))
     return residuals, failures
 
 
 def rejection_mass(p, accept):
-    r"""Probability of rejection Σ_x (1 − b(x)) p(x) for acceptance b."""
+    r"""Probability of rejection Σ_x (1 − b(x)) p(x) for acceptance b ∈ [0, 1].
+
+    Examples
+    --------
+    >>> from theory.onestep import rejection_mass
+    >>> round(float(rejection_mass([0.5, 0.5], [1.0, 0.2])), 12)
+    0.4
+    """
+    return as_scalar(_rejection_mass(checked_distributions("p", p),
+                                     checked_unit_interval("accept", accept)))
+
+
+def _rejection_mass(p, accept):
     p, accept = _pair(p, accept)
     return ((1 - accept) * p).sum(axis=-1)
 
@@ -154,7 +199,18 @@ def rejection_law(p, q, accept):
     r"""Corollary 1's rejection law (q − b p) / Σ_y (1 − b(y)) p(y), the unique unbiased one.
 
     Rows that never reject (Σ(1 − b)p = 0) return zeros.
+
+    Examples
+    --------
+    >>> from theory.onestep import rejection_law
+    >>> rejection_law([0.5, 0.5], [0.9, 0.1], [1.0, 0.2]).tolist()
+    [1.0, 0.0]
     """
+    p, q = checked_pair(p, q)
+    return _rejection_law(p, q, checked_unit_interval("accept", accept))
+
+
+def _rejection_law(p, q, accept):
     p, q = _pair(p, q)
     accept = np.asarray(accept)
     # q − b p ≥ 0 when b ≤ q/p; the positive part removes rounding residue of order 1e-17.

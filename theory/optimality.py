@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linprog
 
+from theory._arrays import checked_pair
 from theory.models import MarkovLM, check_compatible
 
 __all__ = ["VerifierLP", "optimal_rejections_lp", "optimal_verifier_lp"]
@@ -46,8 +47,7 @@ def optimal_verifier_lp(p, q) -> VerifierLP:
     >>> round(optimal_verifier_lp([0.5, 0.5], [0.9, 0.1]).rejection_probability, 9)
     0.4
     """
-    p = np.asarray(p, dtype=np.float64)
-    q = np.asarray(q, dtype=np.float64)
+    p, q = (np.asarray(a, dtype=np.float64) for a in checked_pair(p, q))
     if p.ndim != 1 or p.shape != q.shape:
         raise ValueError(f"p and q must be vectors of one shape; got {p.shape} and {q.shape}")
     vocab_size = p.size
