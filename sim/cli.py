@@ -84,7 +84,8 @@ def _reproduce(args) -> int:
         client = Client(args.dask)
     try:
         failed = reproduce(args.out, quick=args.quick, seed=args.seed, only=args.only,
-                           progress=not args.no_progress, client=client)
+                           progress=not args.no_progress, client=client,
+                           resume=not args.fresh)
     finally:
         if client is not None:
             client.close()
@@ -93,10 +94,17 @@ def _reproduce(args) -> int:
     return 1 if failed else 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (and exit status 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="specdec", description="Speculative decoding theory "
+    parser = _Parser(prog="specdec", description="Speculative decoding theory "
                                      "and simulation (Yin et al., NeurIPS 2024).")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = commands.add_parser("reproduce", help="regenerate every figure and the report")
     run.add_argument("--out", default="results", help="output folder (default: results)")
@@ -105,6 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--only", nargs="+", metavar="NAME", help="run only these experiments")
     run.add_argument("--no-progress", action="store_true")
     run.add_argument("--dask", metavar="ADDRESS", help="run on a dask.distributed scheduler")
+    run.add_argument("--fresh", action="store_true",
+                     help="recompute every experiment (default: resume a previous run in --out)")
     run.set_defaults(handler=_reproduce)
 
     sim = commands.add_parser("simulate", help="one simulation, theory vs simulation")
@@ -132,7 +142,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, OSError) as error:
         print(f"specdec {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -384,12 +384,36 @@ def write_report(out: pathlib.Path, results: dict, settings: Settings, seed: int
     return failed
 
 
+def _completed(out: pathlib.Path, name: str, seed: int, settings: Settings):
+    """The outcome of an experiment a previous run finished with the same seed and sizes.
+
+    An experiment is complete once its JSON exists (written atomically, after its figures).
+    """
+    path = out / "data" / f"{name}.json"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    same_sizes = {k: v for k, v in record.get("settings", {}).items() if k != "dask_scheduler"} \
+        == {k: v for k, v in settings.describe().items() if k != "dask_scheduler"}
+    figures_exist = all((out / "figures" / f"{name}.{suffix}").exists()
+                        for suffix in ("png", "pdf"))
+    if record.get("seed") != seed or not same_sizes or not figures_exist:
+        return None
+    return Outcome(record["checks"], record["data"])
+
+
 def reproduce(out="results", *, quick: bool = False, seed: int = 0, only=None,
-              progress: bool = True, client=None) -> int:
+              progress: bool = True, client=None, resume: bool = True) -> int:
     """Run the experiments (all, or those named in ``only``); returns the number of failures.
 
     ``client`` (a ``dask.distributed.Client``) runs the simulations' chunks on a cluster; the
     results are identical to a single-process run with the same seed.
+
+    With ``resume`` (default), experiments that a previous (e.g. interrupted) run into the same
+    folder completed with the same seed and sizes are not run again; every experiment draws
+    from its own stream spawned from the seed, so the final results are identical to an
+    uninterrupted run.
 
     Examples
     --------
@@ -414,6 +438,10 @@ def reproduce(out="results", *, quick: bool = False, seed: int = 0, only=None,
         iterator = tqdm(names, desc="reproduce", unit="experiment")
     results = {}
     for name in iterator:
+        previous = _completed(out, name, seed, settings) if resume else None
+        if previous is not None:
+            results[name] = previous
+            continue
         started = time.perf_counter()
         outcome = EXPERIMENTS[name](settings, streams[name])
         draw, title = figures.FIGURES[name]

@@ -166,9 +166,10 @@ def checked_pair(p, q, names=("p", "q"), axis: int = -1):
 def checked_unit_interval(name: str, values) -> np.ndarray:
     """``values`` as numbers in [0, 1] (finite), validated with the offending index."""
     array = as_probability_array(values, name)
-    bad = np.argwhere(~((array >= 0) & (array <= 1)))
+    flat = np.atleast_1d(array)
+    bad = np.argwhere(~((flat >= 0) & (flat <= 1)))
     if bad.size:
         where = tuple(bad[0])
-        label = f"{name}[{_index_text(where)}]" if where else name
-        raise ValueError(f"{label} = {describe(array[where])} is not in [0, 1]")
+        label = f"{name}[{_index_text(where)}]" if array.ndim else name
+        raise ValueError(f"{label} = {describe(flat[where])} is not in [0, 1]")
     return array

@@ -237,7 +237,7 @@ def optimal_multidraft_acceptance(p, q, n_drafts: int):
     n_drafts = _n_drafts(n_drafts)
     p, q = checked_pair(p, q)
     p, q = np.broadcast_arrays(np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64))
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         ratio = np.where(p > 0, q / np.where(p > 0, p, 1), np.inf)
     order = np.argsort(ratio, axis=-1, kind="stable")
     q_prefix = np.cumsum(np.take_along_axis(q, order, axis=-1), axis=-1)

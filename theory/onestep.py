@@ -80,7 +80,8 @@ def safe_ratio(numerator, denominator):
     if numerator.dtype == object or denominator.dtype == object:
         safe = np.where(zero, 1, denominator)
         return np.where(zero, 0, numerator / safe)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # a denormal denominator can overflow the ratio to inf; callers cap it (min(1, ·))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         return np.where(zero, 0.0, numerator / np.where(zero, 1.0, denominator))
 
 
