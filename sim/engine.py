@@ -319,14 +319,16 @@ def _map_chunks(function, kernel, sizes, streams, *, client=None, progress=False
     """Yield ``function(kernel, stream_i, size_i)`` for every chunk, in chunk order.
 
     With a ``dask.distributed`` client the chunks run on its workers (the kernel is scattered
-    once); every chunk still uses its own spawned stream, so results do not depend on where
+    once per call); every chunk still uses its own spawned stream, so results do not depend on where
     or in how many processes they ran.
     """
     if client is None:
         results = (function(kernel, stream, n) for stream, n in
                    zip(streams, sizes, strict=True))
     else:
-        shared = client.scatter(kernel, broadcast=True)
+        # A fresh key per call (hash=False): re-broadcasting an identical, already scattered
+        # kernel was seen to stall distributed's worker-to-worker replication.
+        shared = client.scatter(kernel, hash=False)
         futures = client.map(function, [shared] * len(sizes), streams, sizes, pure=False)
         results = (future.result() for future in futures)
     if progress:

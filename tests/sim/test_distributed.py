@@ -12,8 +12,9 @@ distributed = pytest.importorskip("distributed")
 
 @pytest.fixture(scope="module")
 def client():
+    # random ports for the scheduler and its dashboard: never clash with another cluster
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, \
+                                  scheduler_port=0, dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as client:
         yield client
 

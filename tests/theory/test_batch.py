@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from sim.models import bernoulli_pair, fig2_pair, random_pair, uniform_subset_pair
 from sim.reference import enumerate_outcomes
 from sim.strategies import model_pairs, probability_vectors
+from tests.harness import all_sequences, assert_exact_ladder
 from tests.mutants import ForgetsResidualUpdate, UnnormalizedResidual
 from theory import (
     BatchSpeculative,
@@ -33,11 +34,6 @@ from theory.batch import (
     uniform_subset_batch_improvement,
 )
 
-
-def all_sequences(model):
-    return list(itertools.product(range(model.vocab_size), repeat=model.horizon))
-
-
 BATCH = [BatchSpeculative(2), BatchSpeculative(2, "trie"), BatchSpeculative(3),
          BatchSpeculative(3, "trie")]
 
@@ -46,15 +42,7 @@ BATCH = [BatchSpeculative(2), BatchSpeculative(2, "trie"), BatchSpeculative(3),
 @settings(max_examples=15)
 @given(pair=model_pairs(max_vocab=3, max_horizon=3, max_contexts=2, exact=True))
 def test_enumeration_equals_dynamic_program_exactly(algorithm, pair):
-    draft, target = pair
-    law = enumerate_outcomes(draft, target, algorithm)
-    assert law.total() == 1
-    assert law.rejection_pmf().tolist() == rejection_pmf(draft, target, algorithm).tolist()
-    assert law.target_calls_pmf().tolist() == \
-        target_calls_pmf(draft, target, algorithm).tolist()
-    sequences = law.sequence_law()
-    for tokens in all_sequences(target):  # unbiased, exactly
-        assert sequences.get(tokens, 0) == target.sequence_probability(list(tokens))
+    assert_exact_ladder(*pair, algorithm)  # DP laws and unbiasedness, exactly
 
 
 @settings(max_examples=25)

@@ -3,7 +3,6 @@
 With Fraction models every comparison is exact equality; with floats, 1e-12.
 """
 
-import itertools
 from fractions import Fraction as F
 
 import numpy as np
@@ -14,6 +13,7 @@ from hypothesis import strategies as st
 from sim.models import bernoulli_pair, random_pair
 from sim.reference import enumerate_outcomes
 from sim.strategies import model_pairs
+from tests.harness import all_sequences, assert_exact_ladder
 from tests.mutants import AbsoluteResidual, InvertedRatio, ResampleFromTarget
 from theory import (
     Autoregressive,
@@ -42,24 +42,12 @@ ALGORITHMS = [
 small_exact_pairs = model_pairs(max_vocab=3, max_horizon=3, max_contexts=2, exact=True)
 
 
-def all_sequences(model):
-    return list(itertools.product(range(model.vocab_size), repeat=model.horizon))
-
-
 @pytest.mark.parametrize("algorithm", ALGORITHMS, ids=repr)
 @settings(max_examples=25)
 @given(pair=small_exact_pairs)
 def test_enumeration_equals_dynamic_program_exactly(algorithm, pair):
-    draft, target = pair
-    law = enumerate_outcomes(draft, target, algorithm)
-    assert law.total() == 1
-    assert law.rejection_pmf().tolist() == rejection_pmf(draft, target, algorithm).tolist()
-    assert law.target_calls_pmf().tolist() == \
-        target_calls_pmf(draft, target, algorithm).tolist()
-    # Unbiasedness: every algorithm here emits exactly the target's sequence law.
-    sequences = law.sequence_law()
-    for tokens in all_sequences(target):
-        assert sequences.get(tokens, 0) == target.sequence_probability(list(tokens))
+    # and unbiasedness: every algorithm here emits exactly the target's sequence law
+    assert_exact_ladder(*pair, algorithm)
 
 
 @settings(max_examples=25)

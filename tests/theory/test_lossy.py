@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sim.models import random_pair
-from sim.reference import enumerate_outcomes
 from sim.strategies import model_pairs, probability_vectors
+from tests.harness import assert_exact_ladder
 from tests.mutants import ResampleFromTarget
 from theory import (
     LossySpeculative,
@@ -20,7 +20,6 @@ from theory import (
     optimal_rejection_distribution,
     output_model,
     pareto_front,
-    rejection_pmf,
     tv_distance,
     tv_loss,
 )
@@ -114,12 +113,7 @@ def test_lossy_validates():
 def test_enumeration_follows_the_output_model_exactly(rule, pair, eps):
     draft, target = pair
     algorithm = LossySpeculative(eps, rule)
-    emitted = output_model(draft, target, algorithm)
-    law = enumerate_outcomes(draft, target, algorithm)
-    assert law.rejection_pmf().tolist() == rejection_pmf(draft, target, algorithm).tolist()
-    sequences = law.sequence_law()
-    for tokens in itertools.product(range(target.vocab_size), repeat=target.horizon):
-        assert sequences.get(tokens, 0) == emitted.sequence_probability(list(tokens))
+    assert_exact_ladder(draft, target, algorithm, output_model(draft, target, algorithm))
 
 
 @given(pair=model_pairs(max_vocab=3, max_horizon=4), eps=eps_values)
