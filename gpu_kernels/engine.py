@@ -88,11 +88,18 @@ class _TorchKernel:
         layout = kernel.layout
         self.vocab_size = layout.vocab_size
         self.n_uniforms = kernel.n_uniforms
-        self.next_context = _to_device(layout.next_context, device, integer=True)
+        self.next_context = (None if layout.next_context is None
+                             else _to_device(layout.next_context, device, integer=True))
         self.start_cdf = _to_device(kernel.start_cdf, device)
 
     def rows(self, position, context):
         return self.kernel.layout.row_base(position) + context
+
+    def advance(self, context, token):
+        """The next context (first order: the token itself)."""
+        if self.next_context is None:
+            return token
+        return self.next_context[context * self.vocab_size + token]
 
 
 class _TorchAutoregressive(_TorchKernel):
@@ -203,7 +210,7 @@ def _run_chunk(kernel: _TorchKernel, start_uniforms, next_uniforms, n: int,
         token, state = kernel.step(position, context, state, next_uniforms(position), counts)
         if tokens is not None:
             tokens[:, position] = token
-        context = kernel.next_context[context * kernel.vocab_size + token]
+        context = kernel.advance(context, token)
     return SimResult(counts["rejections"].cpu().numpy(), counts["target_calls"].cpu().numpy(),
                      tokens.cpu().numpy() if tokens is not None else None)
 

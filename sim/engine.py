@@ -59,10 +59,16 @@ class _Layout:
     n_contexts: int
     vocab_size: int
     homogeneous: bool
-    next_context: np.ndarray  # (S·V,) flattened
+    next_context: np.ndarray | None  # (S·V,) flattened; None for first-order chains
 
     def row_base(self, position: int) -> int:
         return 0 if self.homogeneous else position * self.n_contexts
+
+    def advance(self, context: np.ndarray, token: np.ndarray) -> np.ndarray:
+        """The next context of every trial (first order: the token itself, no table read)."""
+        if self.next_context is None:
+            return token
+        return self.next_context[context * self.vocab_size + token]
 
     def rows(self, model: MarkovLM) -> np.ndarray:
         """The (rows, V) float64 laws of ``model`` in table order."""
@@ -72,7 +78,8 @@ class _Layout:
 
 def _layout(draft: MarkovLM, target: MarkovLM) -> _Layout:
     homogeneous = draft.is_time_homogeneous and target.is_time_homogeneous
-    next_context = np.ascontiguousarray(target.next_context, dtype=np.intp).ravel()
+    next_context = None if target.is_first_order else \
+        np.ascontiguousarray(target.next_context, dtype=np.intp).ravel()
     return _Layout(target.n_contexts, target.vocab_size, homogeneous, next_context)
 
 
@@ -257,7 +264,7 @@ def _run_chunk(kernel: _Kernel, start_uniforms, next_uniforms, n: int,
         token, state = kernel.step(position, context, state, next_uniforms(position), counts)
         if tokens is not None:
             tokens[:, position] = token
-        context = layout.next_context[context * layout.vocab_size + token]
+        context = layout.advance(context, token)
     return SimResult(counts.rejections, counts.target_calls, tokens)
 
 
