@@ -121,20 +121,26 @@ def batch_improvement(data, title):
     return figure
 
 
+def _rule_curves(ax, rows, loss, simulated_loss, simulated_label):
+    """Decoding-OPT and -UNO: theory (P(reject), loss) as a dashed line, simulation as dots
+    with the 95% interval of the simulated rejection probability."""
+    for i, rule in enumerate(("opt", "target")):
+        chosen = [row for row in rows if row["rejection"] == rule]
+        name = "Decoding-OPT" if rule == "opt" else "Decoding-UNO"
+        ax.plot([r["rejection_probability"] for r in chosen], [r[loss] for r in chosen], "--",
+                color=COLORS[i], lw=1, label=f"{name}: theory")
+        ax.errorbar([r["simulated_rejection_probability"] for r in chosen],
+                    [r[simulated_loss] for r in chosen],
+                    xerr=[1.96 * r["standard_error"] for r in chosen], fmt="o", ms=4,
+                    color=COLORS[i], label=f"{name}: {simulated_label}")
+
+
 def pareto(data, title):
     figure, ax = plt.subplots(figsize=(6.4, 4.5))
     tv = data["tv"]
     rho = np.linspace(0, tv, 50)
     ax.plot(rho, tv - rho, "k-", lw=1, label="Pareto front: P(reject) + Loss = TV (Thm 5)")
-    for i, rule in enumerate(("opt", "target")):
-        rows = [row for row in data["points"] if row["rejection"] == rule]
-        name = "Decoding-OPT" if rule == "opt" else "Decoding-UNO"
-        ax.plot([r["rejection_probability"] for r in rows], [r["loss"] for r in rows], "--",
-                color=COLORS[i], lw=1, label=f"{name}: theory")
-        ax.errorbar([r["simulated_rejection_probability"] for r in rows],
-                    [r["simulated_loss"] for r in rows],
-                    xerr=[1.96 * r["standard_error"] for r in rows], fmt="o", ms=4,
-                    color=COLORS[i], label=f"{name}: simulated")
+    _rule_curves(ax, data["points"], "loss", "simulated_loss", "simulated")
     ax.set_xlabel("rejection probability")
     ax.set_ylabel("TV distance of the output to q")
     ax.set_title(title)
@@ -145,15 +151,7 @@ def pareto(data, title):
 def tradeoff_chains(data, title):
     figure, axes = plt.subplots(1, len(data["chains"]), figsize=(11, 4))
     for ax, chain in zip(np.atleast_1d(axes), data["chains"], strict=True):
-        for i, rule in enumerate(("opt", "target")):
-            rows = [row for row in chain["rows"] if row["rejection"] == rule]
-            name = "Decoding-OPT" if rule == "opt" else "Decoding-UNO"
-            ax.plot([r["rejection_probability"] for r in rows], [r["tv_loss"] for r in rows],
-                    "--", color=COLORS[i], lw=1, label=f"{name}: theory")
-            ax.errorbar([r["simulated_rejection_probability"] for r in rows],
-                        [r["tv_loss"] for r in rows],
-                        xerr=[1.96 * r["standard_error"] for r in rows], fmt="o", ms=4,
-                        color=COLORS[i], label=f"{name}: simulated P(reject)")
+        _rule_curves(ax, chain["rows"], "tv_loss", "tv_loss", "simulated P(reject)")
         ax.set_xlabel("rejections per position")
         ax.set_ylabel("TV loss per position")
         ax.set_title(chain["name"])
