@@ -228,12 +228,14 @@ def fig4a(settings, rng) -> Outcome:
 
 
 def fig4bc(settings, rng) -> Outcome:
-    chains = [("Fig. 2 chains (V = 7, T = 50)", fig2_pair(50)),
+    # ε sweeps sized to each chain: with V = 20 tokens over-acceptance saturates sooner
+    chains = [("Fig. 2 chains (V = 7, T = 50)", fig2_pair(50), [0.0, 0.02, 0.05, 0.1, 0.2, 0.4]),
               ("temperature pair (V = 20, T = 30, τ_p = 1.5)",
-               temperature_pair(20, 30, draft_temperature=1.5, rng=5))]
-    eps_values = [0.0, 0.02, 0.05, 0.1, 0.2, 0.4]
+               temperature_pair(20, 30, draft_temperature=1.5, rng=5),
+               [0.0, 0.001, 0.002, 0.005, 0.01, 0.03])]
     rows, data = [], {"chains": []}
-    for (name, (draft, target)), stream in zip(chains, rng.spawn(len(chains)), strict=True):
+    for (name, (draft, target), eps_values), stream in zip(chains, rng.spawn(len(chains)),
+                                                          strict=True):
         table = tradeoff_table(draft, target, eps_values, n_trials=settings.trials // 4,
                                rng=stream, client=settings.client)
         for r in table:
