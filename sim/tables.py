@@ -52,28 +52,21 @@ class AliasTable:
         return np.where(keep, column, record.imag.astype(np.intp))
 
 
-def build_alias(weights: np.ndarray) -> AliasTable:
-    """Alias tables of each row of ``weights`` (R, V), normalized per row.
+#: Up to this many rows the pairing runs row by row in Python (V steps of scalar work per
+#: row); above it, once for all rows (V steps of array work).  Both give identical tables.
+SCALAR_ROWS = 32
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sim.tables import build_alias, implied_law
-    >>> table = build_alias(np.array([[0.5, 0.25, 0.25, 0.0]]))
-    >>> implied_law(table).tolist()
-    [[0.5, 0.25, 0.25, 0.0]]
+
+def _pair_rows(mass: np.ndarray, empty: np.ndarray):
+    """Vose's pairing on rows of ascending scaled masses, all rows at once.
+
+    Returns (threshold, alias) in sorted positions.  Smalls are taken in increasing order,
+    larges in decreasing order, and a large that drops below 1 is the next small.
     """
-    weights = np.asarray(weights, dtype=np.float64)
-    n_rows, vocab_size = weights.shape
-    total = weights.sum(axis=1, keepdims=True)
-    empty = total[:, 0] == 0
-    scaled = weights * (vocab_size / np.where(empty[:, None], 1.0, total))
-    scaled[empty] = 1.0
-    order = np.argsort(scaled, axis=1, kind="stable")
-    mass = np.take_along_axis(scaled, order, axis=1)  # ascending per row
+    mass = mass.copy()
+    n_rows, vocab_size = mass.shape
     threshold = np.ones_like(mass)
-    alias = np.tile(np.arange(vocab_size), (n_rows, 1))  # positions in sorted order
-
+    alias = np.tile(np.arange(vocab_size), (n_rows, 1))
     rows = np.arange(n_rows)
     n_small = (mass < 1.0).sum(axis=1)
     next_small = np.zeros(n_rows, dtype=np.intp)  # next original small (ascending)
@@ -95,6 +88,60 @@ def build_alias(weights: np.ndarray) -> AliasTable:
         dropped = mass[r, big] < 1.0
         pending[r[dropped]] = big[dropped]
         large[r[dropped]] -= 1
+    return threshold, alias
+
+
+def _pair_rows_one_by_one(mass: np.ndarray, empty: np.ndarray):
+    """:func:`_pair_rows`, the same steps in the same floating-point order, row by row.
+
+    For few rows and many outcomes the Python loop is faster than V array steps.
+    """
+    n_rows, vocab_size = mass.shape
+    threshold = np.ones_like(mass)
+    alias = np.tile(np.arange(vocab_size), (n_rows, 1))
+    for r in range(n_rows):
+        if empty[r]:
+            continue
+        row = mass[r].tolist()
+        row_threshold, row_alias = threshold[r].tolist(), alias[r].tolist()
+        n_small = sum(value < 1.0 for value in row)
+        next_small, large, pending = 0, vocab_size - 1, -1
+        while (pending >= 0 or next_small < n_small) and large >= n_small:
+            if pending >= 0:
+                small, pending = pending, -1
+            else:
+                small, next_small = next_small, next_small + 1
+            big = large
+            row_threshold[small] = row[small]
+            row_alias[small] = big
+            row[big] -= 1.0 - row[small]
+            if row[big] < 1.0:
+                pending, large = big, large - 1
+        threshold[r], alias[r] = row_threshold, row_alias
+    return threshold, alias
+
+
+def build_alias(weights: np.ndarray) -> AliasTable:
+    """Alias tables of each row of ``weights`` (R, V), normalized per row.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sim.tables import build_alias, implied_law
+    >>> table = build_alias(np.array([[0.5, 0.25, 0.25, 0.0]]))
+    >>> implied_law(table).tolist()
+    [[0.5, 0.25, 0.25, 0.0]]
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    n_rows, vocab_size = weights.shape
+    total = weights.sum(axis=1, keepdims=True)
+    empty = total[:, 0] == 0
+    scaled = weights * (vocab_size / np.where(empty[:, None], 1.0, total))
+    scaled[empty] = 1.0
+    order = np.argsort(scaled, axis=1, kind="stable")
+    mass = np.take_along_axis(scaled, order, axis=1)  # ascending per row
+    pair = _pair_rows if n_rows > SCALAR_ROWS else _pair_rows_one_by_one
+    threshold, alias = pair(mass, empty)
     # Columns never processed keep threshold 1 (their mass is 1 up to rounding) — unless they
     # have no mass at all, which only rounding could leave there: send those to the row's mode.
     leftover_zero = (threshold == 1.0) & (np.take_along_axis(weights, order, axis=1) == 0)

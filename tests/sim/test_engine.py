@@ -120,3 +120,17 @@ def test_concatenate_results():
     part = SimResult(np.array([1]), np.array([2]), np.array([[0, 1]]))
     joined = SimResult.concatenate([part, part])
     assert joined.n_trials == 2 and joined.tokens.shape == (2, 2)
+
+
+@given(st.integers(1, 30).flatmap(
+    lambda v: st.lists(probability_vectors(v), min_size=1, max_size=5)))
+def test_both_pairing_loops_build_identical_tables(rows):
+    from sim.tables import _pair_rows, _pair_rows_one_by_one
+
+    weights = np.array(rows)
+    scaled = weights * weights.shape[1] / weights.sum(axis=1, keepdims=True)
+    mass = np.sort(scaled, axis=1, kind="stable")
+    empty = np.zeros(len(rows), dtype=bool)
+    vectorized, scalar = _pair_rows(mass, empty), _pair_rows_one_by_one(mass, empty)
+    np.testing.assert_array_equal(vectorized[0], scalar[0])
+    np.testing.assert_array_equal(vectorized[1], scalar[1])
