@@ -32,6 +32,15 @@ def save(figure, directory: pathlib.Path, name: str) -> list[str]:
     return files
 
 
+def _label(ax, xlabel, ylabel, title=None, legend_size=7):
+    """Axis labels, optional title and a small legend: the finish every panel shares."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title is not None:
+        ax.set_title(title)
+    ax.legend(fontsize=legend_size)
+
+
 def _running_mean(ax, samples, sd, theory, label, color):
     samples = np.asarray(samples, dtype=np.float64)
     k = np.arange(1, samples.size + 1)
@@ -49,10 +58,7 @@ def running_means(data, title):
         _running_mean(ax, series["samples"], series["sd"], series["theory"], series["label"],
                       COLORS[i % len(COLORS)])
     ax.set_xscale("log")
-    ax.set_xlabel("number of runs")
-    ax.set_ylabel("average number of rejections")
-    ax.set_title(title)
-    ax.legend(fontsize=7)
+    _label(ax, "number of runs", "average number of rejections", title)
     return figure
 
 
@@ -68,9 +74,7 @@ def _draft_curves(ax, data):
                     color=color, capsize=3, label=f"{verifier}: simulated ± 95%")
         ax.axhline(data["limits"][verifier], color=color, ls=":",
                    label=f"{verifier}: M → ∞ limit")
-    ax.set_xlabel("number of drafts M (M = 1 is speculative decoding)")
-    ax.set_ylabel("E[number of rejections]")
-    ax.legend(fontsize=7)
+    _label(ax, "number of drafts M (M = 1 is speculative decoding)", "E[number of rejections]")
 
 
 def rejections_vs_drafts(data, title):
@@ -89,10 +93,7 @@ def fig5(data, title):
     for ax, name in zip(axes[:2], ("(a) speculative decoding", "(b) batch speculative"),
                         strict=True):
         ax.set_xscale("log")
-        ax.set_xlabel("number of runs")
-        ax.set_ylabel("average number of rejections")
-        ax.set_title(name)
-        ax.legend(fontsize=6)
+        _label(ax, "number of runs", "average number of rejections", name, legend_size=6)
     _draft_curves(axes[2], data["drafts"])
     axes[2].set_title("(c) rejections vs M")
     figure.suptitle(title)
@@ -109,9 +110,7 @@ def batch_improvement(data, title):
             ax.errorbar(curve["m_sim"], curve["simulated"],
                         yerr=[1.96 * e for e in curve["standard_error"]], fmt="o", ms=4,
                         color=color, capsize=3)
-        ax.set_xlabel("number of drafts M")
-        ax.set_ylabel("batch improvement BI")
-        ax.legend(fontsize=7)
+        _label(ax, "number of drafts M", "batch improvement BI")
     axes[0].set_title("(a) p = Ber(u), q = Ber(1/2)")
     axes[1].set_title("(b) p uniform on V, q on V/r tokens")
     for ax in axes:
@@ -141,10 +140,7 @@ def pareto(data, title):
     rho = np.linspace(0, tv, 50)
     ax.plot(rho, tv - rho, "k-", lw=1, label="Pareto front: P(reject) + Loss = TV (Thm 5)")
     _rule_curves(ax, data["points"], "loss", "simulated_loss", "simulated")
-    ax.set_xlabel("rejection probability")
-    ax.set_ylabel("TV distance of the output to q")
-    ax.set_title(title)
-    ax.legend(fontsize=7)
+    _label(ax, "rejection probability", "TV distance of the output to q", title)
     return figure
 
 
@@ -152,10 +148,7 @@ def tradeoff_chains(data, title):
     figure, axes = plt.subplots(1, len(data["chains"]), figsize=(11, 4))
     for ax, chain in zip(np.atleast_1d(axes), data["chains"], strict=True):
         _rule_curves(ax, chain["rows"], "tv_loss", "tv_loss", "simulated P(reject)")
-        ax.set_xlabel("rejections per position")
-        ax.set_ylabel("TV loss per position")
-        ax.set_title(chain["name"])
-        ax.legend(fontsize=7)
+        _label(ax, "rejections per position", "TV loss per position", chain["name"])
     figure.suptitle(title)
     return figure
 
@@ -169,10 +162,7 @@ def pmf(data, title):
     ax.plot(k, data["pmf"], "k.-", lw=1, label="exact pmf (DP)")
     mask = counts > 0
     ax.set_xlim(k[mask].min() - 2, k[mask].max() + 2)
-    ax.set_xlabel("number of rejections")
-    ax.set_ylabel("probability")
-    ax.set_title(title)
-    ax.legend(fontsize=7)
+    _label(ax, "number of rejections", "probability", title)
     return figure
 
 
@@ -185,17 +175,13 @@ def walltime(data, title):
                      color=COLORS[0], capsize=3, label="simulated ± 95%")
     axes[0].plot(window, data["calls_leviathan"], ":", color=COLORS[1],
                  label="Leviathan i.i.d. formula, α = 1 − mean TV")
-    axes[0].set_xlabel("window γ")
-    axes[0].set_ylabel("expected target calls")
-    axes[0].legend(fontsize=7)
+    _label(axes[0], "window γ", "expected target calls")
     for i, (cost, speedups) in enumerate(data["speedup"].items()):
         axes[1].plot(window, speedups["exact"], "-", color=COLORS[i],
                      label=f"c = {cost}: exact (context-dependent)")
         axes[1].plot(window, speedups["leviathan"], ":", color=COLORS[i],
                      label=f"c = {cost}: Leviathan i.i.d.")
-    axes[1].set_xlabel("window γ")
-    axes[1].set_ylabel("walltime factor T / E[time]")
-    axes[1].legend(fontsize=7)
+    _label(axes[1], "window γ", "walltime factor T / E[time]")
     figure.suptitle(title)
     return figure
 
@@ -207,10 +193,7 @@ def multidraft_gap(data, title):
                 label=f"{name}: optimal α*")
         ax.plot(series["m"], series["recursive"], "--", color=COLORS[i],
                 label=f"{name}: paper/trie root acceptance")
-    ax.set_xlabel("number of drafts M")
-    ax.set_ylabel("root acceptance probability")
-    ax.set_title(title)
-    ax.legend(fontsize=7)
+    _label(ax, "number of drafts M", "root acceptance probability", title)
     return figure
 
 
