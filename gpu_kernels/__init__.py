@@ -1,9 +1,9 @@
-"""Torch engine of the vectorized samplers (CPU or CUDA, same API as :func:`sim.simulate`).
+"""Torch engine of the simulators (CPU or CUDA, same API and same arrays as :func:`sim.simulate`).
 
 torch is imported lazily, when a function here first runs, so the rest of the package works
 without it.  ``python -m gpu_kernels.check`` runs the device checks and prints throughput.
 """
 
-from gpu_kernels.engine import default_device, run_uniforms, simulate
+from gpu_kernels.engine import default_device, philox_pair, simulate
 
-__all__ = ["default_device", "run_uniforms", "simulate"]
+__all__ = ["default_device", "philox_pair", "simulate"]

@@ -1,17 +1,20 @@
-r"""Torch engine: the kernels of :mod:`sim.engine`, in torch, on the CPU or a CUDA device.
+r"""Torch engine: the CPU engine's algorithms and randomness, on the CPU or a CUDA device.
 
-The sampling tables are built once by :func:`sim.engine.make_kernel` (numpy) and moved to the
-device; each position is then a fixed sequence of tensor operations.  Unlike the numpy engine,
-which gathers the trials that take a branch (``flatnonzero``), these kernels evaluate every
-branch for every trial and select with ``torch.where`` — no host synchronisation inside a
-chunk, which is what a GPU wants.  Both engines read the same uniforms in the same layout
-(:mod:`sim.engine`), and in float64 every comparison is the same IEEE operation, so fed the
-same uniforms they return identical tokens, rejections and target calls.
+The sampling tables are built once by :func:`sim.engine.make_tables` (numpy) and copied to the
+device; then all trials of a chunk advance one position per step, every branch evaluated for
+every trial and selected with ``torch.where`` — no host synchronisation inside the position
+loop except, for batches of more than :data:`SYNC_FROM` candidates, one check per extra
+candidate that some trial still needs it (so untried candidates cost nothing).
 
-Randomness: chunk i draws from a ``torch.Generator`` seeded with an integer taken from the
-i-th child of ``numpy.random.default_rng(rng).spawn``; first the start uniforms, then a
-(k, n) block per position.  Results are a function of (inputs, seed, chunk size, device type)
-— CPU and CUDA generators produce different streams.
+**Same randomness as the CPU engine, bit for bit.**  Every uniform is Philox4x32-10 of
+(seed, trial, position, slot) with the slots of :mod:`sim.kernels`; this module computes the
+cipher with int64 tensor operations (no overflow: 32 × 32-bit products are split into 16-bit
+halves), and float64 comparisons are the same IEEE operations as in the compiled kernels.  So
+for the same seed :func:`simulate` returns exactly the arrays of :func:`sim.simulate`, on any
+device, for any chunk size.  On CUDA, ``philox="fused"`` computes the cipher in one
+NVRTC-compiled elementwise kernel (``torch.cuda.jiterator``: no Triton, no CuPy) instead of
+about two hundred tensor operations per pair of uniforms; it must give the same bits, which
+``python -m gpu_kernels.check`` verifies.
 """
 
 from __future__ import annotations
@@ -20,14 +23,28 @@ import numbers
 
 import numpy as np
 
-from sim.engine import chunk_sizes, make_kernel
+from sim.engine import (
+    BatchTables,
+    TokenTables,
+    chunk_bounds,
+    count_dtype,
+    make_tables,
+    token_dtype,
+)
+from sim.philox import PHILOX_MULTIPLIERS, PHILOX_ROUNDS, PHILOX_WEYL, START_POSITION, philox_key
 from sim.result import SimResult, check_problem
 
-__all__ = ["default_device", "run_uniforms", "simulate"]
+__all__ = ["PHILOX_BACKENDS", "default_device", "philox_pair", "simulate"]
 
-#: Trials per chunk on CUDA (the CPU uses the numpy engine's default).
-CUDA_CHUNK_SIZE = 1 << 20
-CPU_CHUNK_SIZE = 1 << 15
+#: Trials per chunk on CUDA and on the CPU.
+CUDA_CHUNK_SIZE = 1 << 22
+CPU_CHUNK_SIZE = 1 << 16
+#: Batch candidates beyond this many are only computed while some trial still tries them.
+SYNC_FROM = 4
+#: How the Philox cipher is computed: tensor operations (any device) or one fused CUDA kernel.
+PHILOX_BACKENDS = ("tensor", "fused")
+
+_MASK = 0xFFFFFFFF
 
 
 def _torch():
@@ -55,249 +72,323 @@ def _device(device):
     return device
 
 
-def _to_device(array, device, integer: bool = False):
-    """A copy of a numpy array on ``device`` (float64 or int64)."""
+# -- Philox4x32-10 in tensor operations ----------------------------------------------------
+
+def _mulhilo(value, multiplier: int):
+    """(hi, lo) 32-bit words of value · multiplier, value < 2³² (int64 tensor or int)."""
+    low_half, high_half = multiplier & 0xFFFF, multiplier >> 16
+    low = value * low_half  # < 2⁴⁸
+    high = value * high_half  # < 2⁴⁸
+    return (high + (low >> 16)) >> 16, (((high & 0xFFFF) << 16) + low) & _MASK
+
+
+def _philox_tensor(trial, key, position: int, pair: int):
+    """The four output words for counters (trial, position, pair): int64 tensors."""
+    c0, c1, c2, c3 = trial & _MASK, trial >> 32, position, pair
+    k0, k1 = key
+    m0, m1 = PHILOX_MULTIPLIERS
+    for round_index in range(PHILOX_ROUNDS):
+        if round_index:
+            k0, k1 = (k0 + PHILOX_WEYL[0]) & _MASK, (k1 + PHILOX_WEYL[1]) & _MASK
+        hi0, lo0 = _mulhilo(c0, m0)
+        hi1, lo1 = _mulhilo(c2, m1)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+    return c0, c1, c2, c3
+
+
+_FUSED_SOURCE = """
+template <typename T> void specdec_philox_pair(T trial, T key0, T key1, T position, T pair,
+                                               T& even, T& odd) {
+  unsigned int c0 = (unsigned int)(trial & 0xFFFFFFFFLL), c1 = (unsigned int)(trial >> 32);
+  unsigned int c2 = (unsigned int)position, c3 = (unsigned int)pair;
+  unsigned int k0 = (unsigned int)key0, k1 = (unsigned int)key1;
+  for (int r = 0; r < %(rounds)d; ++r) {
+    if (r) { k0 += %(w0)du; k1 += %(w1)du; }
+    unsigned int hi0 = __umulhi(%(m0)du, c0), lo0 = %(m0)du * c0;
+    unsigned int hi1 = __umulhi(%(m1)du, c2), lo1 = %(m1)du * c2;
+    c0 = hi1 ^ c1 ^ k0; c1 = lo1; c2 = hi0 ^ c3 ^ k1; c3 = lo0;
+  }
+  even = (T)(((unsigned long long)c0 << 21) | (unsigned long long)(c1 >> 11));
+  odd = (T)(((unsigned long long)c2 << 21) | (unsigned long long)(c3 >> 11));
+}
+""" % {"rounds": PHILOX_ROUNDS, "w0": PHILOX_WEYL[0], "w1": PHILOX_WEYL[1],
+       "m0": PHILOX_MULTIPLIERS[0], "m1": PHILOX_MULTIPLIERS[1]}
+_fused = None
+
+
+def _fused_kernel():
+    global _fused
+    if _fused is None:
+        from torch.cuda.jiterator import _create_multi_output_jit_fn
+
+        _fused = _create_multi_output_jit_fn(_FUSED_SOURCE, num_outputs=2, key0=0, key1=0,
+                                             position=0, pair=0)
+    return _fused
+
+
+def philox_pair(trial, key, position: int, pair: int, backend: str = "tensor"):
+    """The uniforms of slots (2·pair, 2·pair + 1) for int64 ``trial`` indices (float64).
+
+    Bit-identical to :func:`sim.philox.uniforms` (and so to the CPU engine).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from gpu_kernels.engine import philox_pair
+    >>> from sim.philox import uniforms
+    >>> even, odd = philox_pair(torch.arange(3), (5, 6), position=2, pair=0)
+    >>> bool((even.numpy() == uniforms((5, 6), [0, 1, 2], 2, 0)).all())
+    True
+    """
     torch = _torch()
-    return torch.tensor(np.array(array), dtype=torch.int64 if integer else torch.float64,
-                        device=device)
+    if backend == "fused":
+        even, odd = _fused_kernel()(trial, key0=key[0], key1=key[1], position=position,
+                                    pair=pair)
+    else:
+        c0, c1, c2, c3 = _philox_tensor(trial, key, position, pair)
+        even, odd = (c0 << 21) | (c1 >> 11), (c2 << 21) | (c3 >> 11)
+    scale = 2.0**-53
+    return even.to(torch.float64) * scale, odd.to(torch.float64) * scale
 
 
-class _TorchAlias:
-    """An :class:`sim.tables.AliasTable` on a device."""
+def _torch_dtype(dtype: np.dtype):
+    """The torch dtype of a numpy integer dtype."""
+    return _torch().from_numpy(np.zeros(0, dtype=dtype)).dtype
 
-    def __init__(self, table, device):
-        self.threshold = _to_device(table.threshold, device)
-        self.alias = _to_device(table.alias, device, integer=True)
+
+# -- tables on the device ------------------------------------------------------------------
+
+class _Alias:
+    """An :class:`sim.tables.AliasTable` on a device: thresholds and aliases."""
+
+    def __init__(self, table, device, index_dtype):
+        torch = _torch()
+        self.threshold = torch.as_tensor(np.array(table.threshold), device=device)
+        self.alias = torch.as_tensor(table.alias.astype(np.int64), device=device).to(
+            index_dtype)
         self.vocab_size = table.vocab_size
 
     def draw(self, rows, uniforms):
         torch = _torch()
         scaled = uniforms * self.vocab_size
-        column = scaled.long().clamp_(max=self.vocab_size - 1)
+        column = scaled.to(rows.dtype).clamp_(max=self.vocab_size - 1)
         flat = rows * self.vocab_size + column
-        keep = (scaled - column) < self.threshold[flat]
-        return torch.where(keep, column, self.alias[flat])
+        keep = (scaled - column) < self.threshold.index_select(0, flat)
+        return torch.where(keep, column, self.alias.index_select(0, flat))
 
 
-class _TorchKernel:
-    """The device-side copy of a numpy kernel and its per-position update."""
+class _Run:
+    """The device copy of a family's tables and its per-position step."""
 
-    def __init__(self, kernel, device):
-        self.kernel = kernel
-        self.device = device
-        layout = kernel.layout
-        self.vocab_size = layout.vocab_size
-        self.n_uniforms = kernel.n_uniforms
-        self.next_context = (None if layout.next_context is None
-                             else _to_device(layout.next_context, device, integer=True))
-        self.start_cdf = _to_device(kernel.start_cdf, device)
+    def __init__(self, tables, device, philox: str):
+        torch = _torch()
+        self.tables, self.device, self.philox = tables, device, philox
+        layout = tables.layout
+        self.layout = layout
+        largest = max(array.size for array in self._flat_arrays(tables))
+        self.index_dtype = torch.int32 if largest < 2**31 else torch.int64
+        self.next_context = torch.as_tensor(layout.next_context.astype(np.int64),
+                                            device=device).to(self.index_dtype)
+        self.start_cdf = torch.as_tensor(layout.start_cdf, device=device)
 
-    def rows(self, position, context):
-        return self.kernel.layout.row_base(position) + context
+    @staticmethod
+    def _flat_arrays(tables):
+        for value in vars(tables).values():
+            if isinstance(value, np.ndarray):
+                yield value
+            elif hasattr(value, "entries"):
+                yield value.entries
+
+    def alias(self, table):
+        return None if table is None else _Alias(table, self.device, self.index_dtype)
+
+    def floats(self, array):
+        return _torch().as_tensor(np.array(array, dtype=np.float64), device=self.device)
+
+    def pair(self, trial, position, pair):
+        return philox_pair(trial, self.key, position, pair, self.philox)
+
+    def start(self, trial):
+        torch = _torch()
+        layout = self.layout
+        if layout.start >= 0:
+            return torch.full(trial.shape, layout.start, dtype=self.index_dtype,
+                              device=self.device)
+        uniform = self.pair(trial, START_POSITION, 0)[0]
+        index = torch.searchsorted(self.start_cdf, uniform * self.start_cdf[-1], right=True)
+        return index.clamp_(max=self.start_cdf.numel() - 1).to(self.index_dtype)
 
     def advance(self, context, token):
-        """The next context (first order: the token itself)."""
-        if self.next_context is None:
+        if self.layout.next_context.size == 0:
             return token
-        return self.next_context[context * self.vocab_size + token]
+        return self.next_context.index_select(0, context * self.layout.vocab_size + token)
 
-
-class _TorchAutoregressive(_TorchKernel):
-    def __init__(self, kernel, device):
-        super().__init__(kernel, device)
-        self.target_table = _TorchAlias(kernel.target_table, device)
-
-    def step(self, position, context, state, uniforms, counts):
-        counts["target_calls"] += 1
-        return self.target_table.draw(self.rows(position, context), uniforms[0]), state
-
-
-class _TorchSpeculative(_TorchKernel):
-    def __init__(self, kernel, device):
-        super().__init__(kernel, device)
-        self.draft_table = _TorchAlias(kernel.draft_table, device)
-        self.rejection_table = _TorchAlias(kernel.rejection_table, device)
-        self.acceptance = _to_device(kernel.acceptance, device)
-        self.after_accept = _to_device(kernel.after_accept, device, integer=True)
-        self.bonus_state = kernel.bonus_state
-        self.target_table = (_TorchAlias(kernel.target_table, device)
-                             if kernel.target_table is not None else None)
-
-    def step(self, position, context, state, uniforms, counts):
+    def run(self, key, first: int, n: int, record_tokens: bool) -> SimResult:
         torch = _torch()
-        rows = self.rows(position, context)
-        counts["target_calls"] += state == 0
-        token = self.draft_table.draw(rows, uniforms[0])
-        accepted = uniforms[1] < self.acceptance[rows * self.vocab_size + token]
-        following = self.after_accept[state]
-        if self.bonus_state is not None:
+        self.key = key
+        layout = self.layout
+        trial = torch.arange(first, first + n, dtype=torch.int64, device=self.device)
+        context = self.start(trial)
+        state = torch.zeros(n, dtype=self.index_dtype, device=self.device)
+        counts = _torch_dtype(count_dtype(layout.horizon))
+        rejections = torch.zeros(n, dtype=counts, device=self.device)
+        calls = torch.zeros(n, dtype=counts, device=self.device)
+        tokens = torch.empty((n, layout.horizon) if record_tokens else (0, 0),
+                             dtype=_torch_dtype(token_dtype(layout.vocab_size)),
+                             device=self.device)
+        for position in range(layout.horizon):
+            rows = context + position * layout.row_stride
+            calls += state == 0
+            token, state, rejected = self.step(trial, position, rows, state)
+            rejections += rejected
+            if record_tokens:
+                tokens[:, position] = token
+            context = self.advance(context, token)
+        return SimResult(rejections.cpu().numpy(), calls.cpu().numpy(),
+                         tokens.cpu().numpy() if record_tokens else None)
+
+
+class _TokenRun(_Run):
+    def __init__(self, tables: TokenTables, device, philox):
+        super().__init__(tables, device, philox)
+        self.draft = self.alias(tables.draft)
+        self.rejection = self.alias(tables.rejection)
+        self.target = self.alias(tables.target)
+        self.acceptance = self.floats(tables.acceptance)
+        self.after_accept = _torch().as_tensor(tables.after_accept, device=device).to(
+            self.index_dtype)
+        self.bonus_state = tables.bonus_state
+
+    def step(self, trial, position, rows, state):
+        torch = _torch()
+        u_token, u_test = self.pair(trial, position, 0)
+        if self.draft is None:  # Autoregressive: every position a bonus draw from q
+            return self.target.draw(rows, u_token), state, torch.zeros_like(state,
+                                                                            dtype=torch.bool)
+        vocab_size = self.layout.vocab_size
+        token = self.draft.draw(rows, u_token)
+        accepted = u_test < self.acceptance.index_select(0, rows * vocab_size + token)
+        following = self.after_accept.index_select(0, state)
+        if self.bonus_state >= 0:
             bonus = state == self.bonus_state
-            token = torch.where(bonus, self.target_table.draw(rows, uniforms[0]), token)
+            token = torch.where(bonus, self.target.draw(rows, u_token), token)
             accepted = accepted | bonus
             following = torch.where(bonus, 0, following)
-        token = torch.where(accepted, token, self.rejection_table.draw(rows, uniforms[2]))
-        counts["rejections"] += ~accepted
-        return token, torch.where(accepted, following, 0)
+        u_rejection = self.pair(trial, position, 1)[0]
+        token = torch.where(accepted, token, self.rejection.draw(rows, u_rejection))
+        return token, torch.where(accepted, following, 0), ~accepted
 
 
-class _TorchBatch(_TorchKernel):
-    def __init__(self, kernel, device):
-        super().__init__(kernel, device)
-        self.n_drafts, self.trie, self.n_rows = kernel.n_drafts, kernel.trie, kernel.n_rows
-        self.draft_table = _TorchAlias(kernel.draft_table, device)
-        self.residual_table = _TorchAlias(kernel.residual_table, device)
-        self.acceptance = _to_device(kernel.acceptance, device)
-        self.draft_flat = _to_device(kernel.draft_flat, device)
+class _BatchRun(_Run):
+    def __init__(self, tables: BatchTables, device, philox):
+        super().__init__(tables, device, philox)
+        self.draft = self.alias(tables.draft)
+        self.residual = self.alias(tables.residual)
+        self.acceptance = self.floats(tables.acceptance)
+        self.draft_probs = self.floats(tables.draft_probs)
+        self.n_drafts = tables.algorithm.n_drafts
+        self.trie = tables.algorithm.verifier == "trie"
+        self.n_rows = tables.n_rows
 
-    def step(self, position, context, state, uniforms, counts):
+    def step(self, trial, position, rows, state):
         torch = _torch()
-        vocab_size, n_rows, n_drafts = self.vocab_size, self.n_rows, self.n_drafts
-        rows = self.rows(position, context)
-        counts["target_calls"] += state == 0
+        vocab_size, n_rows, n_drafts = self.layout.vocab_size, self.n_rows, self.n_drafts
         live = torch.where(state == 0, n_drafts, state)
-        token = torch.zeros_like(context)
-        winner = torch.full_like(context, -1)
-        pending = torch.ones_like(context, dtype=torch.bool)
+        token = torch.zeros_like(rows)
+        winner = torch.full_like(rows, -1)
+        pending = torch.ones_like(rows, dtype=torch.bool)
         for m in range(n_drafts):
-            candidate = self.draft_table.draw(rows, uniforms[2 * m])
-            accepted = pending & (live > m) & (
-                uniforms[2 * m + 1] < self.acceptance[(m * n_rows + rows) * vocab_size
-                                                      + candidate])
+            trying = pending & (live > m)
+            if m >= SYNC_FROM and not bool(trying.any()):
+                break
+            u_draw, u_test = self.pair(trial, position, m)
+            candidate = self.draft.draw(rows, u_draw)
+            accepted = trying & (u_test < self.acceptance.index_select(
+                0, (rows + m * n_rows) * vocab_size + candidate))
             token = torch.where(accepted, candidate, token)
             winner = torch.where(accepted, m, winner)
             pending = pending & ~accepted
-        level_rows = (live - 1) * n_rows + rows
-        token = torch.where(pending, self.residual_table.draw(level_rows,
-                                                              uniforms[2 * n_drafts]), token)
-        counts["rejections"] += pending
+        last_pair = self.pair(trial, position, n_drafts)
+        residual = self.residual.draw((live - 1) * n_rows + rows, last_pair[0])
+        token = torch.where(pending, residual, token)
         if not self.trie:
-            return token, torch.where(pending, 0, 1)
-        share = self.draft_flat[rows * vocab_size + token]
-        stay = torch.ones_like(context)
-        for i in range(1, n_drafts):
-            stay += (i > winner) & (i < live) & (uniforms[2 * n_drafts + i] < share)
-        return token, torch.where(pending, 0, stay)
+            return token, torch.where(pending, 0, 1).to(state.dtype), pending
+        share = self.draft_probs.index_select(0, rows * vocab_size + token)
+        stay = torch.ones_like(state)
+        pairs = {n_drafts: last_pair}
+        for i in range(1, n_drafts):  # untried candidate i: slot 2M + i
+            untried = (i > winner) & (i < live)
+            if i >= SYNC_FROM and not bool(untried.any()):
+                break
+            index = n_drafts + (i >> 1)
+            if index not in pairs:
+                pairs = {index: self.pair(trial, position, index)}
+            stay += untried & (pairs[index][i & 1] < share)
+        return token, torch.where(pending, 0, stay), pending
 
 
-def _torch_kernel(kernel, device):
-    from sim.engine import _AutoregressiveKernel, _BatchKernel, _SpeculativeKernel
-
-    for numpy_kind, torch_kind in ((_AutoregressiveKernel, _TorchAutoregressive),
-                                   (_SpeculativeKernel, _TorchSpeculative),
-                                   (_BatchKernel, _TorchBatch)):
-        if isinstance(kernel, numpy_kind):
-            return torch_kind(kernel, device)
-    raise TypeError(f"the torch engine has no kernel for {kernel.algorithm!r}")
-
-
-def _run_chunk(kernel: _TorchKernel, start_uniforms, next_uniforms, n: int,
-               record_tokens: bool) -> SimResult:
-    torch = _torch()
-    device = kernel.device
-    if isinstance(kernel.kernel.start, int):
-        context = torch.full((n,), kernel.kernel.start, dtype=torch.int64, device=device)
-    else:
-        index = torch.searchsorted(kernel.start_cdf, start_uniforms * kernel.start_cdf[-1],
-                                   right=True)
-        context = index.clamp_(max=kernel.start_cdf.numel() - 1)
-    state = torch.zeros(n, dtype=torch.int64, device=device)
-    counts = {"rejections": torch.zeros(n, dtype=torch.int64, device=device),
-              "target_calls": torch.zeros(n, dtype=torch.int64, device=device)}
-    horizon = kernel.kernel.horizon
-    tokens = torch.empty((n, horizon), dtype=torch.int64, device=device) \
-        if record_tokens else None
-    for position in range(horizon):
-        token, state = kernel.step(position, context, state, next_uniforms(position), counts)
-        if tokens is not None:
-            tokens[:, position] = token
-        context = kernel.advance(context, token)
-    return SimResult(counts["rejections"].cpu().numpy(), counts["target_calls"].cpu().numpy(),
-                     tokens.cpu().numpy() if tokens is not None else None)
-
-
-def run_uniforms(draft, target, algorithm, uniforms, *, start_uniforms=None, device=None,
-                 record_tokens: bool = False) -> SimResult:
-    """The torch engine on given uniforms — same contract as :func:`sim.engine.run_uniforms`.
-
-    ``uniforms`` (T, k, n) and ``start_uniforms`` (n,) may be numpy arrays or tensors; they are
-    moved to ``device`` as float64.
-    """
-    torch = _torch()
-    device = _device(device)
-    uniforms = (uniforms.to(device=device, dtype=torch.float64) if torch.is_tensor(uniforms)
-                else _to_device(uniforms, device))
-    if uniforms.ndim != 3:
-        raise ValueError(f"uniforms must have shape (T, k, n); got shape {tuple(uniforms.shape)}")
-    n_trials = check_problem(draft, target, algorithm, int(uniforms.shape[-1]))
-    kernel = _torch_kernel(make_kernel(draft, target, algorithm), device)
-    expected = (target.horizon, kernel.n_uniforms, n_trials)
-    if tuple(uniforms.shape) != expected:
-        raise ValueError(f"uniforms must have shape (T, k, n) = {expected}; "
-                         f"got {tuple(uniforms.shape)}")
-    if not isinstance(target.start, int):
-        if start_uniforms is None:
-            raise ValueError("start_uniforms (n,) are needed when the start is a distribution")
-        start_uniforms = (start_uniforms.to(device=device, dtype=torch.float64)
-                          if torch.is_tensor(start_uniforms)
-                          else _to_device(start_uniforms, device))
-        if tuple(start_uniforms.shape) != (n_trials,):
-            raise ValueError(f"start_uniforms must have shape ({n_trials},); "
-                             f"got {tuple(start_uniforms.shape)}")
-    return _run_chunk(kernel, start_uniforms, lambda t: uniforms[t], n_trials, record_tokens)
+_RUNS = {TokenTables: _TokenRun, BatchTables: _BatchRun}
 
 
 def simulate(draft, target, algorithm, *, n_trials: int, rng=None, device=None,
              record_tokens: bool = False, chunk_size: int | None = None,
-             progress: bool = False) -> SimResult:
+             progress: bool = False, philox: str = "tensor") -> SimResult:
     """Monte Carlo with the torch engine; same arguments and result as :func:`sim.simulate`.
+
+    For the same ``rng`` the arrays equal :func:`sim.simulate`'s exactly, on every device and
+    for every chunk size (see the module docstring).
 
     Parameters
     ----------
     device : torch.device or str, optional
         Default: CUDA when available, else the CPU.
     chunk_size : int, optional
-        Trials per chunk; default 2^20 on CUDA, 2^15 on the CPU.  GPU memory is
+        Trials per chunk; default 2^22 on CUDA, 2^16 on the CPU.  Device memory is
         O(chunk_size · (T if tokens are recorded else 1)).
+    philox : {'tensor', 'fused'}
+        How the cipher is computed; ``'fused'`` (CUDA only) uses one jiterator kernel.
 
     Examples
     --------
+    >>> import numpy as np
     >>> from gpu_kernels import simulate as simulate_torch
+    >>> from sim import simulate
     >>> from sim.models import fig2_pair
     >>> from theory import Speculative
-    >>> draft, target = fig2_pair()
-    >>> result = simulate_torch(draft, target, Speculative(), n_trials=1000, rng=0, device="cpu")
-    >>> result.rejections.shape
-    (1000,)
+    >>> draft, target = fig2_pair(horizon=8)
+    >>> a = simulate_torch(draft, target, Speculative(), n_trials=500, rng=0, device="cpu")
+    >>> b = simulate(draft, target, Speculative(), n_trials=500, rng=0)
+    >>> bool((a.rejections == b.rejections).all() and (a.target_calls == b.target_calls).all())
+    True
     """
-    torch = _torch()
     n_trials = check_problem(draft, target, algorithm, n_trials)
     device = _device(device)
+    if philox not in PHILOX_BACKENDS:
+        raise ValueError(f"philox must be one of {PHILOX_BACKENDS}; got {philox!r}")
+    if philox == "fused" and device.type != "cuda":
+        raise ValueError(f"philox='fused' needs a CUDA device; got device {device}")
     if chunk_size is None:
         chunk_size = CUDA_CHUNK_SIZE if device.type == "cuda" else CPU_CHUNK_SIZE
     if not isinstance(chunk_size, numbers.Integral) or isinstance(chunk_size, bool) \
             or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer; got {chunk_size!r}")
-    kernel = _torch_kernel(make_kernel(draft, target, algorithm), device)
-    sizes = chunk_sizes(n_trials, int(chunk_size))
-    streams = np.random.default_rng(rng).spawn(len(sizes))
-    chunks = range(len(sizes))
+    key = philox_key(rng)
+    tables = make_tables(draft, target, algorithm)
+    run = _RUNS[type(tables)](tables, device, philox)
+    bounds = chunk_bounds(n_trials, int(chunk_size))
     if progress:
         from tqdm.auto import tqdm
 
-        chunks = tqdm(chunks, desc=f"{type(algorithm).__name__} [{device}]", unit="chunk")
-    parts = []
-    for i in chunks:
-        n = sizes[i]
-        generator = torch.Generator(device=device)
-        generator.manual_seed(int(streams[i].integers(2**63)))
-        start_uniforms = None
-        if not isinstance(target.start, int):
-            start_uniforms = torch.rand(n, generator=generator, dtype=torch.float64,
-                                        device=device)
-        block = torch.empty((kernel.n_uniforms, n), dtype=torch.float64, device=device)
-        parts.append(_run_chunk(
-            kernel, start_uniforms,
-            lambda _t, b=block, g=generator: torch.rand(b.shape, generator=g, out=b,
-                                                        dtype=torch.float64, device=device),
-            n, record_tokens))
-    return SimResult.concatenate(parts)
+        bounds = tqdm(bounds, desc=f"{type(algorithm).__name__} [{device}]", unit="chunk")
+    horizon = tables.layout.horizon
+    rejections = np.empty(n_trials, dtype=count_dtype(horizon))
+    calls = np.empty(n_trials, dtype=count_dtype(horizon))
+    tokens = np.empty((n_trials, horizon), dtype=token_dtype(tables.layout.vocab_size)) \
+        if record_tokens else None
+    for first, n in bounds:
+        part = run.run(key, first, n, record_tokens)
+        rejections[first:first + n] = part.rejections
+        calls[first:first + n] = part.target_calls
+        if record_tokens:
+            tokens[first:first + n] = part.tokens
+    return SimResult(rejections, calls, tokens)

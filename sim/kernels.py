@@ -1,0 +1,240 @@
+r"""Compiled CPU kernels (numba): one fused loop per trial, randomness from counters.
+
+Each kernel is a pure function of the sampling tables of :mod:`sim.engine` and the Philox key:
+trial i (global index ``first_trial + i``) walks positions 0 … T − 1 in registers and asks
+:func:`uniform` for the uniform of (key, trial, position, slot) only when it needs it — the
+rejection draw only on a rejection, candidate m of a batch only when it is tried.  Trials are
+independent, so ``prange`` spreads them over threads and the result is identical for any
+thread count, chunking or order.
+
+Slots (the counter's last word) — the contract the torch engine reproduces:
+
+=====================  =======================================================================
+kernel                 slots at position n
+=====================  =======================================================================
+token-wise             0: the draft token (the token from q at a bonus position and for
+                       ``Autoregressive``), 1: the acceptance test u < b(x̃), 2: the draw from
+                       the rejection law
+batch (M candidates)   2m, 2m + 1: draw and test candidate m; 2M: the draw from the last
+                       residual after every candidate failed; trie only, 2M + i: whether untried
+                       candidate i shares the accepted token (u < p(x)), 1 ≤ i < M
+start (random prompt)  position ``START_POSITION``, slot 0, by inverse CDF
+=====================  =======================================================================
+
+Alias draws (:mod:`sim.tables`): with k = ⌊uV⌋ (at most V − 1), the outcome is k when
+uV − k < θ_k, else the alias a_k; the (θ, a) pair of a column is one complex128 record.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from sim.philox import PHILOX_MULTIPLIERS, PHILOX_ROUNDS, PHILOX_WEYL, START_POSITION
+
+__all__ = ["alias_draw", "batch_kernel", "token_kernel", "uniform", "uniform_pair"]
+
+_M0, _M1 = (np.uint64(m) for m in PHILOX_MULTIPLIERS)
+_W0, _W1 = (np.uint64(w) for w in PHILOX_WEYL)
+_MASK = np.uint64(0xFFFFFFFF)
+_S32, _S21, _S11 = np.uint64(32), np.uint64(21), np.uint64(11)
+_ROUNDS = PHILOX_ROUNDS
+_START = np.uint64(START_POSITION)
+_SCALE = 2.0**-53
+_ZERO, _ONE = np.uint64(0), np.uint64(1)
+
+#: Trials advanced together by one thread: the Philox pair of every trial's first two slots
+#: is computed for the whole block in one branch-free (SIMD) loop, then the block's
+#: trials take their branches one by one.
+BLOCK = 256
+
+
+@njit(inline="always", cache=True)
+def uniform_pair(key0, key1, trial, position, pair):
+    """The uniforms of slots (2·pair, 2·pair + 1): one Philox4x32-10 block; all uint64."""
+    c0, c1, c2, c3 = trial & _MASK, trial >> _S32, position, pair
+    k0, k1 = key0, key1
+    for r in range(_ROUNDS):
+        if r:
+            k0 = (k0 + _W0) & _MASK
+            k1 = (k1 + _W1) & _MASK
+        p0 = _M0 * c0
+        p1 = _M1 * c2
+        c0, c1, c2, c3 = (p1 >> _S32) ^ c1 ^ k0, p1 & _MASK, (p0 >> _S32) ^ c3 ^ k1, p0 & _MASK
+    return (np.float64((c0 << _S21) | (c1 >> _S11)) * _SCALE,
+            np.float64((c2 << _S21) | (c3 >> _S11)) * _SCALE)
+
+
+@njit(inline="always", cache=True)
+def uniform(key0, key1, trial, position, slot):
+    """:func:`sim.philox.uniforms` for one (trial, position, slot); all uint64."""
+    even, odd = uniform_pair(key0, key1, trial, position, slot >> _ONE)
+    return odd if slot & _ONE else even
+
+
+@njit(inline="always", cache=True)
+def alias_draw(entries, row, vocab_size, u):
+    """One draw from row ``row`` of packed alias records (see :class:`sim.tables.AliasTable`)."""
+    scaled = u * vocab_size
+    column = np.int64(scaled)
+    if column > vocab_size - 1:
+        column = vocab_size - 1
+    record = entries[row * vocab_size + column]
+    if scaled - column < record.real:
+        return column
+    return np.int64(record.imag)
+
+
+@njit(inline="always", cache=True)
+def _start_context(key0, key1, trial, start, start_cdf):
+    """The trial's first context: ``start`` (≥ 0), or a draw from the prompt law's CDF."""
+    if start >= 0:
+        return start
+    target = uniform(key0, key1, trial, _START, _ZERO) * start_cdf[-1]
+    lo, hi = 0, start_cdf.size  # first index with cdf > target (numpy side="right")
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if start_cdf[mid] <= target:
+            lo = mid + 1
+        else:
+            hi = mid
+    return min(lo, start_cdf.size - 1)
+
+
+@njit(inline="always", cache=True)
+def _first_pairs(key0, key1, first, position, even, odd):
+    """Slots 0 and 1 of trials first, first + 1, … at ``position``: a branch-free loop."""
+    for j in range(even.size):
+        even[j], odd[j] = uniform_pair(key0, key1, np.uint64(first + j), position, _ZERO)
+
+
+@njit(parallel=True, cache=True)
+def token_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_stride,
+                 start, start_cdf, next_context, draft, acceptance, rejection, target,
+                 after_accept, bonus_state, rejections, target_calls, tokens):
+    """Token-wise verification (``Speculative`` and every (b, 𝒫) verifier; ``Autoregressive``).
+
+    Round state j: 0 = a round (target call) starts; ``after_accept[j]`` follows an accepted
+    draft; ``bonus_state`` emits from q with no test and ends the round (``Autoregressive``
+    is bonus_state = 0: every position a target call and a draw from q).  ``next_context`` of
+    size 0 means a first-order chain; ``tokens`` of size 0 means "do not record".
+    """
+    record = tokens.shape[0] > 0
+    first_order = next_context.size == 0
+    k0, k1 = np.uint64(key0), np.uint64(key1)
+    n_trials = rejections.size
+    for block in prange((n_trials + BLOCK - 1) // BLOCK):
+        lo = block * BLOCK
+        size = min(BLOCK, n_trials - lo)
+        first = first_trial + lo
+        context = np.empty(size, dtype=np.int64)
+        state = np.zeros(size, dtype=np.int64)
+        rejected = np.zeros(size, dtype=np.int64)
+        calls = np.zeros(size, dtype=np.int64)
+        u_token, u_test = np.empty(size), np.empty(size)
+        for j in range(size):
+            context[j] = _start_context(k0, k1, np.uint64(first + j), start, start_cdf)
+        for position in range(horizon):
+            n = np.uint64(position)
+            _first_pairs(k0, k1, first, n, u_token, u_test)
+            for j in range(size):
+                row = position * row_stride + context[j]
+                if state[j] == 0:
+                    calls[j] += 1
+                if state[j] == bonus_state:
+                    token = alias_draw(target, row, vocab_size, u_token[j])
+                    state[j] = 0
+                else:
+                    token = alias_draw(draft, row, vocab_size, u_token[j])
+                    if u_test[j] < acceptance[row * vocab_size + token]:
+                        state[j] = after_accept[state[j]]
+                    else:
+                        u = uniform(k0, k1, np.uint64(first + j), n, np.uint64(2))
+                        token = alias_draw(rejection, row, vocab_size, u)
+                        rejected[j] += 1
+                        state[j] = 0
+                if record:
+                    tokens[lo + j, position] = token
+                context[j] = token if first_order else \
+                    next_context[context[j] * vocab_size + token]
+        for j in range(size):
+            rejections[lo + j] = rejected[j]
+            target_calls[lo + j] = calls[j]
+
+
+@njit(parallel=True, cache=True)
+def batch_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_stride,
+                 start, start_cdf, next_context, n_drafts, trie, n_rows, draft, draft_probs,
+                 acceptance, residual, rejections, target_calls, tokens):
+    """Algorithm 4 (``trie=False``) and the trie verifier with M = ``n_drafts`` candidates.
+
+    Round state k: 0 = a round starts with M candidates, k ≥ 1 = k live candidates.
+    Candidate m (0-based) is tested against q^{m+1}: ``acceptance[(m·R + row)·V + x]``; after
+    k failures the token comes from row (k − 1)·R + row of ``residual`` (q^{k+1}).  Only the
+    candidates actually tried draw uniforms, so the cost does not grow with untried ones.
+    """
+    record = tokens.shape[0] > 0
+    first_order = next_context.size == 0
+    k0, k1 = np.uint64(key0), np.uint64(key1)
+    last = np.uint64(2 * n_drafts)
+    n_trials = rejections.size
+    for block in prange((n_trials + BLOCK - 1) // BLOCK):
+        lo = block * BLOCK
+        size = min(BLOCK, n_trials - lo)
+        first = first_trial + lo
+        context = np.empty(size, dtype=np.int64)
+        state = np.zeros(size, dtype=np.int64)
+        rejected = np.zeros(size, dtype=np.int64)
+        calls = np.zeros(size, dtype=np.int64)
+        u_draw, u_test = np.empty(size), np.empty(size)
+        for j in range(size):
+            context[j] = _start_context(k0, k1, np.uint64(first + j), start, start_cdf)
+        for position in range(horizon):
+            n = np.uint64(position)
+            _first_pairs(k0, k1, first, n, u_draw, u_test)
+            for j in range(size):
+                trial = np.uint64(first + j)
+                row = position * row_stride + context[j]
+                live = n_drafts
+                if state[j] == 0:
+                    calls[j] += 1
+                else:
+                    live = state[j]
+                winner = -1
+                token = 0
+                draw, test = u_draw[j], u_test[j]
+                for m in range(live):
+                    if m:
+                        draw, test = uniform_pair(k0, k1, trial, n, np.uint64(m))
+                    candidate = alias_draw(draft, row, vocab_size, draw)
+                    if test < acceptance[(m * n_rows + row) * vocab_size + candidate]:
+                        token = candidate
+                        winner = m
+                        break
+                if winner < 0:
+                    token = alias_draw(residual, (live - 1) * n_rows + row, vocab_size,
+                                       uniform(k0, k1, trial, n, last))
+                    rejected[j] += 1
+                    state[j] = 0
+                elif not trie:
+                    state[j] = 1
+                else:
+                    share = draft_probs[row * vocab_size + token]
+                    stay = 1
+                    for untried in range(winner + 1, live):
+                        if uniform(k0, k1, trial, n, last + np.uint64(untried)) < share:
+                            stay += 1
+                    state[j] = stay
+                if record:
+                    tokens[lo + j, position] = token
+                context[j] = token if first_order else \
+                    next_context[context[j] * vocab_size + token]
+        for j in range(size):
+            rejections[lo + j] = rejected[j]
+            target_calls[lo + j] = calls[j]
+
+
+def thread_count() -> int:
+    """Threads the kernels use (``NUMBA_NUM_THREADS`` or ``numba.set_num_threads``)."""
+    return numba.get_num_threads()
