@@ -54,14 +54,19 @@ __all__ = [
 DEFAULT_CHUNK_SIZE = 1 << 18
 
 
+def _smallest_signed(largest: int) -> np.dtype:
+    return next(np.dtype(kind) for kind in (np.int8, np.int16, np.int32, np.int64)
+                if np.iinfo(kind).max >= largest)
+
+
 def count_dtype(horizon: int) -> np.dtype:
     """The smallest signed integer dtype that holds every count 0 … ``horizon``."""
-    return np.min_scalar_type(-max(int(horizon), 1))
+    return _smallest_signed(int(horizon))
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
     """The smallest signed integer dtype that holds every token 0 … ``vocab_size`` − 1."""
-    return np.min_scalar_type(-max(int(vocab_size) - 1, 1))
+    return _smallest_signed(int(vocab_size) - 1)
 
 
 @dataclass(frozen=True)
@@ -242,11 +247,13 @@ def _map_chunks(function, tables, key, bounds, *, client=None, progress=False, l
         futures = client.map(function, [shared] * len(bounds), [key] * len(bounds),
                              *zip(*bounds, strict=True), pure=False)
         results = (future.result() for future in futures)
-    if progress:
-        from tqdm.auto import tqdm
+    yield from _progress(results, label, len(bounds)) if progress else results
 
-        results = tqdm(results, total=len(bounds), desc=label, unit="chunk")
-    yield from results
+
+def _progress(iterable, label: str, total: int | None = None):
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=label, unit="chunk")
 
 
 def simulate(draft: MarkovLM, target: MarkovLM, algorithm, *, n_trials: int, rng=None,
@@ -299,20 +306,22 @@ def simulate(draft: MarkovLM, target: MarkovLM, algorithm, *, n_trials: int, rng
     True
     """
     tables, key, bounds = _prepare(draft, target, algorithm, n_trials, rng, chunk_size)
-    layout = tables.layout
-    if client is None and not progress:  # one kernel call, straight into the outputs
-        rejections, target_calls, tokens = _outputs(layout, int(n_trials), record_tokens)
-        tables.run(key, 0, rejections, target_calls, tokens)
-        return SimResult(rejections, target_calls, tokens if record_tokens else None)
-    rejections, target_calls, tokens = _outputs(layout, int(n_trials), record_tokens)
-    chunks = _map_chunks(functools.partial(run_chunk, record_tokens=record_tokens), tables,
-                         key, bounds, client=client, progress=progress,
-                         label=type(algorithm).__name__)
-    for (first, n), part in zip(bounds, chunks, strict=True):
-        rejections[first:first + n] = part.rejections
-        target_calls[first:first + n] = part.target_calls
-        if record_tokens:
-            tokens[first:first + n] = part.tokens
+    rejections, target_calls, tokens = _outputs(tables.layout, int(n_trials), record_tokens)
+    if client is None:  # each chunk writes straight into its slice of the outputs
+        chunks = bounds if not progress else _progress(bounds, type(algorithm).__name__)
+        for first, n in chunks:
+            last = first + n
+            tables.run(key, first, rejections[first:last], target_calls[first:last],
+                       tokens[first:last] if record_tokens else tokens)
+    else:
+        parts = _map_chunks(functools.partial(run_chunk, record_tokens=record_tokens),
+                            tables, key, bounds, client=client, progress=progress,
+                            label=type(algorithm).__name__)
+        for (first, n), part in zip(bounds, parts, strict=True):
+            rejections[first:first + n] = part.rejections
+            target_calls[first:first + n] = part.target_calls
+            if record_tokens:
+                tokens[first:first + n] = part.tokens
     return SimResult(rejections, target_calls, tokens if record_tokens else None)
 
 
