@@ -71,20 +71,34 @@ def is_exact(array: np.ndarray) -> bool:
 
 
 def compact(array: np.ndarray) -> np.ndarray:
-    """The smallest slice of a broadcast view that holds all of its distinct entries.
+    """The smallest slice of a broadcast view that holds all of its distinct rows.
 
-    Axes with stride 0 (``np.broadcast_to`` along them) are cut to length 1, so validation and
-    table building touch each stored number once.
+    Leading axes with stride 0 (``np.broadcast_to`` along them) are cut to length 1, so
+    validation and table building touch each stored row once.  The last axis (the vocabulary of
+    a probability array) is always kept whole, even when its stride is 0 (a row whose entries
+    are all equal): reductions along it — row sums, TV distances, minima — and reshapes to
+    (rows, V) then see every row in full.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from theory._arrays import compact
+    >>> compact(np.broadcast_to([0.5, 0.5], (4, 3, 2))).shape
+    (1, 1, 2)
+    >>> compact(np.broadcast_to(np.array(1 / 3), (4, 3, 3))).shape
+    (1, 1, 3)
     """
+    if array.ndim == 0:
+        return array
     index = tuple(
         slice(0, 1) if stride == 0 and size > 1 else slice(None)
-        for stride, size in zip(array.strides, array.shape, strict=True)
+        for stride, size in zip(array.strides[:-1], array.shape[:-1], strict=True)
     )
-    return array[index]
+    return array[(*index, slice(None))]
 
 
 def frozen_copy(array: np.ndarray) -> np.ndarray:
-    """A read-only copy of ``array`` that keeps broadcast (stride-0) axes compact."""
+    """A read-only copy of ``array`` that keeps broadcast (stride-0) leading axes compact."""
     small = np.array(compact(array), copy=True)
     small.flags.writeable = False
     if small.shape == array.shape:
@@ -98,7 +112,7 @@ def check_distributions(array: np.ndarray, name: str, *, axis_names: str = "") -
     Finite, non-negative entries whose sums are 1 (within :data:`ROW_SUM_ATOL` for floats,
     exactly for Fractions).  Errors name ``name``, the offending index and value.
     """
-    stored = compact(array)
+    stored = compact(array)  # whole rows: compact never cuts the last axis
     if not is_exact(stored):
         bad = np.argwhere(~np.isfinite(stored))
         if bad.size:

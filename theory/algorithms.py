@@ -340,7 +340,9 @@ class BatchSpeculative(Algorithm):
     k live candidates continue (``"paper"`` uses only k = 1).  Given k live candidates
     sharing a prefix, their next tokens are i.i.d. p, so acceptance at candidate i with token x
     has weight (Π_{j<i} r_j) min(p, q^i)(x), r_j = TV(q^j, p), and the number of later
-    candidates with token x is Binomial(k − i, p(x)).
+    candidates with token x is Binomial(k − i, p(x)).  The trie's M(M + 1)/2 branch weights
+    (k live candidates, j of the later ones drafted x too) follow from Pascal's rule for that
+    binomial, in M stacked array steps rather than a triple sum (:func:`_trie_stay_weights`).
 
     Parameters
     ----------
@@ -404,14 +406,62 @@ class BatchSpeculative(Algorithm):
             return [Branch(0, 1, False, sum(accept_at)),
                     Branch(0, 0, True, rejected(self.n_drafts)),
                     Branch(1, 1, False, accept_at[0]), Branch(1, 0, True, rejected(1))]
+        stay_weights = _trie_stay_weights(accept_at, p)  # O(M) steps, see its Notes
+        all_failed = {k: rejected(k) for k in range(1, self.n_drafts + 1)}
         out = []
         for state in range(self.n_round_states()):
             k = self.live_drafts(state)
-            for stay in range(1, k + 1):  # candidates left after accepting x (incl. the winner)
-                weights = sum(
-                    accept_at[i] * math.comb(k - 1 - i, stay - 1) * p ** (stay - 1)
-                    * (1 - p) ** (k - 1 - i - (stay - 1))
-                    for i in range(k - stay + 1))
-                out.append(Branch(state, stay, False, weights))
-            out.append(Branch(state, 0, True, rejected(k)))
+            # stay = candidates left after accepting x (incl. the winner): stay − 1 of the
+            # later ones drafted x too
+            out.extend(Branch(state, stay, False, stay_weights[k][stay - 1])
+                       for stay in range(1, k + 1))
+            out.append(Branch(state, 0, True, all_failed[k]))
         return out
+
+
+def _trie_stay_weights(accept_at, p):
+    r"""Trie branch weights W_{k,j} for k = 1 … M live candidates and j = 0 … k − 1 (internal).
+
+    ``W[k][j]`` (shaped like ``p``) is the probability, with k live candidates, that some
+    candidate i accepts token x (weight ``accept_at[i]``) and exactly j of the k − 1 − i later
+    candidates drafted x too, so that j + 1 candidates stay live:
+
+    .. math::  W_{k,j} = \sum_{i=0}^{k-1-j} a_i\, \binom{k-1-i}{j}\, p^j (1 - p)^{k-1-i-j}
+               = \sum_{i=0}^{k-1} a_i\, β_{k-1-i}(j),
+
+    with :math:`β_n(j)` the Binomial(n, p) pmf (zero for j > n).
+
+    Parameters
+    ----------
+    accept_at : list of M arrays shaped like p
+        a_i = r₁ ⋯ r_i · min(p, q^{i+1}) (0-based i): candidate i + 1 is reached, accepts x.
+    p : ndarray
+        The draft rows (float64, or object arrays of Fractions).
+
+    Returns
+    -------
+    list of M + 1 arrays
+        ``W[k]`` has shape (k, *p.shape) and holds W_{k,0} … W_{k,k−1}; ``W[0]`` is empty.
+
+    Notes
+    -----
+    Pascal's rule for the binomial pmf (is the newest of n + 1 draws x or not?),
+    :math:`β_{n+1}(j) = (1 - p)\, β_n(j) + p\, β_n(j - 1)` with :math:`β_0(j) = [j = 0]`,
+    carries over term by term to the sums over i (the new term i = k has n = 0):
+
+    .. math::  W_{1,0} = a_0,\qquad W_{k+1,j} = (1 - p)\, W_{k,j} + p\, W_{k,j-1}
+               + [j = 0]\, a_k\qquad (0 ≤ j ≤ k),
+
+    with :math:`W_{k,-1} = W_{k,k} = 0`.  Each step acts on the stacked (k, …) array at once,
+    so the M steps cost O(M) array operations and O(M² · S · V) arithmetic; the direct sum
+    costs O(M³) array operations.  Only sums and products of the inputs appear, so Fraction
+    inputs give exactly the values of the direct sum.
+    """
+    stays, first = 1 - p, np.asarray(accept_at[0])
+    weights = [first[:0], first[None]]
+    for k in range(1, len(accept_at)):
+        previous = weights[k]
+        kept, moved = stays * previous, p * previous  # later candidate: another token / x
+        weights.append(np.concatenate([kept[:1] + accept_at[k], kept[1:] + moved[:-1],
+                                       moved[-1:]]))
+    return weights

@@ -2,6 +2,7 @@
 Proposition 1's limits and the optimal multi-draft acceptance."""
 
 import itertools
+import math
 from fractions import Fraction as F
 
 import numpy as np
@@ -33,6 +34,7 @@ from theory.batch import (
     root_acceptance,
     uniform_subset_batch_improvement,
 )
+from theory.onestep import _acceptance, safe_ratio
 
 BATCH = [BatchSpeculative(2), BatchSpeculative(2, "trie"), BatchSpeculative(3),
          BatchSpeculative(3, "trie")]
@@ -205,3 +207,68 @@ def test_dynamic_program_follows_any_residual_rule(mutant):
     law = enumerate_outcomes(draft, target, mutant)
     np.testing.assert_allclose(law.rejection_pmf().astype(float),
                                rejection_pmf(draft, target, mutant), atol=1e-12)
+
+
+# ---------------------------------------------------------------- trie branch weights
+def direct_trie_branches(algorithm, p, q):
+    """The trie's branches by the direct triple sum over (k, stay, i), the former O(M³) code:
+    W(k, stay) = Σ_i a_i C(k − 1 − i, stay − 1) p^{stay−1} (1 − p)^{k−1−i−(stay−1)}."""
+    p, q = np.asarray(p), np.asarray(q)
+    residuals, failures = algorithm.residuals(p, q)
+    reach = [1]
+    for failure in failures:
+        reach.append(reach[-1] * failure)
+    accept_at = [np.asarray(reach[i])[..., None] * _acceptance(p, residuals[i]) * p
+                 for i in range(algorithm.n_drafts)]
+    out = []
+    for state in range(algorithm.n_round_states()):
+        k = algorithm.live_drafts(state)
+        for stay in range(1, k + 1):
+            weights = sum(
+                accept_at[i] * math.comb(k - 1 - i, stay - 1) * p ** (stay - 1)
+                * (1 - p) ** (k - 1 - i - (stay - 1))
+                for i in range(k - stay + 1))
+            out.append((state, stay, False, weights))
+        law = residuals[k]
+        out.append((state, 0, True,
+                    reach[k][..., None] * safe_ratio(law, law.sum(axis=-1, keepdims=True))))
+    return out
+
+
+def assert_same_trie_branches(p, q, n_drafts):
+    algorithm = BatchSpeculative(n_drafts, "trie")
+    fast, direct = algorithm.branches(p, q), direct_trie_branches(algorithm, p, q)
+    assert [branch[:3] for branch in fast] == [branch[:3] for branch in direct]
+    exact = p.dtype == object
+    for branch, (*_, expected) in zip(fast, direct, strict=True):
+        weights = np.asarray(branch.weights)
+        assert weights.shape == p.shape
+        if exact:  # identical Fractions, not merely close
+            assert all(isinstance(w, F) for w in weights.ravel())
+            assert weights.tolist() == np.asarray(expected).tolist()
+        else:
+            np.testing.assert_allclose(weights, expected, rtol=1e-12, atol=1e-300)
+
+
+@settings(max_examples=40)
+@given(data=st.data(), exact=st.booleans(), n_drafts=st.integers(1, 6),
+       n_rows=st.integers(1, 3), vocab=st.integers(1, 5), equal=st.booleans())
+def test_trie_weights_equal_the_direct_binomial_sum(data, exact, n_drafts, n_rows, vocab,
+                                                     equal):
+    rows = st.lists(probability_vectors(vocab, exact=exact), min_size=n_rows, max_size=n_rows)
+    p = np.array(data.draw(rows), dtype=object if exact else np.float64)
+    q = p.copy() if equal else np.array(data.draw(rows), dtype=p.dtype)
+    assert_same_trie_branches(p, q, n_drafts)
+
+
+@pytest.mark.parametrize("n_drafts", [9, 16])
+@pytest.mark.parametrize("exact", [False, True])
+def test_trie_weights_equal_the_direct_binomial_sum_for_many_drafts(n_drafts, exact):
+    rng = np.random.default_rng(n_drafts)
+    if exact:  # rational rows with small denominators
+        counts = rng.integers(0, 6, size=(2, 3, 4)) + np.eye(3, 4, dtype=int)
+        p, q = (np.array([[F(int(c), int(row.sum())) for c in row] for row in model],
+                         dtype=object) for model in counts)
+    else:
+        p, q = rng.dirichlet(np.full(6, 0.7), size=(2, 4))
+    assert_same_trie_branches(p, q, n_drafts)

@@ -5,10 +5,19 @@ from fractions import Fraction as F
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from sim.strategies import markov_lms, model_pairs
-from theory import MarkovLM, check_compatible
+from sim.strategies import markov_lms, model_pairs, probability_vectors
+from theory import (
+    BatchSpeculative,
+    MarkovLM,
+    Speculative,
+    check_compatible,
+    expected_rejections,
+    rejection_pmf,
+)
+from theory._arrays import compact
 
 
 def kernel_model(horizon=3):
@@ -78,6 +87,94 @@ def test_homogeneous_model_is_stored_once():
     assert lm.probs.shape == (1000, 3, 5000)
     assert lm.probs.strides[0] == 0 and lm.is_time_homogeneous
     assert not kernel_model().is_time_homogeneous
+
+
+# ---------------------------------------------------------------- broadcast (stride-0) layouts
+BROADCAST_ALGORITHMS = [Speculative(), Speculative(window=2), BatchSpeculative(2, "trie")]
+
+
+@st.composite
+def broadcast_probs(draw, shape, exact):
+    """(axes, view): a valid (T, S, V) ``np.broadcast_to`` view, stride 0 along ``axes``."""
+    axes = draw(st.sets(st.sampled_from((0, 1, 2)), min_size=1))
+    base_shape = tuple(1 if axis in axes else size for axis, size in enumerate(shape))
+    dtype = object if exact else np.float64
+    vocab = shape[2]
+    if 2 in axes:  # one stored number per row: the row is uniform
+        base = np.full(base_shape, F(1, vocab) if exact else 1 / vocab, dtype=dtype)
+    else:
+        rows = [draw(probability_vectors(vocab, exact=exact))
+                for _ in range(base_shape[0] * base_shape[1])]
+        base = np.array(rows, dtype=dtype).reshape(base_shape)
+    return axes, np.broadcast_to(base, shape)
+
+
+def assert_same_number(a, b, exact):
+    if exact:
+        assert a == b
+    else:
+        assert abs(float(a) - float(b)) <= 1e-12
+
+
+def assert_same_dynamic_programs(draft, target, dense_draft, dense_target, exact):
+    for algorithm in BROADCAST_ALGORITHMS:
+        assert_same_number(expected_rejections(draft, target, algorithm),
+                           expected_rejections(dense_draft, dense_target, algorithm), exact)
+        pmf = rejection_pmf(draft, target, algorithm)
+        dense_pmf = rejection_pmf(dense_draft, dense_target, algorithm)
+        assert pmf.shape == dense_pmf.shape
+        for value, dense_value in zip(pmf, dense_pmf, strict=True):
+            assert_same_number(value, dense_value, exact)
+
+
+@settings(max_examples=40)
+@given(data=st.data(), horizon=st.integers(1, 3), vocab=st.integers(1, 4),
+       first_order=st.booleans(), exact=st.booleans())
+def test_broadcast_models_validate_and_match_dense_copies(data, horizon, vocab, first_order,
+                                                           exact):
+    n_contexts = vocab if first_order else data.draw(st.integers(1, 3))
+    shape = (horizon, n_contexts, vocab)
+    next_context = None if first_order else np.array(data.draw(st.lists(
+        st.integers(0, n_contexts - 1), min_size=n_contexts * vocab,
+        max_size=n_contexts * vocab))).reshape(n_contexts, vocab)
+    start = data.draw(probability_vectors(n_contexts, exact=exact))
+    models, dense_models = [], []
+    for _ in ("draft", "target"):
+        axes, view = data.draw(broadcast_probs(shape, exact))
+        dense = np.array(view)
+        stored = compact(view)  # whole rows, one per distinct (n, s) of the layout
+        rows = tuple(1 if axis in axes else size for axis, size in enumerate(shape[:2]))
+        assert stored.shape == (*rows, vocab)
+        np.testing.assert_array_equal(np.broadcast_to(stored, shape), dense)
+        model = MarkovLM(view, next_context, start)
+        assert model.probs.shape == shape
+        np.testing.assert_array_equal(model.probs, dense)
+        if not exact and 0 in axes:
+            assert model.is_time_homogeneous
+        models.append(model)
+        dense_models.append(MarkovLM(dense, next_context, start))
+    assert_same_dynamic_programs(*models, *dense_models, exact)
+
+
+def test_stride_zero_vocabulary_axis_is_a_valid_uniform_row():
+    view = np.broadcast_to(np.array(1 / 3), (4, 3, 3))
+    model = MarkovLM(view)
+    np.testing.assert_array_equal(model.probs, np.full((4, 3, 3), 1 / 3))
+    assert model.is_time_homogeneous
+    # Row sums still see the whole vocabulary: 3 × 0.3 is not 1.
+    with pytest.raises(ValueError, match=r"probs\[0, 0\] sums to 0\.8999.*expected 1"):
+        MarkovLM(np.broadcast_to(np.array(0.3), (4, 3, 3)))
+    target = MarkovLM.homogeneous([[.6, .2, .2], [.1, .1, .8], [.3, .4, .3]], 4)
+    assert_same_dynamic_programs(model, target, MarkovLM(np.array(view)),
+                                 MarkovLM(np.array(target.probs)), exact=False)
+
+
+def test_draft_broadcast_over_positions_and_contexts_matches_dense_copies():
+    draft = MarkovLM(np.broadcast_to([0.2, 0.3, 0.5], (4, 3, 3)))
+    target = MarkovLM.homogeneous([[.6, .2, .2], [.1, .1, .8], [.3, .4, .3]], 4)
+    np.testing.assert_array_equal(draft.probs, np.tile([0.2, 0.3, 0.5], (4, 3, 1)))
+    assert_same_dynamic_programs(draft, target, MarkovLM(np.array(draft.probs)),
+                                 MarkovLM(np.array(target.probs)), exact=False)
 
 
 def test_properties():
