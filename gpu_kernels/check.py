@@ -2,16 +2,19 @@
 
 Prints the device, then
 
-1. exact agreement — numpy and torch engines fed the same uniforms return identical tokens,
-   rejections and target calls, for every algorithm, on the Fig. 2 setting and a
-   V = 32,000 hidden-context model;
-2. statistical checks — the torch engine with its own generator against the exact laws
-   (z-tests at level 1e-6), each with a negative control that must fail;
-3. throughput — simulated positions per second of one chunk (tables built beforehand) for
-   numpy (2^15 trials), torch on the CPU (2^15) and torch on CUDA (2^22, when present).
+1. Philox — the torch cipher (tensor operations, and on CUDA the fused jiterator kernel) is
+   bit-identical to the readable numpy definition (:mod:`sim.philox`);
+2. exact agreement — for the same seed the torch engine on the device returns the compiled CPU
+   engine's tokens, rejections and target calls, for every algorithm, on the Fig. 2 setting
+   and a V = 32,000 hidden-context model (both Philox backends on CUDA);
+3. statistical checks — the torch engine on the device against the exact laws (z-tests at
+   level 1e-6), each with a known-wrong negative control that must fail;
+4. throughput — simulated positions per second of one chunk (tables built beforehand) for the
+   compiled CPU engine (all threads), torch on the CPU, and on CUDA with each Philox backend,
+   with the ratio to the CPU engine measured in the same run.
 
-Exits non-zero if any check fails.  Sized to finish in a few minutes on one GPU; ``--quick``
-shrinks everything for a CPU-only machine.
+Exits non-zero if any check fails.  Sized to finish in about two minutes on one GPU;
+``--quick`` shrinks everything for a CPU-only machine.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gpu_kernels.engine import default_device, run_uniforms, simulate
-from sim.engine import make_kernel, uniforms_per_position
-from sim.engine import run_uniforms as numpy_run_uniforms
+from gpu_kernels.engine import _RUNS, default_device, philox_pair, simulate
+from sim.engine import make_tables
+from sim.engine import simulate as simulate_cpu
 from sim.models import fig2_pair, hidden_context_pair
+from sim.philox import philox_key, uniforms
 from sim.stats import mean_check
 from theory import (
     Autoregressive,
@@ -66,40 +70,33 @@ def _wrong(algorithm):
     return _InvertedRatio(window=algorithm.window, bonus=algorithm.bonus)
 
 
-def _rate(engine: str, draft, target, algorithm, n: int, device) -> float:
+def _rate(engine: str, draft, target, algorithm, n: int, device, philox="tensor") -> float:
     """Positions per second of one chunk of n trials, tables built beforehand (not timed)."""
     import torch
 
-    from gpu_kernels import engine as torch_engine
-    from sim import engine as numpy_engine
-
-    kernel = make_kernel(draft, target, algorithm)
-    k = kernel.n_uniforms
-    if engine == "numpy":
-        rng = np.random.default_rng(3)
-        start_uniforms, block = rng.random(n), np.empty((k, n))
+    tables = make_tables(draft, target, algorithm)
+    key = philox_key(3)
+    if engine == "cpu engine":
+        from sim.engine import run_chunk
 
         def run():
-            numpy_engine._run_chunk(kernel, start_uniforms, lambda _t: rng.random(out=block),
-                                    n, False)
+            run_chunk(tables, key, 0, n)
     else:
         where = torch.device("cpu") if engine == "torch cpu" else device
-        device_kernel = torch_engine._torch_kernel(kernel, where)
-        generator = torch.Generator(device=where)
-        generator.manual_seed(3)
-        start_uniforms = torch.rand(n, generator=generator, dtype=torch.float64, device=where)
-        block = torch.empty((k, n), dtype=torch.float64, device=where)
+        device_run = _RUNS[type(tables)](tables, where, philox)
 
         def run():
-            torch_engine._run_chunk(device_kernel, start_uniforms, lambda _t: torch.rand(
-                block.shape, generator=generator, out=block, dtype=torch.float64,
-                device=where), n, False)
+            device_run.run(key, 0, n, False)
             if where.type == "cuda":
                 torch.cuda.synchronize()
-    run()  # warm-up
+    run()  # warm-up (and compilation)
     start = time.perf_counter()
     run()
     return n * target.horizon / (time.perf_counter() - start)
+
+
+def _backends(device) -> list[str]:
+    return ["tensor", "fused"] if device.type == "cuda" else ["tensor"]
 
 
 def main(argv=None) -> int:
@@ -117,46 +114,63 @@ def main(argv=None) -> int:
                                                                             rng=0)}
     failures = 0
 
-    print("\n1. exact agreement, numpy vs torch on the same uniforms")
-    rng = np.random.default_rng(0)
+    print("\n1. Philox4x32-10 on the device vs the readable numpy definition")
+    key = philox_key(7)
+    first = 2**40 - 5
+    trial = torch.arange(first, first + 100_000, dtype=torch.int64, device=device)
+    for backend in _backends(device):
+        even, odd = philox_pair(trial, key, 12, 3, backend)
+        expected = [uniforms(key, np.arange(100_000, dtype=np.uint64) + np.uint64(first), 12,
+                             slot) for slot in (6, 7)]
+        same = (np.array_equal(even.cpu().numpy(), expected[0])
+                and np.array_equal(odd.cpu().numpy(), expected[1]))
+        failures += not same
+        print(f"   {backend:7s} {'identical' if same else 'DIFFERENT'}")
+
+    print("\n2. exact agreement, compiled CPU engine vs torch on the device, same seed")
     for name, (draft, target) in settings.items():
         n = 2_000 if args.quick else 50_000
         for algorithm in ALGORITHMS:
-            uniforms = rng.random((target.horizon, uniforms_per_position(algorithm), n))
-            start = rng.random(n)
-            a = numpy_run_uniforms(draft, target, algorithm, uniforms, start_uniforms=start,
-                                   record_tokens=True)
-            b = run_uniforms(draft, target, algorithm, uniforms, start_uniforms=start,
-                             device=device, record_tokens=True)
-            same = (np.array_equal(a.tokens, b.tokens) and np.array_equal(a.rejections,
-                                                                          b.rejections)
-                    and np.array_equal(a.target_calls, b.target_calls))
-            failures += not same
-            print(f"   {name:38s} {algorithm!r:55s} {'identical' if same else 'DIFFERENT'}")
+            a = simulate_cpu(draft, target, algorithm, n_trials=n, rng=0, record_tokens=True)
+            for backend in _backends(device):
+                b = simulate(draft, target, algorithm, n_trials=n, rng=0, device=device,
+                             record_tokens=True, philox=backend)
+                same = (np.array_equal(a.tokens, b.tokens)
+                        and np.array_equal(a.rejections, b.rejections)
+                        and np.array_equal(a.target_calls, b.target_calls))
+                failures += not same
+                print(f"   {name:38s} {algorithm!r:55s} {backend:7s} "
+                      f"{'identical' if same else 'DIFFERENT'}")
 
-    print(f"\n2. torch randomness vs exact E[N_rej] ({trials:,} trials, level 1e-6)")
+    print(f"\n3. torch engine vs exact E[N_rej] ({trials:,} trials, level 1e-6)")
     draft, target = settings["Fig. 2 (V=7, T=50)"]
+    backend = _backends(device)[-1]
     for algorithm in ALGORITHMS[1:]:
         mean, variance = _moments(rejection_pmf(draft, target, algorithm))
-        result = simulate(draft, target, algorithm, n_trials=trials, rng=1, device=device)
+        result = simulate(draft, target, algorithm, n_trials=trials, rng=1, device=device,
+                          philox=backend)
         check = mean_check(result.rejections, mean, variance=variance)
         wrong = simulate(draft, target, _wrong(algorithm), n_trials=trials, rng=1,
-                         device=device)
+                         device=device, philox=backend)
         control = mean_check(wrong.rejections, mean, variance=variance)
         failures += (not check.passed) + control.passed
         print(f"   {algorithm!r:55s} z = {check.statistic:+6.2f} "
               f"{'pass' if check.passed else 'FAIL'}; control z = {control.statistic:+8.1f} "
               f"{'caught' if not control.passed else 'MISSED'}")
 
-    print("\n3. throughput (simulated positions per second; one chunk, tables built beforehand)")
-    sizes = {"numpy": 1 << 15, "torch cpu": 1 << 15}
+    print("\n4. throughput (positions per second; one chunk, tables built beforehand; "
+          "ratio to the compiled CPU engine in this run)")
+    engines = [("cpu engine", 1 << 20, "tensor"), ("torch cpu", 1 << 14, "tensor")]
     if device.type == "cuda":
-        sizes["torch cuda"] = 1 << 22
+        engines += [("torch cuda", 1 << 22, backend) for backend in _backends(device)]
     for name, (draft, target) in settings.items():
-        for algorithm in (Speculative(), BatchSpeculative(4, "trie")):
-            rates = [f"{engine} {_rate(engine, draft, target, algorithm, n, device):.2e}"
-                     for engine, n in sizes.items()]
-            print(f"   {name:38s} {algorithm!r:45s} " + "  ".join(rates))
+        for algorithm in (Speculative(), BatchSpeculative(4), BatchSpeculative(4, "trie")):
+            rates = [(f"{engine}/{backend}" if engine == "torch cuda" else engine,
+                      _rate(engine, draft, target, algorithm, n, device, backend))
+                     for engine, n, backend in engines]
+            cpu = rates[0][1]
+            print(f"   {name:38s} {algorithm!r:45s} " + "  ".join(
+                f"{label} {rate:.2e} ({rate / cpu:.2f}x)" for label, rate in rates))
     print(f"\n{'all checks passed' if not failures else f'{failures} check(s) FAILED'}")
     return 1 if failures else 0
 

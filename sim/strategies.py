@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from theory import MarkovLM
 
-__all__ = ["markov_lms", "model_pairs", "probability_vectors"]
+__all__ = ["broadcast_layouts", "markov_lms", "model_pairs", "probability_vectors"]
 
 _SHAPES = ("generic", "one_hot", "uniform", "sparse")
 
@@ -172,3 +172,35 @@ def model_pairs(draw, *, max_vocab: int = 3, max_horizon: int = 4, max_contexts:
             draft_rows[keep] = target_rows[keep]
     return (MarkovLM(draft_rows, next_context, start),
             MarkovLM(target_rows, next_context, start))
+
+
+@st.composite
+def broadcast_layouts(draw, model: MarkovLM) -> MarkovLM:
+    """``model`` stored compactly as a broadcast (stride-0) view — layouts users build with
+    ``np.broadcast_to`` and that every engine and DP must treat like dense arrays.
+
+    Drawn: the first position broadcast along the time axis and/or the first context along
+    the context axis (a model whose rows are a subset of ``model``'s), or — when the
+    vocabulary axis is drawn — uniform rows from one number broadcast along every axis.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hypothesis import given
+    >>> from sim.strategies import broadcast_layouts, markov_lms
+    >>> from theory import MarkovLM, expected_rejections
+    >>> @given(markov_lms().flatmap(broadcast_layouts))
+    ... def check(lm):
+    ...     dense = MarkovLM(np.array(lm.probs), lm.next_context, lm.start)
+    ...     assert expected_rejections(lm, dense) == 0
+    >>> check()
+    """
+    axes = draw(st.sets(st.sampled_from((0, 1, 2)), min_size=1))
+    probs = np.asarray(model.probs)
+    if 2 in axes:
+        one = Fraction(1, model.vocab_size) if model.is_exact else 1 / model.vocab_size
+        stored = np.broadcast_to(np.array(one, dtype=probs.dtype), probs.shape)
+    else:
+        index = tuple(slice(0, 1) if axis in axes else slice(None) for axis in range(3))
+        stored = np.broadcast_to(probs[index], probs.shape)
+    return MarkovLM(stored, model.next_context, model.start)

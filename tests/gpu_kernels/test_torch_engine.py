@@ -19,7 +19,7 @@ from sim.philox import uniforms
 from sim.models import fig2_pair, hidden_context_pair
 from sim.stats import DEFAULT_ALPHA as ALPHA
 from sim.stats import mean_check
-from sim.strategies import model_pairs
+from sim.strategies import broadcast_layouts, model_pairs
 from tests.mutants import ForgetsResidualUpdate, InvertedRatio, LossyAdditiveAcceptance
 from tests.sim.test_statistical import pmf_moments
 from theory import (
@@ -151,3 +151,16 @@ def test_check_script_runs_on_this_machine(capsys):
     assert main(["--quick"]) == 0
     out = capsys.readouterr().out
     assert "all checks passed" in out and "DIFFERENT" not in out and "MISSED" not in out
+
+
+@settings(max_examples=20)
+@given(data=st.data(), pair=model_pairs(max_vocab=4, max_horizon=4, max_contexts=4),
+       algorithm=st.sampled_from(ALGORITHMS))
+def test_broadcast_layouts_on_the_torch_engine(data, pair, algorithm):
+    draft, target = (data.draw(broadcast_layouts(model)) for model in pair)
+    seed = data.draw(st.integers(0, 2**32 - 1))
+    expected = simulate(draft, target, algorithm, n_trials=50, rng=seed, record_tokens=True)
+    got = simulate_torch(draft, target, algorithm, n_trials=50, rng=seed, device="cpu",
+                         record_tokens=True)
+    np.testing.assert_array_equal(got.tokens, expected.tokens)
+    np.testing.assert_array_equal(got.target_calls, expected.target_calls)

@@ -14,7 +14,7 @@ from sim.kernels import uniform, uniform_pair
 from sim.models import fig2_pair, random_pair
 from sim.philox import START_POSITION, philox4x32, philox_key, uniforms
 from sim.reference import reference_simulate
-from sim.strategies import model_pairs, probability_vectors
+from sim.strategies import broadcast_layouts, model_pairs, probability_vectors
 from sim.tables import build_alias, implied_law
 from theory import (
     Autoregressive,
@@ -178,17 +178,6 @@ def test_compact_output_dtypes():
                       record_tokens=True)
     assert result.n_trials == 1001 and result.tokens.shape == (1001, 5)
     assert result.rejections.dtype == result.tokens.dtype == np.int8
-
-
-@st.composite
-def broadcast_layouts(draw, model: MarkovLM) -> MarkovLM:
-    """``model`` with its first position (and/or first context) broadcast along stride-0
-    time (and/or context) axes: a valid model stored compactly."""
-    axes = draw(st.sets(st.sampled_from((0, 1)), min_size=1))
-    probs = np.asarray(model.probs)
-    index = tuple(slice(0, 1) if axis in axes else slice(None) for axis in range(3))
-    return MarkovLM(np.broadcast_to(probs[index], probs.shape), model.next_context,
-                    model.start)
 
 
 @settings(max_examples=30)
