@@ -189,7 +189,8 @@ def fig2_pair(horizon: int = 50, *, instance: str = "paper", rng=None):
 
     ``instance="dirichlet"`` is this package's earlier stand-in: Dirichlet(1) rows (draft, then
     target) from ``numpy.random.default_rng(FIG2_SEED)`` (:data:`FIG2_SEED` = 2024), which
-    gives Theorem 1 ≈ 23.38 at T = 50 — a different instance of a rougher family.
+    gives Theorem 1 ≈ 23.38 at T = 50: another family, whose rows (uniform on the simplex)
+    lie farther from each other than normalized uniform numbers do.
 
     Parameters
     ----------
@@ -217,7 +218,7 @@ def fig2_pair(horizon: int = 50, *, instance: str = "paper", rng=None):
     (50, 7, np.float64(0.1429))
     >>> bool(abs(theorem1_rejections(draft, target) - FIG2_PRINTED_THEOREM1) < 0.01)
     True
-    >>> stand_in = fig2_pair(instance="dirichlet")  # Dirichlet(1) rows: a rougher family
+    >>> stand_in = fig2_pair(instance="dirichlet")  # Dirichlet(1) rows: larger TV distances
     >>> bool(theorem1_rejections(*stand_in) > theorem1_rejections(draft, target) + 5)
     True
     """
