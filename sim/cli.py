@@ -12,7 +12,7 @@ import numpy as np
 
 __all__ = ["main"]
 
-MODELS = ("fig2", "fig2-t100", "random", "bernoulli", "hidden", "ngram")
+MODELS = ("fig2", "fig2-t100", "fig2-dirichlet", "random", "bernoulli", "hidden", "ngram")
 ALGORITHMS = ("autoregressive", "speculative", "batch", "lossy")
 
 
@@ -23,6 +23,8 @@ def _model(args):
         return models.fig2_pair(50)
     if args.model == "fig2-t100":
         return models.fig2_pair(100)
+    if args.model == "fig2-dirichlet":
+        return models.fig2_pair(50, instance="dirichlet")
     if args.model == "random":
         return models.random_pair(args.vocab, args.horizon, rng=args.seed)
     if args.model == "bernoulli":

@@ -41,7 +41,7 @@ def _label(ax, xlabel, ylabel, title=None, legend_size=7):
     ax.legend(fontsize=legend_size)
 
 
-def _running_mean(ax, samples, sd, theory, label, color):
+def _running_mean(ax, samples, sd, theory, label, color, printed=None):
     samples = np.asarray(samples, dtype=np.float64)
     k = np.arange(1, samples.size + 1)
     mean = np.cumsum(samples) / k
@@ -49,14 +49,15 @@ def _running_mean(ax, samples, sd, theory, label, color):
     ax.plot(k, mean, color=color, lw=1.2, label=f"{label}: simulated running mean")
     ax.fill_between(k, mean - half, mean + half, color=color, alpha=0.2, lw=0,
                     label="95% band (exact variance)")
-    ax.axhline(theory, color=color, ls="--", lw=1, label=f"{label}: theory")
+    paper = "" if printed is None else f"; the paper prints {printed:g}"
+    ax.axhline(theory, color=color, ls="--", lw=1, label=f"{label}: theory {theory:.2f}{paper}")
 
 
 def running_means(data, title):
     figure, ax = plt.subplots(figsize=(6.4, 4))
     for i, series in enumerate(data["series"]):
         _running_mean(ax, series["samples"], series["sd"], series["theory"], series["label"],
-                      COLORS[i % len(COLORS)])
+                      COLORS[i % len(COLORS)], series.get("printed"))
     ax.set_xscale("log")
     _label(ax, "number of runs", "average number of rejections", title)
     return figure
@@ -85,18 +86,32 @@ def rejections_vs_drafts(data, title):
     return figure
 
 
-def fig5(data, title):
-    figure, axes = plt.subplots(1, 3, figsize=(16, 4))
-    for i, series in enumerate(data["running"]["series"]):
+def _running_panels(axes, all_series, names):
+    """Running means: the first series (speculative decoding) left, the batch ones right."""
+    for i, series in enumerate(all_series):
         _running_mean(axes[0] if i == 0 else axes[1], series["samples"], series["sd"],
-                      series["theory"], series["label"], COLORS[i % len(COLORS)])
-    for ax, name in zip(axes[:2], ("(a) speculative decoding", "(b) batch speculative"),
-                        strict=True):
+                      series["theory"], series["label"], COLORS[i % len(COLORS)],
+                      series.get("printed"))
+    for ax, name in zip(axes[:2], names, strict=True):
         ax.set_xscale("log")
         _label(ax, "number of runs", "average number of rejections", name, legend_size=6)
+
+
+def running_panels(data, title):
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    _running_panels(axes, data["series"], ("(a) speculative decoding",
+                                           "(b) batch speculative"))
+    figure.suptitle(title, y=1.02)
+    return figure
+
+
+def fig5(data, title):
+    figure, axes = plt.subplots(1, 3, figsize=(16, 4))
+    _running_panels(axes, data["running"]["series"], (
+        "(a) speculative decoding", "(b) batch speculative, M = 2 (paper), 4, 5"))
     _draft_curves(axes[2], data["drafts"])
     axes[2].set_title("(c) rejections vs M")
-    figure.suptitle(title)
+    figure.suptitle(title, y=1.02)
     return figure
 
 
@@ -198,14 +213,19 @@ def multidraft_gap(data, title):
 
 
 FIGURES = {
-    "fig2a": (running_means, "Fig. 2(a): speculative decoding vs Theorem 1 (T = 50)"),
-    "fig2b": (running_means, "Fig. 2(b): batch speculative decoding vs Theorem 3"),
-    "fig2c": (rejections_vs_drafts, "Fig. 2(c): rejections vs number of drafts"),
-    "fig5": (fig5, "Fig. 5: the T = 100 setting"),
+    "fig2a": (running_means,
+              "Fig. 2(a): speculative decoding vs Theorem 1 (paper's instance, T = 50)"),
+    "fig2b": (running_means, "Fig. 2(b): batch speculative decoding vs Theorem 3 "
+                             "(paper's instance)"),
+    "fig2c": (rejections_vs_drafts, "Fig. 2(c): rejections vs number of drafts "
+                                    "(paper's instance)"),
+    "fig2_dirichlet": (running_panels, "Fig. 2(a, b) on the Dirichlet(1) stand-in instance "
+                                      "(T = 50)"),
+    "fig5": (fig5, "Fig. 5: the T = 100 setting (paper's instance)"),
     "fig3": (batch_improvement, "Fig. 3: batch improvement vs M"),
     "fig4a": (pareto, "Fig. 4(a): the Pareto line of lossy verification"),
     "fig4bc": (tradeoff_chains, "Fig. 4(b, c): quality–acceleration on two Markov chains"),
-    "pmf": (pmf, "Exact law of N_rej vs simulation (Fig. 2 setting, window 4)"),
-    "walltime": (walltime, "Target calls and walltime vs window γ (Fig. 2 setting)"),
+    "pmf": (pmf, "Exact law of N_rej vs simulation (Fig. 2 chains, window 4)"),
+    "walltime": (walltime, "Target calls and walltime vs window γ (Fig. 2 chains)"),
     "gap": (multidraft_gap, "Root acceptance: recursive verifiers vs the optimal one"),
 }

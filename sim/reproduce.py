@@ -28,6 +28,7 @@ from sim import figures
 from sim.engine import simulate
 from sim.experiments import batch_experiment, tradeoff_table
 from sim.models import (
+    FIG2_PRINTED_THEOREM1,
     bernoulli_pair,
     context_free_pair,
     fig2_pair,
@@ -53,6 +54,10 @@ from theory.lossy import over_acceptance, rejection_probability, tv_loss
 from theory.symbolic import leviathan_walltime_factor
 
 __all__ = ["EXPERIMENTS", "Settings", "reproduce"]
+
+#: Version of the experiments' definitions, stored in every data file: a resumed run recomputes
+#: the files an older version wrote (version 2: Fig. 2 and Fig. 5 on the paper's instance).
+RECORD_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,8 @@ def _fit_row(quantity: str, check) -> dict:
             "passed": check.passed, "note": f"chi-square, {check.degrees_of_freedom} dof"}
 
 
-def _running(draft, target, algorithm, label, theory, settings, rng):
+def _running(draft, target, algorithm, label, theory, settings, rng, printed=None):
+    """Simulated N_rej against ``theory``; ``printed`` is the value the paper prints, if any."""
     pmf = rejection_pmf(draft, target, algorithm)
     mean, variance = _moments(pmf)
     samples = simulate(draft, target, algorithm, n_trials=settings.trials, rng=rng,
@@ -113,21 +119,26 @@ def _running(draft, target, algorithm, label, theory, settings, rng):
     row["dp"] = mean
     series = {"label": label, "samples": samples.tolist(), "sd": variance ** 0.5,
               "theory": theory}
+    if printed is not None:
+        row["printed"] = series["printed"] = printed
     return row, series
 
 
 # ---------------------------------------------------------------------- experiments
+# Fig. 2 and Fig. 5 run on fig2_pair's "paper" instance (a reconstruction of the paper's
+# chains whose Theorem 1 value matches the printed 16.41); fig2_dirichlet repeats Fig. 2(a, b)
+# on the Dirichlet(1) stand-in the package used before.
 def fig2a(settings, rng) -> Outcome:
-    draft, target = fig2_pair(50)
+    draft, target = fig2_pair(50, instance="paper")
     row, series = _running(draft, target, Speculative(), "SD (Theorem 1)",
-                           theorem1_rejections(draft, target), settings, rng)
+                           theorem1_rejections(draft, target), settings, rng,
+                           printed=FIG2_PRINTED_THEOREM1)
     return Outcome([row], {"series": [series]})
 
 
-def _batch_running(horizon, settings, rng):
-    draft, target = fig2_pair(horizon)
+def _batch_running(draft, target, drafts, settings, rng):
     rows, series = [], []
-    for m, stream in zip((4, 5), rng.spawn(2), strict=True):
+    for m, stream in zip(drafts, rng.spawn(len(drafts)), strict=True):
         row, s = _running(draft, target, BatchSpeculative(m), f"batch M={m} (Theorem 3)",
                           theorem3_rejections(draft, target, m), settings, stream)
         rows.append(row)
@@ -136,12 +147,12 @@ def _batch_running(horizon, settings, rng):
 
 
 def fig2b(settings, rng) -> Outcome:
-    rows, series = _batch_running(50, settings, rng)
+    rows, series = _batch_running(*fig2_pair(50, instance="paper"), (4, 5), settings, rng)
     return Outcome(rows, {"series": series})
 
 
 def _drafts(horizon, settings, rng):
-    draft, target = fig2_pair(horizon)
+    draft, target = fig2_pair(horizon, instance="paper")
     result = batch_experiment(draft, target, range(1, settings.max_drafts + 1),
                               n_trials=settings.trials // 2, rng=rng,
                               client=settings.client)
@@ -159,12 +170,23 @@ def fig2c(settings, rng) -> Outcome:
     return Outcome(rows, data)
 
 
-def fig5(settings, rng) -> Outcome:
-    first, second, third = rng.spawn(3)
-    draft, target = fig2_pair(100)
+def fig2_dirichlet(settings, rng) -> Outcome:
+    first, second = rng.spawn(2)
+    draft, target = fig2_pair(50, instance="dirichlet")
     row, series = _running(draft, target, Speculative(), "SD (Theorem 1)",
                            theorem1_rejections(draft, target), settings, first)
-    batch_rows, batch_series = _batch_running(100, settings, second)
+    batch_rows, batch_series = _batch_running(draft, target, (4, 5), settings, second)
+    return Outcome([row, *batch_rows], {"series": [series, *batch_series]})
+
+
+def fig5(settings, rng) -> Outcome:
+    """The appendix's T = 100 setting; its middle panel is batch SD with M = 2 (Appendix F),
+    shown with Fig. 2(b)'s M = 4 and 5 as well."""
+    first, second, third = rng.spawn(3)
+    draft, target = fig2_pair(100, instance="paper")
+    row, series = _running(draft, target, Speculative(), "SD (Theorem 1)",
+                           theorem1_rejections(draft, target), settings, first)
+    batch_rows, batch_series = _batch_running(draft, target, (2, 4, 5), settings, second)
     draft_rows, drafts = _drafts(100, settings, third)
     return Outcome([row, *batch_rows, *draft_rows],
                    {"running": {"series": [series, *batch_series]}, "drafts": drafts})
@@ -229,7 +251,8 @@ def fig4a(settings, rng) -> Outcome:
 
 def fig4bc(settings, rng) -> Outcome:
     # ε sweeps sized to each chain: with V = 20 tokens over-acceptance saturates sooner
-    chains = [("Fig. 2 chains (V = 7, T = 50)", fig2_pair(50), [0.0, 0.02, 0.05, 0.1, 0.2, 0.4]),
+    chains = [("Fig. 2 chains (V = 7, T = 50)", fig2_pair(50, instance="paper"),
+               [0.0, 0.02, 0.05, 0.1, 0.15, 0.2]),
               ("temperature pair (V = 20, T = 30, τ_p = 1.5)",
                temperature_pair(20, 30, draft_temperature=1.5, rng=5),
                [0.0, 0.001, 0.002, 0.005, 0.01, 0.03])]
@@ -258,7 +281,7 @@ def fig4bc(settings, rng) -> Outcome:
 
 
 def pmf_experiment(settings, rng) -> Outcome:
-    draft, target = fig2_pair(50)
+    draft, target = fig2_pair(50, instance="paper")
     algorithm = Speculative(window=4)
     pmf = rejection_pmf(draft, target, algorithm)
     samples = simulate(draft, target, algorithm, n_trials=settings.trials, rng=rng,
@@ -270,7 +293,7 @@ def pmf_experiment(settings, rng) -> Outcome:
 
 
 def walltime(settings, rng) -> Outcome:
-    draft, target = fig2_pair(50)
+    draft, target = fig2_pair(50, instance="paper")
     horizon = target.horizon
     alpha = 1 - theorem1_rejections(draft, target) / horizon  # mean acceptance
     windows = list(range(1, 11))
@@ -298,7 +321,7 @@ def walltime(settings, rng) -> Outcome:
 
 
 def gap(settings, rng) -> Outcome:
-    draft, target = fig2_pair(50)
+    draft, target = fig2_pair(50, instance="paper")
     marginals = target.context_marginals()
     m_values = list(range(1, 11))
     p, q = np.asarray(draft.probs), np.asarray(target.probs)
@@ -316,7 +339,8 @@ def gap(settings, rng) -> Outcome:
     return Outcome([], {"series": series})
 
 
-EXPERIMENTS = {"fig2a": fig2a, "fig2b": fig2b, "fig2c": fig2c, "fig5": fig5, "fig3": fig3,
+EXPERIMENTS = {"fig2a": fig2a, "fig2b": fig2b, "fig2c": fig2c,
+               "fig2_dirichlet": fig2_dirichlet, "fig5": fig5, "fig3": fig3,
                "fig4a": fig4a, "fig4bc": fig4bc, "pmf": pmf_experiment,
                "walltime": walltime, "gap": gap}
 
@@ -357,6 +381,17 @@ def _number(value, digits: int = 6) -> str:
     return f"{value:.{digits}g}"
 
 
+INSTANCES = (
+    "Fig. 2 and Fig. 5 (and the pmf, walltime, gap and Fig. 4(b) chain experiments) use "
+    "`fig2_pair(instance=\"paper\")`, a reconstruction of the paper's chains (legacy "
+    "`np.random.RandomState(10)`, draft then target drawn as `rand(T, 7, 7)` with every row "
+    "divided by its sum, uniform prompt); the paper does not publish its code.  The column "
+    "*paper prints* holds the value the paper prints, beside the one computed here.  "
+    "`fig2_dirichlet` repeats Fig. 2(a, b) on the Dirichlet(1) stand-in "
+    "(`fig2_pair(instance=\"dirichlet\")`) the package used before."
+)
+
+
 def write_report(out: pathlib.Path, results: dict, settings: Settings, seed: int) -> int:
     rows = [(name, row) for name, outcome in results.items() for row in outcome.rows]
     failed = sum(not row["passed"] for _, row in rows)
@@ -368,16 +403,30 @@ def write_report(out: pathlib.Path, results: dict, settings: Settings, seed: int
         f"{DEFAULT_ALPHA:g} (budget {len(rows) * DEFAULT_ALPHA:.1e} for the whole report): "
         f"**{len(rows) - failed} passed, {failed} failed**.",
         "",
-        "| experiment | quantity | closed form | simulated (95% CI) | z | p | verdict |",
-        "|---|---|---|---|---|---|---|",
+        INSTANCES,
+        "",
+    ]
+    printed = [(name, row) for name, row in rows if row.get("printed") is not None]
+    if printed:
+        lines += ["| experiment | quantity | computed here | paper prints | difference |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {name} | {row['quantity']} | {row['closed_form']:.5f} | "
+                  f"{row['printed']:g} | {row['closed_form'] - row['printed']:+.4f} |"
+                  for name, row in printed]
+        lines.append("")
+    lines += [
+        "| experiment | quantity | closed form | paper prints | simulated (95% CI) | z | p | "
+        "verdict |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, row in rows:
         simulated = "—" if row["estimate"] is None else (
             f"{_number(row['estimate'])} ({_number(row['ci_low'])}, {_number(row['ci_high'])})")
         closed = _number(row["closed_form"]) if row["closed_form"] is not None else \
             row.get("note", "—")
+        paper = "—" if row.get("printed") is None else f"{row['printed']:g}"
         verdict = "pass" if row["passed"] else "**FAIL**"
-        lines.append(f"| {name} | {row['quantity']} | {closed} | {simulated} | "
+        lines.append(f"| {name} | {row['quantity']} | {closed} | {paper} | {simulated} | "
                      f"{_number(row['z'], 3)} | {_number(row['p_value'], 3)} | {verdict} |")
     lines += ["", "## Figures", ""]
     for name in results:
@@ -395,6 +444,8 @@ def _completed(out: pathlib.Path, name: str, seed: int, settings: Settings):
     try:
         record = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
+        return None
+    if record.get("format") != RECORD_FORMAT:  # written by an older version of the experiments
         return None
     same_sizes = {k: v for k, v in record.get("settings", {}).items() if k != "dask_scheduler"} \
         == {k: v for k, v in settings.describe().items() if k != "dask_scheduler"}
@@ -449,7 +500,8 @@ def reproduce(out="results", *, quick: bool = False, seed: int = 0, only=None,
         draw, title = figures.FIGURES[name]
         files = figures.save(draw(outcome.data, title), out / "figures", name)
         write_json_atomically(out / "data" / f"{name}.json", {
-            "experiment": name, "seed": seed, "settings": settings.describe(),
+            "experiment": name, "format": RECORD_FORMAT, "seed": seed,
+            "settings": settings.describe(),
             "versions": versions(), "seconds": time.perf_counter() - started,
             "checks": outcome.rows, "figures": files, "data": _without_samples(outcome.data)})
         results[name] = outcome

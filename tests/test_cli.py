@@ -41,3 +41,29 @@ def test_quick_reproduction_writes_every_figure_and_a_passing_report(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert ", 0 failed**" in report and "**FAIL**" not in report
     assert all(f"figures/{name}.png" in report for name in FIGURES)
+
+
+def test_report_puts_the_printed_value_beside_the_paper_instance(tmp_path):
+    from sim.reproduce import reproduce
+
+    assert reproduce(tmp_path, quick=True, only=["fig2a", "fig2_dirichlet"],
+                     progress=False) == 0
+    report = (tmp_path / "report.md").read_text()
+    # the paper's instance: computed 16.40489… (the reconstruction), printed 16.41
+    assert "| fig2a | E[N_rej] SD (Theorem 1) | 16.40489 | 16.41 |" in report
+    assert "| fig2_dirichlet | E[N_rej] SD (Theorem 1) |" in report  # the stand-in, kept
+    record = json.loads((tmp_path / "data" / "fig2a.json").read_text())
+    assert record["checks"][0]["printed"] == 16.41
+
+
+def test_resume_recomputes_records_of_an_older_format(tmp_path):
+    from sim.reproduce import RECORD_FORMAT, Settings, _completed, reproduce
+
+    assert reproduce(tmp_path, quick=True, only=["gap"], progress=False) == 0
+    path = tmp_path / "data" / "gap.json"
+    settings = Settings.make(quick=True)
+    assert _completed(tmp_path, "gap", 0, settings) is not None
+    record = json.loads(path.read_text())
+    assert record.pop("format") == RECORD_FORMAT
+    path.write_text(json.dumps(record))
+    assert _completed(tmp_path, "gap", 0, settings) is None
