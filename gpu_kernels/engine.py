@@ -102,17 +102,19 @@ template <typename T> void specdec_philox_pair(T trial, T key0, T key1, T positi
   unsigned int c0 = (unsigned int)(trial & 0xFFFFFFFFLL), c1 = (unsigned int)(trial >> 32);
   unsigned int c2 = (unsigned int)position, c3 = (unsigned int)pair;
   unsigned int k0 = (unsigned int)key0, k1 = (unsigned int)key1;
-  for (int r = 0; r < %(rounds)d; ++r) {
-    if (r) { k0 += %(w0)du; k1 += %(w1)du; }
-    unsigned int hi0 = __umulhi(%(m0)du, c0), lo0 = %(m0)du * c0;
-    unsigned int hi1 = __umulhi(%(m1)du, c2), lo1 = %(m1)du * c2;
+  for (int r = 0; r < ROUNDS; ++r) {
+    if (r) { k0 += W0u; k1 += W1u; }
+    unsigned int hi0 = __umulhi(M0u, c0), lo0 = M0u * c0;
+    unsigned int hi1 = __umulhi(M1u, c2), lo1 = M1u * c2;
     c0 = hi1 ^ c1 ^ k0; c1 = lo1; c2 = hi0 ^ c3 ^ k1; c3 = lo0;
   }
   even = (T)(((unsigned long long)c0 << 21) | (unsigned long long)(c1 >> 11));
   odd = (T)(((unsigned long long)c2 << 21) | (unsigned long long)(c3 >> 11));
 }
-""" % {"rounds": PHILOX_ROUNDS, "w0": PHILOX_WEYL[0], "w1": PHILOX_WEYL[1],
-       "m0": PHILOX_MULTIPLIERS[0], "m1": PHILOX_MULTIPLIERS[1]}
+"""
+for _name, _value in (("ROUNDS", PHILOX_ROUNDS), ("W0", PHILOX_WEYL[0]), ("W1", PHILOX_WEYL[1]),
+                      ("M0", PHILOX_MULTIPLIERS[0]), ("M1", PHILOX_MULTIPLIERS[1])):
+    _FUSED_SOURCE = _FUSED_SOURCE.replace(_name, str(_value))
 _fused = None
 
 
@@ -251,32 +253,25 @@ class _Run:
 class _TokenRun(_Run):
     def __init__(self, tables: TokenTables, device, philox):
         super().__init__(tables, device, philox)
-        self.draft = self.alias(tables.draft)
+        self.proposal = self.alias(tables.proposal)
         self.rejection = self.alias(tables.rejection)
-        self.target = self.alias(tables.target)
         self.acceptance = self.floats(tables.acceptance)
         self.after_accept = _torch().as_tensor(tables.after_accept, device=device).to(
             self.index_dtype)
-        self.bonus_state = tables.bonus_state
+        self.bonus_state, self.bonus_offset = tables.bonus_state, tables.bonus_offset
 
     def step(self, trial, position, rows, state):
+        """The compiled kernel's branch-free step (see :func:`sim.kernels.token_kernel`)."""
         torch = _torch()
         u_token, u_test = self.pair(trial, position, 0)
-        if self.draft is None:  # Autoregressive: every position a bonus draw from q
-            return self.target.draw(rows, u_token), state, torch.zeros_like(state,
-                                                                            dtype=torch.bool)
-        vocab_size = self.layout.vocab_size
-        token = self.draft.draw(rows, u_token)
-        accepted = u_test < self.acceptance.index_select(0, rows * vocab_size + token)
+        proposed = rows + self.bonus_offset * (state == self.bonus_state).to(rows.dtype)
+        token = self.proposal.draw(proposed, u_token)
+        accepted = u_test < self.acceptance.index_select(
+            0, proposed * self.layout.vocab_size + token)
+        fallback = self.rejection.draw(rows, self.pair(trial, position, 1)[0])
         following = self.after_accept.index_select(0, state)
-        if self.bonus_state >= 0:
-            bonus = state == self.bonus_state
-            token = torch.where(bonus, self.target.draw(rows, u_token), token)
-            accepted = accepted | bonus
-            following = torch.where(bonus, 0, following)
-        u_rejection = self.pair(trial, position, 1)[0]
-        token = torch.where(accepted, token, self.rejection.draw(rows, u_rejection))
-        return token, torch.where(accepted, following, 0), ~accepted
+        return (torch.where(accepted, token, fallback), torch.where(accepted, following, 0),
+                ~accepted)
 
 
 class _BatchRun(_Run):

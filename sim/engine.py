@@ -108,46 +108,49 @@ class Layout:
 
 @dataclass(frozen=True)
 class TokenTables:
-    """Tables of a token-wise verifier: draft, acceptance b, rejection law 𝒫, target at bonus.
+    """Tables of a token-wise verifier: proposals, acceptance b, rejection law 𝒫.
 
-    ``Autoregressive`` is the special case ``bonus_state = 0``: every position is a target
-    call that draws from q.
+    ``proposal`` holds the draft's rows and, when the algorithm has a bonus position, the
+    target's rows ``bonus_offset`` rows later, with acceptance 1 there; ``after_accept`` of
+    the bonus state is 0 (the round ends).  ``Autoregressive`` is the special case of q's rows
+    only, ``bonus_state = 0`` and offset 0: every position a target call that draws from q.
     """
 
     algorithm: object
     layout: Layout
-    draft: AliasTable | None
-    acceptance: np.ndarray  # (R·V,)
-    rejection: AliasTable | None
-    target: AliasTable | None
+    proposal: AliasTable
+    acceptance: np.ndarray  # (rows · V,) aligned with ``proposal``
+    rejection: AliasTable
     after_accept: np.ndarray  # (round states,) int64
     bonus_state: int  # -1: none
+    bonus_offset: int
 
     @classmethod
     def build(cls, draft: MarkovLM, target: MarkovLM, algorithm) -> TokenTables:
         layout = Layout.of(draft, target)
         q = layout.rows(target)
         if isinstance(algorithm, Autoregressive):
-            return cls(algorithm, layout, None, np.empty(0), None, build_alias(q),
-                       np.zeros(1, dtype=np.int64), 0)
+            table = build_alias(q)
+            return cls(algorithm, layout, table, np.ones(q.size), table,
+                       np.zeros(1, dtype=np.int64), 0, 0)
         p = layout.rows(draft)
         accept, rejection_law = algorithm.verification(p, q)
-        states = algorithm.n_round_states()
-        bonus = algorithm.window if algorithm.has_bonus_state else -1
-        return cls(algorithm, layout, build_alias(p),
-                   np.ascontiguousarray(accept, dtype=np.float64).ravel(),
-                   build_alias(rejection_law), build_alias(q) if bonus >= 0 else None,
-                   np.array([algorithm.after_accept(j) for j in range(states)], dtype=np.int64),
-                   bonus)
+        accept = np.ascontiguousarray(accept, dtype=np.float64).ravel()
+        after_accept = np.array([algorithm.after_accept(j)
+                                 for j in range(algorithm.n_round_states())], dtype=np.int64)
+        if not algorithm.has_bonus_state:
+            return cls(algorithm, layout, build_alias(p), accept, build_alias(rejection_law),
+                       after_accept, -1, 0)
+        after_accept[algorithm.window] = 0
+        return cls(algorithm, layout, build_alias(np.concatenate([p, q])),
+                   np.concatenate([accept, np.ones(q.size)]), build_alias(rejection_law),
+                   after_accept, algorithm.window, p.shape[0])
 
     def run(self, key, first_trial, rejections, target_calls, tokens) -> None:
-        empty = np.empty(0, dtype=np.complex128)
         kernels.token_kernel(
             key[0], key[1], first_trial, *self.layout.common_arguments(),
-            empty if self.draft is None else self.draft.entries, self.acceptance,
-            empty if self.rejection is None else self.rejection.entries,
-            empty if self.target is None else self.target.entries,
-            self.after_accept, self.bonus_state, rejections, target_calls, tokens)
+            self.proposal.entries, self.acceptance, self.rejection.entries, self.after_accept,
+            self.bonus_state, self.bonus_offset, rejections, target_calls, tokens)
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,15 @@
 r"""Compiled CPU kernels (numba): one fused loop per trial, randomness from counters.
 
-Each kernel is a pure function of the sampling tables of :mod:`sim.engine` and the Philox key:
-trial i (global index ``first_trial + i``) walks positions 0 … T − 1 in registers and asks
-:func:`uniform` for the uniform of (key, trial, position, slot) only when it needs it — the
-rejection draw only on a rejection, candidate m of a batch only when it is tried.  Trials are
-independent, so ``prange`` spreads them over threads and the result is identical for any
+Each kernel is a pure function of the sampling tables of :mod:`sim.engine` and the Philox key.
+Trials are cut into blocks of :data:`BLOCK`; a block advances one position at a time: first
+branch-free loops compute the uniforms every trial needs at this position (Philox vectorizes
+over trials), then each trial takes its branches.  Uniforms whose need depends on the trial's
+path — candidate m ≥ 1 of a batch, the trie's "same token" tests, the last residual's draw —
+are computed only when used, so cost does not grow with untried candidates.  (The rejection
+uniform and draw of token-wise verifiers are computed for every trial: branch-free, that is
+about twice as fast as on demand, on small and on memory-bound tables alike.  Which uniforms
+are computed never changes a result: each is a fixed function of its counter.)  Trials are
+independent, so ``prange`` spreads blocks over threads and the result is identical for any
 thread count, chunking or order.
 
 Slots (the counter's last word) — the contract the torch engine reproduces:
@@ -77,13 +82,10 @@ def uniform(key0, key1, trial, position, slot):
 def alias_draw(entries, row, vocab_size, u):
     """One draw from row ``row`` of packed alias records (see :class:`sim.tables.AliasTable`)."""
     scaled = u * vocab_size
-    column = np.int64(scaled)
-    if column > vocab_size - 1:
-        column = vocab_size - 1
+    column = min(np.int64(scaled), vocab_size - 1)
     record = entries[row * vocab_size + column]
-    if scaled - column < record.real:
-        return column
-    return np.int64(record.imag)
+    alias = np.int64(record.imag)
+    return column if scaled - column < record.real else alias
 
 
 @njit(inline="always", cache=True)
@@ -111,14 +113,18 @@ def _first_pairs(key0, key1, first, position, even, odd):
 
 @njit(parallel=True, cache=True)
 def token_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_stride,
-                 start, start_cdf, next_context, draft, acceptance, rejection, target,
-                 after_accept, bonus_state, rejections, target_calls, tokens):
+                 start, start_cdf, next_context, proposal, acceptance, rejection,
+                 after_accept, bonus_state, bonus_offset, rejections, target_calls, tokens):
     """Token-wise verification (``Speculative`` and every (b, 𝒫) verifier; ``Autoregressive``).
 
     Round state j: 0 = a round (target call) starts; ``after_accept[j]`` follows an accepted
-    draft; ``bonus_state`` emits from q with no test and ends the round (``Autoregressive``
-    is bonus_state = 0: every position a target call and a draw from q).  ``next_context`` of
-    size 0 means a first-order chain; ``tokens`` of size 0 means "do not record".
+    token.  At a bonus position (state ``bonus_state``) the token comes from q with no test:
+    the tables stack q's rows ``bonus_offset`` rows after p's in ``proposal``, with
+    acceptance 1 there, so a bonus is the same branch-free step as a draft (``Autoregressive``
+    is bonus_state = 0 with only q's rows and offset 0).  Every trial draws its candidate
+    rejection token too and keeps it when the test fails — no data-dependent branch, so the
+    table reads of many trials are in flight at once.  ``next_context`` of size 0 means a
+    first-order chain; ``tokens`` of size 0 means "do not record".
     """
     record = tokens.shape[0] > 0
     first_order = next_context.size == 0
@@ -132,28 +138,25 @@ def token_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_s
         state = np.zeros(size, dtype=np.int64)
         rejected = np.zeros(size, dtype=np.int64)
         calls = np.zeros(size, dtype=np.int64)
-        u_token, u_test = np.empty(size), np.empty(size)
+        u_token, u_test, u_rejection = np.empty(size), np.empty(size), np.empty(size)
         for j in range(size):
             context[j] = _start_context(k0, k1, np.uint64(first + j), start, start_cdf)
         for position in range(horizon):
             n = np.uint64(position)
             _first_pairs(k0, k1, first, n, u_token, u_test)
             for j in range(size):
+                u_rejection[j] = uniform(k0, k1, np.uint64(first + j), n, np.uint64(2))
+            for j in range(size):
                 row = position * row_stride + context[j]
-                if state[j] == 0:
-                    calls[j] += 1
-                if state[j] == bonus_state:
-                    token = alias_draw(target, row, vocab_size, u_token[j])
-                    state[j] = 0
-                else:
-                    token = alias_draw(draft, row, vocab_size, u_token[j])
-                    if u_test[j] < acceptance[row * vocab_size + token]:
-                        state[j] = after_accept[state[j]]
-                    else:
-                        u = uniform(k0, k1, np.uint64(first + j), n, np.uint64(2))
-                        token = alias_draw(rejection, row, vocab_size, u)
-                        rejected[j] += 1
-                        state[j] = 0
+                current = state[j]
+                calls[j] += current == 0
+                proposed_row = row + bonus_offset * (current == bonus_state)
+                token = alias_draw(proposal, proposed_row, vocab_size, u_token[j])
+                accepted = u_test[j] < acceptance[proposed_row * vocab_size + token]
+                fallback = alias_draw(rejection, row, vocab_size, u_rejection[j])
+                token = token if accepted else fallback
+                state[j] = after_accept[current] if accepted else 0
+                rejected[j] += not accepted
                 if record:
                     tokens[lo + j, position] = token
                 context[j] = token if first_order else \

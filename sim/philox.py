@@ -15,10 +15,10 @@ under a 64-bit *key* to 128 random bits; here
 
 for trial i, position n and slot j: one block of the cipher serves the slot pair (2m, 2m + 1)
 (the draft draw and its acceptance test, or a batch candidate's draw and test), and u is one
-of the 2^53 evenly spaced doubles of [0, 1), exactly as fine as numpy's ``Generator.random``.  The key (k₀, k₁) comes from the user's
-``rng`` once (:func:`philox_key`).  The slot says which random choice of the position the
-uniform serves (the engines document their slots); the prompt of a trial with a random start
-uses position :data:`START_POSITION`.
+of the 2^53 evenly spaced doubles of [0, 1), exactly as fine as numpy's ``Generator.random``.
+The key (k₀, k₁) comes from the user's ``rng`` once (:func:`philox_key`).  The slot says which
+random choice of the position the uniform serves (the engines document their slots); the prompt
+of a trial with a random start uses position :data:`START_POSITION`.
 
 Consequences, each tested: trial i's outcome depends on nothing but (key, i) — not on the
 number of trials, the chunk size, the number of threads or Dask workers, nor on the engine

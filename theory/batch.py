@@ -52,7 +52,6 @@ import itertools
 import numbers
 
 import numpy as np
-from scipy.optimize import linprog
 
 from theory._arrays import as_scalar, checked_pair, checked_unit_interval
 from theory.algorithms import BatchSpeculative, Branch, Speculative
@@ -273,6 +272,8 @@ def multidraft_acceptance_lp(p, q, n_drafts: int) -> float:
         row[y::vocab_size] = 1
         rows.append(row)
         rhs.append(q[y])
+    from scipy.optimize import linprog  # scipy is imported only when an LP is solved
+
     solution = linprog(objective, A_eq=np.array(rows), b_eq=np.array(rhs),
                        bounds=(0, None), method="highs")
     if solution.status != 0:

@@ -36,7 +36,6 @@ import itertools
 import numbers
 
 import numpy as np
-from scipy.optimize import linprog
 
 from theory._arrays import as_scalar, checked_pair, checked_unit_interval
 from theory.algorithms import Algorithm
@@ -171,6 +170,8 @@ def tv_loss_lp(p, q, accept) -> float:
     objective = np.concatenate([np.zeros(vocab_size), np.full(vocab_size, 0.5)])
     upper = np.vstack([np.hstack([identity, -identity]), np.hstack([-identity, -identity])])
     bound = np.concatenate([q - accepted, accepted - q])
+    from scipy.optimize import linprog  # scipy is imported only when an LP is solved
+
     solution = linprog(objective, A_ub=upper, b_ub=bound,
                        A_eq=np.concatenate([np.ones(vocab_size), np.zeros(vocab_size)])[None],
                        b_eq=[rho], bounds=(0, None), method="highs")
@@ -196,6 +197,8 @@ def pareto_front_lp(p, q, rejection_probability: float) -> float:
     equal = np.vstack([np.concatenate([p, np.zeros(2 * vocab_size)]),  # Σ b p = 1 − ρ
                        np.concatenate([np.zeros(vocab_size), np.ones(vocab_size),
                                        np.zeros(vocab_size)])])  # Σ r = ρ
+    from scipy.optimize import linprog  # scipy is imported only when an LP is solved
+
     solution = linprog(objective, A_ub=upper, b_ub=bound, A_eq=equal,
                        b_eq=[p.sum() - rejection_probability, rejection_probability],
                        bounds=[(0, 1)] * vocab_size + [(0, None)] * (2 * vocab_size),

@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linprog
 
 from theory._arrays import checked_pair
 from theory.models import MarkovLM, check_compatible
@@ -56,6 +55,8 @@ def optimal_verifier_lp(p, q) -> VerifierLP:
     objective = np.concatenate([-p, np.zeros(vocab_size)])
     unbiased = np.hstack([identity * p, identity])
     consistency = np.concatenate([p, np.ones(vocab_size)])[None, :]  # Σ r + Σ b p = Σ p
+    from scipy.optimize import linprog  # scipy is imported only when an LP is solved
+
     solution = linprog(
         objective,
         A_eq=np.vstack([unbiased, consistency]),
