@@ -259,11 +259,17 @@ class _TokenRun(_Run):
         self.after_accept = _torch().as_tensor(tables.after_accept, device=device).to(
             self.index_dtype)
         self.bonus_state, self.bonus_offset = tables.bonus_state, tables.bonus_offset
+        self.round_start = None if tables.round_start.size == 0 else _torch().as_tensor(
+            tables.round_start, device=device).to(self.index_dtype)
 
     def step(self, trial, position, rows, state):
         """The compiled kernel's branch-free step (see :func:`sim.kernels.token_kernel`)."""
         torch = _torch()
         u_token, u_test = self.pair(trial, position, 0)
+        if self.round_start is not None:  # a window policy: the round's first state
+            context = rows - position * self.layout.row_stride
+            state = torch.where(state == 0, self.round_start.index_select(
+                0, context + position * self.layout.n_contexts), state)
         proposed = rows + self.bonus_offset * (state == self.bonus_state).to(rows.dtype)
         token = self.proposal.draw(proposed, u_token)
         accepted = u_test < self.acceptance.index_select(

@@ -112,8 +112,10 @@ class TokenTables:
 
     ``proposal`` holds the draft's rows and, when the algorithm has a bonus position, the
     target's rows ``bonus_offset`` rows later, with acceptance 1 there; ``after_accept`` of
-    the bonus state is 0 (the round ends).  ``Autoregressive`` is the special case of q's rows
-    only, ``bonus_state = 0`` and offset 0: every position a target call that draws from q.
+    the bonus state is 0 (the round ends).  ``round_start`` (a :class:`theory.WindowPolicy`)
+    gives the state a round starting at (n, s) is in at its first position.
+    ``Autoregressive`` is the special case of q's rows only, ``bonus_state = 0`` and offset 0:
+    every position a target call that draws from q.
     """
 
     algorithm: object
@@ -124,6 +126,7 @@ class TokenTables:
     after_accept: np.ndarray  # (round states,) int64
     bonus_state: int  # -1: none
     bonus_offset: int
+    round_start: np.ndarray  # (T·S,) state a round starting at (n, s) is in; empty: state 0
 
     @classmethod
     def build(cls, draft: MarkovLM, target: MarkovLM, algorithm) -> TokenTables:
@@ -132,25 +135,29 @@ class TokenTables:
         if isinstance(algorithm, Autoregressive):
             table = build_alias(q)
             return cls(algorithm, layout, table, np.ones(q.size), table,
-                       np.zeros(1, dtype=np.int64), 0, 0)
+                       np.zeros(1, dtype=np.int64), 0, 0, np.empty(0, dtype=np.int64))
         p = layout.rows(draft)
         accept, rejection_law = algorithm.verification(p, q)
         accept = np.ascontiguousarray(accept, dtype=np.float64).ravel()
         after_accept = np.array([algorithm.after_accept(j)
                                  for j in range(algorithm.n_round_states())], dtype=np.int64)
+        starts = algorithm.round_start_states()
+        round_start = np.empty(0, dtype=np.int64) if starts is None else \
+            np.ascontiguousarray(starts, dtype=np.int64).ravel()
         if not algorithm.has_bonus_state:
             return cls(algorithm, layout, build_alias(p), accept, build_alias(rejection_law),
-                       after_accept, -1, 0)
-        after_accept[algorithm.window] = 0
+                       after_accept, -1, 0, round_start)
+        after_accept[algorithm.bonus_state] = 0
         return cls(algorithm, layout, build_alias(np.concatenate([p, q])),
                    np.concatenate([accept, np.ones(q.size)]), build_alias(rejection_law),
-                   after_accept, algorithm.window, p.shape[0])
+                   after_accept, algorithm.bonus_state, p.shape[0], round_start)
 
     def run(self, key, first_trial, rejections, target_calls, tokens) -> None:
         kernels.token_kernel(
             key[0], key[1], first_trial, *self.layout.common_arguments(),
             self.proposal.entries, self.acceptance, self.rejection.entries, self.after_accept,
-            self.bonus_state, self.bonus_offset, rejections, target_calls, tokens)
+            self.bonus_state, self.bonus_offset, self.round_start, rejections, target_calls,
+            tokens)
 
 
 @dataclass(frozen=True)

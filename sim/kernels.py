@@ -114,7 +114,8 @@ def _first_pairs(key0, key1, first, position, even, odd):
 @njit(parallel=True, cache=True)
 def token_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_stride,
                  start, start_cdf, next_context, proposal, acceptance, rejection,
-                 after_accept, bonus_state, bonus_offset, rejections, target_calls, tokens):
+                 after_accept, bonus_state, bonus_offset, round_start, rejections, target_calls,
+                 tokens):
     """Token-wise verification (``Speculative`` and every (b, 𝒫) verifier; ``Autoregressive``).
 
     Round state j: 0 = a round (target call) starts; ``after_accept[j]`` follows an accepted
@@ -124,10 +125,13 @@ def token_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_s
     is bonus_state = 0 with only q's rows and offset 0).  Every trial draws its candidate
     rejection token too and keeps it when the test fails — no data-dependent branch, so the
     table reads of many trials are in flight at once.  ``next_context`` of size 0 means a
-    first-order chain; ``tokens`` of size 0 means "do not record".
+    first-order chain; ``tokens`` of size 0 means "do not record".  A non-empty
+    ``round_start[n·S + s]`` is the state a round starting at (n, s) begins in (a window
+    policy: its window, or the bonus state for a plain target step).
     """
     record = tokens.shape[0] > 0
     first_order = next_context.size == 0
+    policy = round_start.size > 0
     k0, k1 = np.uint64(key0), np.uint64(key1)
     n_trials = rejections.size
     for block in prange((n_trials + BLOCK - 1) // BLOCK):
@@ -152,6 +156,8 @@ def token_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_s
                 row = position * row_stride + context[j]
                 current = state[j]
                 calls[j] += current == 0
+                if policy and current == 0:
+                    current = round_start[position * n_contexts + context[j]]
                 proposed_row = row + bonus_offset * (current == bonus_state)
                 token = alias_draw(proposal, proposed_row, vocab_size, u_token[j])
                 accepted = u_test[j] < acceptance[proposed_row * vocab_size + token]

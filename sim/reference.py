@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from sim.result import SimResult, check_problem
-from theory import Autoregressive, BatchSpeculative, MarkovLM, Speculative
+from theory import Autoregressive, BatchSpeculative, MarkovLM, Speculative, WindowPolicy
 from theory._arrays import zeros_like_kind
 from theory.onestep import _acceptance
 
@@ -112,6 +112,33 @@ def _speculative(algorithm: Speculative, draft, target, choose) -> Outcome:
             p = draft.probs[trace.position, trace.context]
             accept, rejection_law = algorithm.verification(p, q)
             draft_token = choose.categorical(p)  # drafted lazily, when verification reads it
+            drafted += 1
+            if choose.bernoulli(accept[draft_token]):
+                trace.emit(draft_token)
+            else:
+                trace.emit(choose.categorical(rejection_law))
+                trace.rejections += 1
+                break
+    return trace.outcome()
+
+
+@run_algorithm.register
+def _window_policy(algorithm: WindowPolicy, draft, target, choose) -> Outcome:
+    """Rounds of ``Speculative(window=table[n, s], bonus=True)``, the window read at each
+    round's start; a window of 0 is one plain target step."""
+    trace = _Trace(target, choose)
+    while not trace.done:  # one round per iteration: one target call
+        trace.target_calls += 1
+        window = int(algorithm.table[trace.position, trace.context])
+        drafted = 0
+        while not trace.done:
+            q = target.probs[trace.position, trace.context]
+            if drafted == window:  # all drafts accepted (or none asked for): a token from q
+                trace.emit(choose.categorical(q))
+                break
+            p = draft.probs[trace.position, trace.context]
+            accept, rejection_law = algorithm.verification(p, q)
+            draft_token = choose.categorical(p)
             drafted += 1
             if choose.bernoulli(accept[draft_token]):
                 trace.emit(draft_token)

@@ -95,6 +95,7 @@ def check_problem(draft: MarkovLM, target: MarkovLM, algorithm, n_trials) -> int
         raise TypeError(
             f"algorithm must be a theory Algorithm (e.g. Speculative()); got {algorithm!r}"
         )
+    algorithm.check_models(draft, target)
     if not isinstance(n_trials, numbers.Integral) or isinstance(n_trials, bool):
         raise TypeError(f"n_trials must be an integer; got {n_trials!r}")
     if n_trials < 1:

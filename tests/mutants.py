@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from theory import BatchSpeculative, LossySpeculative, Speculative
+from theory import BatchSpeculative, LossySpeculative, Speculative, WindowPolicy
 from theory.onestep import acceptance_probability, positive_part, residual_distribution
 
 
@@ -74,3 +74,9 @@ class LossyAdditiveAcceptance(LossySpeculative):
         _, law = super().verification(p, q)
         accept = np.minimum(1.0, acceptance_probability(p, q) + self.eps)
         return accept, law
+
+
+def context_blind(policy: WindowPolicy) -> WindowPolicy:
+    """Bug: the draft length is chosen by position only — every context gets context 0's."""
+    table = policy.table
+    return WindowPolicy(np.repeat(table[:, :1], table.shape[1], axis=1))

@@ -46,6 +46,7 @@ from theory.onestep import (
     residual_distribution,
     tv_distance,
 )
+from theory.windows import WindowPolicy, optimal_window_policy
 
 __all__ = [
     "Algorithm",
@@ -56,6 +57,7 @@ __all__ = [
     "MarkovLM",
     "Speculative",
     "UnbiasedSpeculative",
+    "WindowPolicy",
     "acceptance_probability",
     "batch_improvement",
     "batch_rejection_limit",
@@ -67,6 +69,7 @@ __all__ = [
     "expected_walltime",
     "optimal_multidraft_acceptance",
     "optimal_rejection_distribution",
+    "optimal_window_policy",
     "output_model",
     "pareto_front",
     "rejection_law",

@@ -76,6 +76,9 @@ class Algorithm(abc.ABC):
 
     #: Whether the algorithm reads the draft model at all.
     uses_draft: bool = True
+    #: Whether its branches depend on the position itself, not only on the rows (p, q) there
+    #: (e.g. :class:`theory.WindowPolicy`); the DPs then never share positions.
+    position_dependent: bool = False
 
     @abc.abstractmethod
     def n_round_states(self) -> int:
@@ -84,6 +87,28 @@ class Algorithm(abc.ABC):
     @abc.abstractmethod
     def branches(self, p: np.ndarray, q: np.ndarray) -> list[Branch]:
         """The branches at one position for draft rows ``p`` and target rows ``q`` (S, V)."""
+
+    def branches_at(self, position: int, p: np.ndarray, q: np.ndarray) -> list[Branch]:
+        """The branches at ``position``: :meth:`branches` unless the algorithm depends on it."""
+        return self.branches(p, q)
+
+    def check_models(self, draft, target) -> None:
+        """Raise ``ValueError`` if the algorithm cannot run on these models (default: it can)."""
+        return None
+
+    def draft_lengths(self, horizon: int, n_contexts: int) -> np.ndarray:
+        """Tokens drafted by a round that starts at position n in context s, shape (T, S).
+
+        min(window, T − n) (T − n without a window; 0 when the draft is never read): the
+        draft cost of :func:`theory.expected_walltime`.
+        """
+        remaining = horizon - np.arange(horizon)
+        window = getattr(self, "window", None)
+        if not self.uses_draft:
+            remaining = 0 * remaining
+        elif window is not None:
+            remaining = np.minimum(window, remaining)
+        return np.repeat(remaining[:, None], n_contexts, axis=1)
 
 
 @dataclass(frozen=True)
@@ -164,6 +189,16 @@ class Speculative(Algorithm):
     @property
     def has_bonus_state(self) -> bool:
         return self.window is not None and self.bonus
+
+    @property
+    def bonus_state(self) -> int | None:
+        """The round state of the bonus position (None without one)."""
+        return self.window if self.has_bonus_state else None
+
+    def round_start_states(self) -> np.ndarray | None:
+        """The state each (position, context) puts a starting round in, (T, S); None when a
+        round always starts in state 0 (only :class:`theory.WindowPolicy` varies it)."""
+        return None
 
     def n_round_states(self) -> int:
         if self.window is None:

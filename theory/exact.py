@@ -70,12 +70,14 @@ class _Problem:
             raise TypeError(
                 f"algorithm must be a theory Algorithm (e.g. Speculative()); got {algorithm!r}"
             )
+        algorithm.check_models(draft, target)
         self.draft, self.target, self.algorithm = draft, target, algorithm
         self.horizon = target.horizon
         self.n_contexts = target.n_contexts
         self.n_states = algorithm.n_round_states()
         self.exact = target.is_exact
-        homogeneous = draft.is_time_homogeneous and target.is_time_homogeneous
+        homogeneous = draft.is_time_homogeneous and target.is_time_homogeneous \
+            and not algorithm.position_dependent
         self._key = (lambda n: 0) if homogeneous else (lambda n: n)
         self._cache: dict[int, list[_Move]] = {}
 
@@ -84,7 +86,7 @@ class _Problem:
         if key not in self._cache:
             p, q = self.draft.probs[position], self.target.probs[position]
             moves = []
-            for branch in self.algorithm.branches(p, q):
+            for branch in self.algorithm.branches_at(position, p, q):
                 weights = np.asarray(branch.weights)
                 transition = context_transition(weights, self.target.next_context,
                                                 first_order=self.target.is_first_order)
@@ -104,12 +106,12 @@ class _Problem:
 
 
 def _mean_pass(problem: _Problem):
-    """Per-position rejection probability and round-start probability, each shape (T,)."""
+    """Per-position rejection probability (T,) and round-start probability per context (T, S)."""
     mass = problem.initial_mass()
     rejection = problem.zeros(problem.horizon)
-    round_start = problem.zeros(problem.horizon)
+    round_start = problem.zeros(problem.horizon, problem.n_contexts)
     for n in range(problem.horizon):
-        round_start[n] = mass[0].sum()
+        round_start[n] = mass[0]
         following = problem.zeros(problem.n_states, problem.n_contexts)
         for move in problem.moves(n):
             if move.rejected:
@@ -257,24 +259,26 @@ def expected_walltime(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | 
                       *, cost_ratio):
     r"""Expected wall time in units of one target call, with a draft token costing ``cost_ratio``.
 
-    A round starting at position n costs 1 (the target call) plus c·min(γ, T − n) for the
-    tokens it drafts (γ = window; T − n when the window is None; 0 for ``Autoregressive``):
+    A round starting at position n in context s costs 1 (the target call) plus c·d(n, s) for
+    the d(n, s) tokens it drafts (:meth:`Algorithm.draft_lengths`: min(γ, T − n) for a window
+    γ, T − n without one, 0 for ``Autoregressive``, min(table[n, s], T − n) for a
+    :class:`theory.WindowPolicy`):
 
-    .. math::  E[W] = \sum_n P(\text{round starts at } n)\,(1 + c \min(γ, T - n)).
+    .. math::  E[W] = \sum_{n, s} P(\text{round starts at } (n, s))\,(1 + c\, d(n, s)).
     """
-    if not isinstance(cost_ratio, numbers.Real) or not cost_ratio >= 0:
-        raise ValueError(f"cost_ratio must be a real number >= 0; got {cost_ratio!r}")
+    cost_ratio = _checked_cost_ratio(cost_ratio)
     problem = _problem(draft, target, algorithm)
     round_start = _mean_pass(problem)[1]
-    remaining = problem.horizon - np.arange(problem.horizon)
-    algo = problem.algorithm
-    if not algo.uses_draft:
-        drafted = np.zeros(problem.horizon, dtype=int)
-    elif getattr(algo, "window", None) is None:
-        drafted = remaining
-    else:
-        drafted = np.minimum(algo.window, remaining)
+    drafted = problem.algorithm.draft_lengths(problem.horizon, problem.n_contexts)
     return as_scalar((round_start * (1 + cost_ratio * drafted)).sum())
+
+
+def _checked_cost_ratio(cost_ratio):
+    """``cost_ratio`` as a real number >= 0 (booleans and NaN rejected)."""
+    if not isinstance(cost_ratio, numbers.Real) or isinstance(cost_ratio, bool) \
+            or not cost_ratio >= 0:
+        raise ValueError(f"cost_ratio must be a real number >= 0; got {cost_ratio!r}")
+    return cost_ratio
 
 
 def expected_speedup(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | None = None,

@@ -164,3 +164,22 @@ def test_broadcast_layouts_on_the_torch_engine(data, pair, algorithm):
                          record_tokens=True)
     np.testing.assert_array_equal(got.tokens, expected.tokens)
     np.testing.assert_array_equal(got.target_calls, expected.target_calls)
+
+
+@settings(max_examples=20)
+@given(data=st.data(), pair=model_pairs(max_vocab=3, max_horizon=5, max_contexts=3))
+def test_window_policies_on_the_torch_engine(data, pair):
+    from theory import WindowPolicy
+
+    draft, target = pair
+    shape = (target.horizon, target.n_contexts)
+    table = data.draw(st.lists(st.integers(0, 3), min_size=shape[0] * shape[1],
+                               max_size=shape[0] * shape[1]))
+    policy = WindowPolicy(np.reshape(table, shape))
+    seed = data.draw(st.integers(0, 2**32 - 1))
+    expected = simulate(draft, target, policy, n_trials=50, rng=seed, record_tokens=True)
+    got = simulate_torch(draft, target, policy, n_trials=50, rng=seed, device="cpu",
+                         record_tokens=True)
+    np.testing.assert_array_equal(got.tokens, expected.tokens)
+    np.testing.assert_array_equal(got.rejections, expected.rejections)
+    np.testing.assert_array_equal(got.target_calls, expected.target_calls)
