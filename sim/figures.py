@@ -212,6 +212,29 @@ def multidraft_gap(data, title):
     return figure
 
 
+def window_policies(data, title):
+    chains = data["chains"]
+    figure, axes = plt.subplots(1, len(chains), figsize=(5.5 * len(chains), 4))
+    for ax, (name, series) in zip(np.atleast_1d(axes), chains.items(), strict=True):
+        cost = series["cost"]
+        ax.plot(cost, series["optimal"], "-o", ms=4, color=COLORS[0],
+                label="optimal per-round window (exact MDP)")
+        ax.plot(cost, series["best_fixed"], "--s", ms=4, color=COLORS[1],
+                label="best fixed window γ (exact)")
+        ax.plot(cost, series["leviathan"], ":^", ms=4, color=COLORS[2],
+                label=f"Leviathan's rule, α = {series['alpha']:.3f} (exact)")
+        ax.axhline(1, color="0.6", lw=0.8, label="autoregressive")
+        for c, value, window in zip(cost, series["best_fixed"], series["best_fixed_window"],
+                                    strict=True):
+            ax.annotate(f"γ={window}", (c, value), textcoords="offset points", xytext=(0, -12),
+                        ha="center", fontsize=7, color=COLORS[1])
+        ax.set_xscale("log")
+        _label(ax, "cost ratio c (one drafted token = c target calls)",
+               "speedup T / E[wall time]", name)
+    figure.suptitle(title)
+    return figure
+
+
 FIGURES = {
     "fig2a": (running_means,
               "Fig. 2(a): speculative decoding vs Theorem 1 (paper's instance, T = 50)"),
@@ -228,4 +251,5 @@ FIGURES = {
     "pmf": (pmf, "Exact law of N_rej vs simulation (Fig. 2 chains, window 4)"),
     "walltime": (walltime, "Target calls and walltime vs window γ (Fig. 2 chains)"),
     "gap": (multidraft_gap, "Root acceptance: recursive verifiers vs the optimal one"),
+    "windows": (window_policies, "Draft length: optimal policy vs fixed γ vs Leviathan's rule"),
 }

@@ -32,6 +32,7 @@ from sim.models import (
     bernoulli_pair,
     context_free_pair,
     fig2_pair,
+    ngram_pair,
     temperature_pair,
     uniform_subset_pair,
 )
@@ -42,7 +43,9 @@ from theory import (
     Speculative,
     expected_speedup,
     expected_target_calls,
+    expected_walltime,
     optimal_multidraft_acceptance,
+    optimal_window_policy,
     rejection_pmf,
     target_calls_pmf,
     theorem1_rejections,
@@ -50,6 +53,7 @@ from theory import (
     tv_distance,
 )
 from theory.batch import root_acceptance
+from theory.exact import walltime_components
 from theory.lossy import over_acceptance, rejection_probability, tv_loss
 from theory.symbolic import leviathan_walltime_factor
 
@@ -339,10 +343,61 @@ def gap(settings, rng) -> Outcome:
     return Outcome([], {"series": series})
 
 
+#: Cost ratios c of the draft-length comparison (a drafted token costs c target calls).
+WINDOW_COSTS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+MAX_WINDOW = 10
+
+
+def _window_chain(draft, target, costs):
+    """Speedup T / E[W] vs c: the optimal policy, the best fixed window, Leviathan's rule."""
+    horizon = target.horizon
+    alpha = 1 - theorem1_rejections(draft, target) / horizon  # mean acceptance
+    fixed = {w: walltime_components(draft, target, Speculative(window=w))
+             for w in range(1, MAX_WINDOW + 1)}
+    series = {"cost": list(costs), "optimal": [], "best_fixed": [], "best_fixed_window": [],
+              "leviathan": [], "leviathan_window": [], "alpha": alpha}
+    for cost in costs:
+        policy = optimal_window_policy(draft, target, cost_ratio=cost, max_window=MAX_WINDOW)
+        series["optimal"].append(horizon / expected_walltime(draft, target, policy,
+                                                             cost_ratio=cost))
+        times = {w: calls + cost * drafted for w, (calls, drafted) in fixed.items()}
+        best = min(times, key=times.get)
+        series["best_fixed"].append(horizon / times[best])
+        series["best_fixed_window"].append(best)
+        rule = max(range(1, MAX_WINDOW + 1),
+                   key=lambda w: float(leviathan_walltime_factor(alpha, w, cost)))
+        series["leviathan"].append(horizon / times[rule])
+        series["leviathan_window"].append(rule)
+    return series
+
+
+def windows(settings, rng) -> Outcome:
+    """Optimal per-round draft lengths (exact MDP) vs the best fixed γ and Leviathan's rule, on
+    the Fig. 2 chains and a text n-gram pair; the optimal policy simulated at c = 0.05, 0.2."""
+    chains = {"Fig. 2 (paper's instance)": fig2_pair(50, instance="paper"),
+              "text n-gram (V=100, 300 contexts, T=32)": ngram_pair(
+                  vocab_size=100, max_contexts=300, horizon=32)}
+    costs = WINDOW_COSTS[::2] if settings.quick else WINDOW_COSTS
+    data = {"chains": {name: _window_chain(*pair, costs) for name, pair in chains.items()}}
+    draft, target = chains["Fig. 2 (paper's instance)"]
+    rows = []
+    for cost, stream in zip((0.05, 0.2), rng.spawn(2), strict=True):
+        policy = optimal_window_policy(draft, target, cost_ratio=cost, max_window=MAX_WINDOW)
+        result = simulate(draft, target, policy, n_trials=settings.trials // 4, rng=stream,
+                          client=settings.client)
+        for label, samples, pmf in (
+                ("target calls", result.target_calls, target_calls_pmf(draft, target, policy)),
+                ("N_rej", result.rejections, rejection_pmf(draft, target, policy))):
+            mean, variance = _moments(pmf)
+            rows.append(_mean_row(f"E[{label}] optimal windows c={cost}", samples, mean,
+                                  variance))
+    return Outcome(rows, data)
+
+
 EXPERIMENTS = {"fig2a": fig2a, "fig2b": fig2b, "fig2c": fig2c,
                "fig2_dirichlet": fig2_dirichlet, "fig5": fig5, "fig3": fig3,
                "fig4a": fig4a, "fig4bc": fig4bc, "pmf": pmf_experiment,
-               "walltime": walltime, "gap": gap}
+               "walltime": walltime, "gap": gap, "windows": windows}
 
 
 # ---------------------------------------------------------------------- the run

@@ -47,6 +47,7 @@ __all__ = [
     "round_length_pmf",
     "target_calls_pmf",
     "theorem1_rejections",
+    "walltime_components",
 ]
 
 
@@ -267,10 +268,30 @@ def expected_walltime(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | 
     .. math::  E[W] = \sum_{n, s} P(\text{round starts at } (n, s))\,(1 + c\, d(n, s)).
     """
     cost_ratio = _checked_cost_ratio(cost_ratio)
+    calls, drafted = walltime_components(draft, target, algorithm)
+    return calls + cost_ratio * drafted
+
+
+def walltime_components(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | None = None):
+    r"""(E[target calls], E[drafted tokens]) in one DP pass: E[W] = calls + c · drafted.
+
+    Wall time is linear in the cost ratio c, so one pass serves every c.
+
+    Examples
+    --------
+    >>> from theory import MarkovLM, Speculative, expected_walltime
+    >>> from theory.exact import walltime_components
+    >>> p = MarkovLM.homogeneous([[0.5, 0.5]], 4, next_context=[[0, 0]])
+    >>> q = MarkovLM.homogeneous([[0.9, 0.1]], 4, next_context=[[0, 0]])
+    >>> calls, drafted = walltime_components(p, q, Speculative(window=2))
+    >>> bool(abs(calls + 0.3 * drafted - expected_walltime(p, q, Speculative(2), cost_ratio=0.3))
+    ...      < 1e-12)
+    True
+    """
     problem = _problem(draft, target, algorithm)
     round_start = _mean_pass(problem)[1]
     drafted = problem.algorithm.draft_lengths(problem.horizon, problem.n_contexts)
-    return as_scalar((round_start * (1 + cost_ratio * drafted)).sum())
+    return as_scalar(round_start.sum()), as_scalar((round_start * drafted).sum())
 
 
 def _checked_cost_ratio(cost_ratio):

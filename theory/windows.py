@@ -20,9 +20,10 @@ recursion: let a_i(s, ·) be the law of the context after the round's first i dr
 accepted (a_0 = δ_s).  With A_m, R_m, Q_m the (S, S) context transitions of the accepted,
 rejected and target-drawn tokens at position m (:func:`theory.context_transition`),
 a_{i+1} = a_i A_{n+i}; the round ends after i + 1 tokens with the rejection mass a_i R_{n+i}
-(i < w), after w + 1 tokens with the bonus mass a_w Q_{n+w}, or at the horizon.  All windows
-w ≤ W share the prefix a_0 … a_W, so one position costs O(W · S³) and the whole problem
-O(T · W · S³) — exact in rationals for Fraction models and a Fraction ``cost_ratio``.
+(i < w), after w + 1 tokens with the bonus mass a_w Q_{n+w}, or at the horizon.  Only the
+expectation of J at the round's end is needed, so it is computed right to left with
+matrix-vector products: O(W²) of them per position, O(T · W² · S²) in all — exact in
+rationals for Fraction models and a Fraction ``cost_ratio``.
 
 Round states of the policy (for the DP of :mod:`theory.exact` and the engines): 0 = a round
 starts (the window is read from the table), r = 1 … W = r drafts still to verify, W + 1 = the
@@ -187,8 +188,8 @@ def optimal_window_policy(draft: MarkovLM, target: MarkovLM, *, cost_ratio,
 
     Notes
     -----
-    Cost O(T · W · S³) time and O(W · S²) memory beyond the models' transition matrices
-    (W = ``max_window``): fine for S up to a few hundred contexts.
+    Cost O(T · W² · S²) time (W = ``max_window``) with dense (S, S) context transitions per
+    position: seconds for S up to a few hundred contexts.
 
     Examples
     --------
@@ -257,25 +258,25 @@ class _Transitions:
 
 
 def _window_costs(n, horizon, max_window, cost_ratio, transitions, value, exact):
-    """cost[w][s]: expected wall time from a round with window w at (n, s), w = 0 … W."""
+    """cost[w][s]: expected wall time from a round with window w at (n, s), w = 0 … W.
+
+    Right to left along the round: with v the expected J at the round's end, v = Q_{n+w} J_{n+w+1}
+    after w accepted drafts (0 at the horizon), then v ← R_{n+i} J_{n+i+1} + A_{n+i} v for
+    i = w − 1 … 0 — matrix-vector products only.
+    """
     n_contexts = value.shape[1]
-    identity = zeros_like_kind((n_contexts, n_contexts), exact)
-    for s in range(n_contexts):
-        identity[s, s] = 1
-    prefix = identity  # a_i: all i drafts accepted, context after them
-    ended = zeros_like_kind(n_contexts, exact)  # Σ over rejection ends before i of J
+    rejected_end = {}  # R_{n+i} J_{n+i+1}: the expected J after a rejection at draft i
     costs = []
     for w in range(max_window + 1):
         drafted = min(w, horizon - n)
-        if n + w >= horizon:
-            # the horizon cuts the window: the round ends at T (J = 0) after all accepted
-            cost = ended
+        if n + w < horizon:
+            v = transitions.at(n + w)[2] @ value[n + w + 1]  # the bonus token
         else:
-            bonus = transitions.at(n + w)[2]
-            cost = ended + (prefix @ bonus) @ value[n + w + 1]
-        costs.append(1 + cost_ratio * drafted + cost)
-        if n + w < horizon:  # extend the prefix by one accepted draft for window w + 1
-            accepted, rejected, _ = transitions.at(n + w)
-            ended = ended + (prefix @ rejected) @ value[n + w + 1]
-            prefix = prefix @ accepted
+            v = zeros_like_kind(n_contexts, exact)  # the horizon ends the round
+        for i in range(drafted - 1, -1, -1):
+            accepted, rejected, _ = transitions.at(n + i)
+            if i not in rejected_end:
+                rejected_end[i] = rejected @ value[n + i + 1]
+            v = rejected_end[i] + accepted @ v
+        costs.append(1 + cost_ratio * drafted + v)
     return costs
