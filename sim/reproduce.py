@@ -349,11 +349,13 @@ MAX_WINDOW = 10
 
 
 def _window_chain(draft, target, costs):
-    """Speedup T / E[W] vs c: the optimal policy, the best fixed window, Leviathan's rule."""
+    """Speedup T / E[W] vs c: the optimal policy, the best fixed window (0 … W, 0 being
+    autoregressive decoding), and Leviathan's rule (the γ maximizing his i.i.d. formula)."""
     horizon = target.horizon
     alpha = 1 - theorem1_rejections(draft, target) / horizon  # mean acceptance
     fixed = {w: walltime_components(draft, target, Speculative(window=w))
              for w in range(1, MAX_WINDOW + 1)}
+    fixed[0] = (horizon, 0)  # window 0: autoregressive decoding
     series = {"cost": list(costs), "optimal": [], "best_fixed": [], "best_fixed_window": [],
               "leviathan": [], "leviathan_window": [], "alpha": alpha}
     for cost in costs:
@@ -364,7 +366,7 @@ def _window_chain(draft, target, costs):
         best = min(times, key=times.get)
         series["best_fixed"].append(horizon / times[best])
         series["best_fixed_window"].append(best)
-        rule = max(range(1, MAX_WINDOW + 1),
+        rule = max(range(MAX_WINDOW + 1),  # γ = 0 gives 1: autoregressive
                    key=lambda w: float(leviathan_walltime_factor(alpha, w, cost)))
         series["leviathan"].append(horizon / times[rule])
         series["leviathan_window"].append(rule)
