@@ -244,20 +244,54 @@ def _prepare(draft, target, algorithm, n_trials, rng, chunk_size):
 def _map_chunks(function, tables, key, bounds, *, client=None, progress=False, label=""):
     """Yield ``function(tables, key, first, n)`` for every chunk, in chunk order.
 
-    With a ``dask.distributed`` client the chunks run on its workers (the tables are scattered
-    once per call).  A chunk's result depends only on its trial indices, so it does not matter
-    where or in how many processes it ran.
+    With a ``dask.distributed`` client the chunks run on its workers (:func:`_on_cluster`).
+    A chunk's result depends only on its trial indices, so it does not matter where, in how
+    many processes, or how many times it ran.
     """
     if client is None:
         results = (function(tables, key, first, n) for first, n in bounds)
     else:
-        # A fresh key per call (hash=False): re-broadcasting identical, already scattered
-        # tables was seen to stall distributed's worker-to-worker replication.
-        shared = client.scatter(tables, hash=False)
-        futures = client.map(function, [shared] * len(bounds), [key] * len(bounds),
-                             *zip(*bounds, strict=True), pure=False)
-        results = (future.result() for future in futures)
+        results = iter(_on_cluster(client, function, tables, key, bounds))
     yield from _progress(results, label, len(bounds)) if progress else results
+
+
+#: Rounds of re-scattering and resubmitting chunks whose tables or worker were lost.
+CLUSTER_ATTEMPTS = 4
+
+
+def _on_cluster(client, function, tables, key, bounds) -> list:
+    """Run the chunks on a dask cluster, surviving the loss of any worker.
+
+    The tables are scattered to every worker (``broadcast=True``), so losing one — even while it
+    holds them — leaves copies; a chunk whose worker died is rerun by the scheduler.  If the
+    tables are lost everywhere (``FutureCancelledError``) or a chunk keeps killing workers
+    (``KilledWorker``), the unfinished chunks are resubmitted with freshly scattered tables, up
+    to :data:`CLUSTER_ATTEMPTS` rounds.  Reruns give identical results (counter randomness).
+    """
+    from concurrent.futures import CancelledError
+
+    from distributed import KilledWorker
+
+    results: list = [None] * len(bounds)
+    pending = list(range(len(bounds)))
+    for _ in range(CLUSTER_ATTEMPTS):
+        # A fresh key per round (hash=False): re-broadcasting identical, already scattered
+        # tables was seen to stall distributed's worker-to-worker replication.
+        shared = client.scatter(tables, broadcast=True, hash=False)
+        futures = {i: client.submit(function, shared, key, *bounds[i], pure=False)
+                   for i in pending}
+        lost = []
+        for i, future in futures.items():
+            try:
+                results[i] = future.result()
+            except (CancelledError, KilledWorker) as error:
+                lost.append(i)
+                cause = error
+        if not lost:
+            return results
+        pending = lost
+    raise RuntimeError(f"dask: {len(pending)} of {len(bounds)} chunks were lost in "
+                       f"{CLUSTER_ATTEMPTS} attempts (last error: {cause!r})")
 
 
 def _progress(iterable, label: str, total: int | None = None):

@@ -69,3 +69,51 @@ def test_reproduce_on_dask_equals_local(client, tmp_path):
         remote = json.loads((tmp_path / "dask" / "data" / f"{name}.json").read_text())
         assert local["checks"] == remote["checks"] and local["data"] == remote["data"]
         assert remote["settings"]["dask_scheduler"].startswith("tcp://")
+
+
+def _chunk_that_kills_workers(flag_folder, kills):
+    """A chunk function whose first ``kills`` calls SIGKILL the worker process running them
+    (each leaves a flag file first, so a rerun of the same chunk goes through)."""
+
+    def run(tables, key, first, n):
+        import os
+        import pathlib
+        import signal
+
+        from sim.engine import run_chunk
+
+        folder = pathlib.Path(flag_folder)
+        done = len(list(folder.iterdir()))
+        if done < kills:
+            (folder / f"kill-{done}-{os.getpid()}").touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return run_chunk(tables, key, first, n)
+
+    return run
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.parametrize("kills", [1, 2], ids=["one worker dies", "every worker dies"])
+def test_losing_workers_mid_run_changes_no_bit(tmp_path, kills):
+    """Worker processes killed (SIGKILL) while running chunks, after the tables were scattered:
+    with one death the other worker's copy of the tables serves the rerun; when both die the
+    tables are lost everywhere and the chunks are resubmitted with freshly scattered tables.
+    Either way the result equals the single-process one, bit for bit."""
+    from sim.engine import _on_cluster, chunk_bounds, make_tables, run_chunk
+    from sim.philox import philox_key
+
+    draft, target = fig2_pair(horizon=20)
+    tables = make_tables(draft, target, Speculative(window=3))
+    key, bounds = philox_key(9), chunk_bounds(6000, 500)
+    expected = [run_chunk(tables, key, first, n) for first, n in bounds]
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  scheduler_port=0, dashboard_address=":0") as cluster, \
+            distributed.Client(cluster) as client:
+        parts = _on_cluster(client, _chunk_that_kills_workers(str(tmp_path), kills), tables,
+                            key, bounds)
+    assert len(list(tmp_path.iterdir())) == kills  # the faults did happen
+    for got, want in zip(parts, expected, strict=True):
+        np.testing.assert_array_equal(got.rejections, want.rejections)
+        np.testing.assert_array_equal(got.target_calls, want.target_calls)
