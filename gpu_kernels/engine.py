@@ -26,6 +26,7 @@ import numpy as np
 from sim.engine import (
     BatchTables,
     TokenTables,
+    _outputs,
     chunk_bounds,
     count_dtype,
     make_tables,
@@ -381,15 +382,11 @@ def simulate(draft, target, algorithm, *, n_trials: int, rng=None, device=None,
         from tqdm.auto import tqdm
 
         bounds = tqdm(bounds, desc=f"{type(algorithm).__name__} [{device}]", unit="chunk")
-    horizon = tables.layout.horizon
-    rejections = np.empty(n_trials, dtype=count_dtype(horizon))
-    calls = np.empty(n_trials, dtype=count_dtype(horizon))
-    tokens = np.empty((n_trials, horizon), dtype=token_dtype(tables.layout.vocab_size)) \
-        if record_tokens else None
+    rejections, calls, tokens = _outputs(tables.layout, n_trials, record_tokens)
     for first, n in bounds:
         part = run.run(key, first, n, record_tokens)
         rejections[first:first + n] = part.rejections
         calls[first:first + n] = part.target_calls
         if record_tokens:
             tokens[first:first + n] = part.tokens
-    return SimResult(rejections, calls, tokens)
+    return SimResult(rejections, calls, tokens if record_tokens else None)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import numbers
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,13 +40,16 @@ from theory.onestep import _acceptance
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
+    "MEMORY_LIMIT",
     "BatchTables",
     "TokenTables",
+    "check_memory",
     "chunk_bounds",
     "count_dtype",
     "make_tables",
     "simulate",
     "simulate_counts",
+    "table_bytes",
     "token_dtype",
 ]
 
@@ -201,11 +205,59 @@ FAMILIES = {Autoregressive: TokenTables, Speculative: TokenTables,
 
 
 def make_tables(draft: MarkovLM, target: MarkovLM, algorithm) -> TokenTables | BatchTables:
-    """Build the sampling tables of ``algorithm`` on this pair (once per simulation)."""
+    """Build the sampling tables of ``algorithm`` on this pair (once per simulation).
+
+    Raises ``MemoryError`` with the estimate and the limit before building tables that would
+    not fit (:func:`check_memory`).
+    """
     for kind in type(algorithm).__mro__:
         if kind in FAMILIES:
+            check_memory(table_bytes(draft, target, algorithm),
+                         f"the sampling tables of {algorithm!r} on {target!r}",
+                         "use a smaller model or fewer drafts")
             return FAMILIES[kind].build(draft, target, algorithm)
     raise TypeError(f"the engines have no kernel for {algorithm!r}")
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: assume 16 GiB
+        return 16 * 2**30
+
+
+#: Largest memory (bytes) a simulation may plan to allocate: 80% of this machine's memory.
+#: Set ``sim.engine.MEMORY_LIMIT`` to allow more (or less).
+MEMORY_LIMIT = int(0.8 * _physical_memory())
+
+
+def _size(n_bytes: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n_bytes < 1024 or unit == "PiB":
+            return f"{n_bytes:.3g} {unit}" if unit != "bytes" else f"{int(n_bytes)} bytes"
+        n_bytes /= 1024
+    return f"{n_bytes:.3g} PiB"  # pragma: no cover - the loop always returns
+
+
+def check_memory(estimate: float, what: str, advice: str) -> None:
+    """Refuse, with a one-line ``MemoryError``, to allocate more than :data:`MEMORY_LIMIT`."""
+    if estimate > MEMORY_LIMIT:
+        raise MemoryError(f"{what} would need about {_size(estimate)}, over the limit of "
+                          f"{_size(MEMORY_LIMIT)} (sim.engine.MEMORY_LIMIT); {advice}")
+
+
+def table_bytes(draft: MarkovLM, target: MarkovLM, algorithm) -> float:
+    """A generous estimate of the memory that building the sampling tables takes (bytes).
+
+    Rows R = S (time-homogeneous pair) or T·S; per row and token: ≈ 80 bytes for token-wise
+    verifiers (alias records of proposals and rejection law, acceptance, and the temporaries
+    of their construction), ≈ 48·M for M batch candidates (a residual law, its alias record
+    and its acceptance per candidate).
+    """
+    homogeneous = draft.is_time_homogeneous and target.is_time_homogeneous
+    cells = (1 if homogeneous else target.horizon) * target.n_contexts * target.vocab_size
+    per_cell = 48 * algorithm.n_drafts if isinstance(algorithm, BatchSpeculative) else 80
+    return float(cells) * per_cell
 
 
 def chunk_bounds(n_trials: int, chunk_size: int) -> list[tuple[int, int]]:
@@ -216,6 +268,10 @@ def chunk_bounds(n_trials: int, chunk_size: int) -> list[tuple[int, int]]:
 
 def _outputs(layout: Layout, n: int, record_tokens: bool):
     counts = count_dtype(layout.horizon)
+    per_trial = 2 * counts.itemsize + (
+        layout.horizon * token_dtype(layout.vocab_size).itemsize if record_tokens else 0)
+    check_memory(float(n) * per_trial, f"the results of {n:,} trials",
+                 "use fewer trials, simulate_counts (histograms only), or record_tokens=False")
     tokens_shape = (n, layout.horizon) if record_tokens else (0, 0)
     return (np.empty(n, dtype=counts), np.empty(n, dtype=counts),
             np.empty(tokens_shape, dtype=token_dtype(layout.vocab_size)))

@@ -183,3 +183,9 @@ def test_window_policies_on_the_torch_engine(data, pair):
     np.testing.assert_array_equal(got.tokens, expected.tokens)
     np.testing.assert_array_equal(got.rejections, expected.rejections)
     np.testing.assert_array_equal(got.target_calls, expected.target_calls)
+
+
+def test_the_torch_engine_refuses_what_would_not_fit():
+    draft, target = fig2_pair(horizon=5)
+    with pytest.raises(MemoryError, match="results of 100,000,000,000 trials"):
+        simulate_torch(draft, target, Speculative(), n_trials=10**11, rng=0, device="cpu")

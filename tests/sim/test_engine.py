@@ -278,3 +278,20 @@ def test_both_pairing_loops_build_identical_tables(rows):
     vectorized, scalar = _pair_rows(mass, empty), _pair_rows_one_by_one(mass, empty)
     np.testing.assert_array_equal(vectorized[0], scalar[0])
     np.testing.assert_array_equal(vectorized[1], scalar[1])
+
+
+def test_allocations_beyond_the_memory_limit_are_refused_before_they_start(monkeypatch):
+    import sim.engine
+
+    draft, target = fig2_pair(horizon=5)
+    with pytest.raises(MemoryError, match=r"results of 100,000,000,000 trials would need "
+                                          r"about .* over the limit of .*MEMORY_LIMIT"):
+        simulate(draft, target, Speculative(), n_trials=10**11, rng=0)
+    with pytest.raises(MemoryError, match=r"sampling tables of BatchSpeculative\(n_drafts="
+                                          r"100000000"):
+        simulate(draft, target, BatchSpeculative(10**8), n_trials=10, rng=0)
+    monkeypatch.setattr(sim.engine, "MEMORY_LIMIT", 10**12)  # the user raises the limit
+    sim.engine.check_memory(10**11, "a plan", "")
+    monkeypatch.setattr(sim.engine, "MEMORY_LIMIT", 100)
+    with pytest.raises(MemoryError, match="the results of 1,000 trials"):
+        simulate(draft, target, Speculative(), n_trials=1000, rng=0)
