@@ -292,6 +292,6 @@ def test_allocations_beyond_the_memory_limit_are_refused_before_they_start(monke
         simulate(draft, target, BatchSpeculative(10**8), n_trials=10, rng=0)
     monkeypatch.setattr(sim.engine, "MEMORY_LIMIT", 10**12)  # the user raises the limit
     sim.engine.check_memory(10**11, "a plan", "")
-    monkeypatch.setattr(sim.engine, "MEMORY_LIMIT", 100)
-    with pytest.raises(MemoryError, match="the results of 1,000 trials"):
-        simulate(draft, target, Speculative(), n_trials=1000, rng=0)
+    monkeypatch.setattr(sim.engine, "MEMORY_LIMIT", 50_000)  # tables ≈ 20 kB fit, results not
+    with pytest.raises(MemoryError, match="the results of 100,000 trials"):
+        simulate(draft, target, Speculative(), n_trials=100_000, rng=0)
