@@ -187,3 +187,18 @@ def checked_unit_interval(name: str, values) -> np.ndarray:
         label = f"{name}[{_index_text(where)}]" if array.ndim else name
         raise ValueError(f"{label} = {describe(flat[where])} is not in [0, 1]")
     return array
+
+
+def checked_acceptance(accept, p, name: str = "accept") -> np.ndarray:
+    """Acceptance probabilities b ∈ [0, 1] for the rows ``p``: validated, and broadcastable
+    against ``p`` (a clear error names ``name`` and both shapes otherwise)."""
+    if accept is None:
+        raise TypeError(f"{name} must be acceptance probabilities in [0, 1] (an array like p); "
+                        f"got None")
+    array = checked_unit_interval(name, accept)
+    try:
+        np.broadcast_shapes(np.shape(array), np.shape(p))
+    except ValueError:
+        raise ValueError(f"{name} must broadcast with p; got shape {np.shape(array)} for p of "
+                         f"shape {np.shape(p)}") from None
+    return array

@@ -37,7 +37,7 @@ import numbers
 
 import numpy as np
 
-from theory._arrays import as_scalar, checked_pair, checked_unit_interval
+from theory._arrays import as_scalar, checked_acceptance, checked_pair, checked_unit_interval
 from theory.algorithms import Algorithm
 from theory.models import MarkovLM, check_compatible
 from theory.onestep import _tv_distance, positive_part, safe_ratio
@@ -58,12 +58,15 @@ __all__ = [
 ]
 
 
-def _arrays(p, q, accept=None):
+_NO_ACCEPT = object()
+
+
+def _arrays(p, q, accept=_NO_ACCEPT):
     """Validated float64 arrays p, q (probability vectors) and accept (in [0, 1]), broadcast."""
     p, q = checked_pair(p, q)
     arrays = [np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)]
-    if accept is not None:
-        arrays.append(np.asarray(checked_unit_interval("accept", accept), dtype=np.float64))
+    if accept is not _NO_ACCEPT:
+        arrays.append(np.asarray(checked_acceptance(accept, arrays[0]), dtype=np.float64))
         try:
             return np.broadcast_arrays(*arrays)
         except ValueError:
@@ -226,10 +229,14 @@ def output_model(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm) -> Mar
     True
     """
     check_compatible(draft, target)
+    if not isinstance(algorithm, Algorithm):
+        raise TypeError(f"algorithm must be a theory Algorithm (e.g. LossySpeculative(0.1)); "
+                        f"got {algorithm!r}")
+    algorithm.check_models(draft, target)
     rows = []
     for n in range(target.horizon):
         per_state: dict[int, np.ndarray] = {}
-        for branch in algorithm.branches(draft.probs[n], target.probs[n]):
+        for branch in algorithm.branches_at(n, draft.probs[n], target.probs[n]):
             per_state[branch.source] = per_state.get(branch.source, 0) + np.asarray(
                 branch.weights)
         laws = list(per_state.values())

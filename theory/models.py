@@ -143,7 +143,11 @@ class MarkovLM:
         kernel = as_probability_array(kernel, "kernel")
         if kernel.ndim != 2:
             raise ValueError(f"kernel must have shape (S, V); got shape {kernel.shape}")
-        probs = np.broadcast_to(kernel, (horizon, *kernel.shape))
+        try:
+            probs = np.broadcast_to(kernel, (horizon, *kernel.shape))
+        except ValueError as error:  # numpy refuses shapes beyond its index range
+            raise ValueError(f"horizon = {horizon} is too large for a kernel of shape "
+                             f"{kernel.shape}: {error}") from None
         return cls(probs, next_context=next_context, start=start)
 
     # ------------------------------------------------------------------ attributes

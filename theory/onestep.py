@@ -24,9 +24,9 @@ import numpy as np
 
 from theory._arrays import (
     as_scalar,
+    checked_acceptance,
     checked_distributions,
     checked_pair,
-    checked_unit_interval,
 )
 
 __all__ = [
@@ -187,8 +187,8 @@ def rejection_mass(p, accept):
     >>> round(float(rejection_mass([0.5, 0.5], [1.0, 0.2])), 12)
     0.4
     """
-    return as_scalar(_rejection_mass(checked_distributions("p", p),
-                                     checked_unit_interval("accept", accept)))
+    p = checked_distributions("p", p)
+    return as_scalar(_rejection_mass(p, checked_acceptance(accept, p)))
 
 
 def _rejection_mass(p, accept):
@@ -208,7 +208,7 @@ def rejection_law(p, q, accept):
     [1.0, 0.0]
     """
     p, q = checked_pair(p, q)
-    return _rejection_law(p, q, checked_unit_interval("accept", accept))
+    return _rejection_law(p, q, checked_acceptance(accept, p))
 
 
 def _rejection_law(p, q, accept):
