@@ -111,7 +111,8 @@ class TokenTables:
     """Tables of a token-wise verifier: proposals, acceptance b, rejection law 𝒫.
 
     ``proposal`` holds the draft's rows and, when the algorithm has a bonus position, the
-    target's rows ``bonus_offset`` rows later, with acceptance 1 there; ``after_accept`` of
+    bonus law's rows (``algorithm.bonus_law(q)``: the target's, or the truncated target's)
+    ``bonus_offset`` rows later, with acceptance 1 there; ``after_accept`` of
     the bonus state is 0 (the round ends).  ``Autoregressive`` is the special case of q's rows
     only, ``bonus_state = 0`` and offset 0: every position a target call that draws from q.
     """
@@ -142,7 +143,8 @@ class TokenTables:
             return cls(algorithm, layout, build_alias(p), accept, build_alias(rejection_law),
                        after_accept, -1, 0)
         after_accept[algorithm.window] = 0
-        return cls(algorithm, layout, build_alias(np.concatenate([p, q])),
+        bonus = np.asarray(algorithm.bonus_law(q), dtype=np.float64)  # q, or q̂ (truncation)
+        return cls(algorithm, layout, build_alias(np.concatenate([p, bonus])),
                    np.concatenate([accept, np.ones(q.size)]), build_alias(rejection_law),
                    after_accept, algorithm.window, p.shape[0])
 
