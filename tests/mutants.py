@@ -8,7 +8,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from theory import BatchSpeculative, LossySpeculative, Speculative
+from theory import (
+    BatchSpeculative,
+    LossySpeculative,
+    Speculative,
+    TruncatedSpeculative,
+    TypicalAcceptance,
+)
 from theory.onestep import acceptance_probability, positive_part, residual_distribution
 
 
@@ -74,3 +80,20 @@ class LossyAdditiveAcceptance(LossySpeculative):
         _, law = super().verification(p, q)
         accept = np.minimum(1.0, acceptance_probability(p, q) + self.eps)
         return accept, law
+
+
+@dataclass(frozen=True, init=False, repr=False)
+class TypicalWithoutEntropy(TypicalAcceptance):
+    """Bug: typical acceptance with the cutoff ``threshold`` alone (the α·exp(−H) term
+    forgotten), i.e. accepting iff q(x) > threshold."""
+
+    def cutoff(self, q):
+        return np.full(np.shape(q)[:-1], float(self.threshold))
+
+
+@dataclass(frozen=True, init=False, repr=False)
+class TruncatedBonusFromTarget(TruncatedSpeculative):
+    """Bug: truncated speculative decoding whose bonus token is drawn from q, not q̂."""
+
+    def bonus_law(self, q):
+        return np.asarray(q)

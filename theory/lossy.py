@@ -385,12 +385,13 @@ def verifier_tradeoff(p, q, algorithm) -> VerifierTradeoff:
     p, q = np.broadcast_arrays(p, q)
     accept, law = algorithm.verification(p, q)
     accept, law = np.asarray(accept), np.asarray(law)
-    rho = ((1 - accept) * p).sum(axis=-1)
+    rho = np.asarray(((1 - accept) * p).sum(axis=-1))
     emitted = accept * p + rho[..., None] * law
-    loss = _tv_distance(emitted, q)
+    loss = np.asarray(_tv_distance(emitted, q))
     best = np.abs(q - accept * p).sum(axis=-1) / 2 - rho / 2
-    tv = _tv_distance(p, q)
-    return VerifierTradeoff(rho, loss, best, tv, rho + loss - tv)
+    tv = np.asarray(_tv_distance(p, q))
+    return VerifierTradeoff(*(as_scalar(value) for value in (rho, loss, best, tv,
+                                                              rho + loss - tv)))
 
 
 def chain_tradeoff(draft: MarkovLM, target: MarkovLM, algorithm) -> dict:
