@@ -115,11 +115,12 @@ class TokenTables:
     """Tables of a token-wise verifier: proposals, acceptance b, rejection law 𝒫.
 
     ``proposal`` holds the draft's rows and, when the algorithm has a bonus position, the
-    target's rows ``bonus_offset`` rows later, with acceptance 1 there; ``after_accept`` of
-    the bonus state is 0 (the round ends).  ``round_start`` (a :class:`theory.WindowPolicy`)
-    gives the state a round starting at (n, s) is in at its first position.
-    ``Autoregressive`` is the special case of q's rows only, ``bonus_state = 0`` and offset 0:
-    every position a target call that draws from q.
+    bonus law's rows (``algorithm.bonus_law(q)``: the target's, or the truncated target's)
+    ``bonus_offset`` rows later, with acceptance 1 there; ``after_accept`` of the bonus state
+    is 0 (the round ends).  ``round_start`` (a :class:`theory.WindowPolicy`) gives the state a
+    round starting at (n, s) is in at its first position.  ``Autoregressive`` is the special
+    case of q's rows only, ``bonus_state = 0`` and offset 0: every position a target call that
+    draws from q.
     """
 
     algorithm: object
@@ -152,7 +153,8 @@ class TokenTables:
             return cls(algorithm, layout, build_alias(p), accept, build_alias(rejection_law),
                        after_accept, -1, 0, round_start)
         after_accept[algorithm.bonus_state] = 0
-        return cls(algorithm, layout, build_alias(np.concatenate([p, q])),
+        bonus = np.asarray(algorithm.bonus_law(q), dtype=np.float64)  # q, or q̂ (truncation)
+        return cls(algorithm, layout, build_alias(np.concatenate([p, bonus])),
                    np.concatenate([accept, np.ones(q.size)]), build_alias(rejection_law),
                    after_accept, algorithm.bonus_state, p.shape[0], round_start)
 

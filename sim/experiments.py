@@ -17,6 +17,7 @@ from theory import (
     LossySpeculative,
     MarkovLM,
     batch_rejection_limit,
+    expected_rejections,
     optimal_multidraft_acceptance,
     output_model,
     rejection_pmf,
@@ -24,7 +25,8 @@ from theory import (
 from theory.batch import root_acceptance
 from theory.lossy import sequence_kl, sequence_tv_bound
 
-__all__ = ["BatchExperiment", "batch_experiment", "multidraft_gap", "tradeoff_table"]
+__all__ = ["BatchExperiment", "batch_experiment", "equal_rejection_eps", "multidraft_gap",
+           "tradeoff_table"]
 
 
 def _pmf_moments(pmf) -> tuple[float, float]:
@@ -144,3 +146,34 @@ def tradeoff_table(draft: MarkovLM, target: MarkovLM, eps_values, *,
             "rejections_passed": check.passed, "tokens_passed": tokens.passed,
         })
     return rows
+
+
+def equal_rejection_eps(draft: MarkovLM, target: MarkovLM, rejections: float, *,
+                        tolerance: float = 1e-10):
+    r"""The ε at which Decoding-OPT has E[N_rej] = ``rejections`` (None if no ε has).
+
+    E[N_rej](ε) of ``LossySpeculative(ε, "opt")`` (exact DP) is continuous and non-increasing
+    in ε, from Theorem 1's value at ε = 0 to 0 at ε = 1 (then q + ε ≥ p: every draft is
+    accepted); the root is found by bisection to ``tolerance`` in ε.  Returns None when
+    ``rejections`` exceeds the ε = 0 value (lossless SD already rejects less).
+
+    Examples
+    --------
+    >>> from sim.experiments import equal_rejection_eps
+    >>> from sim.models import fig2_pair
+    >>> from theory import LossySpeculative, expected_rejections
+    >>> draft, target = fig2_pair()
+    >>> eps = equal_rejection_eps(draft, target, 10.0)
+    >>> round(float(expected_rejections(draft, target, LossySpeculative(eps))), 6)
+    10.0
+    """
+    def rejections_at(eps):
+        return float(expected_rejections(draft, target, LossySpeculative(eps)))
+
+    if rejections > rejections_at(0.0):
+        return None
+    low, high = 0.0, 1.0
+    while high - low > tolerance:
+        middle = (low + high) / 2
+        low, high = (middle, high) if rejections_at(middle) > rejections else (low, middle)
+    return (low + high) / 2

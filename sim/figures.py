@@ -235,6 +235,38 @@ def window_policies(data, title):
     return figure
 
 
+_ZOO_STYLE = {"opt": ("k", "o-", "Decoding-OPT over ε (starts on the line at ε = 0)"),
+              "target": (COLORS[1], "s--", "Decoding-UNO over ε (above the line already at ε = 0)"),
+              "typical": (COLORS[2], "^", "typical acceptance, reject → q"),
+              "typical_opt": (COLORS[4], "v", "typical acceptance, reject → optimal law (Thm 4)"),
+              "top_k": (COLORS[3], "D:", "truncated SD, top-k"),
+              "top_p": (COLORS[5], "P:", "truncated SD, top-p")}
+
+
+def lossy_zoo(data, title):
+    """Each scheme at (ρ̄/TV̄, Loss̄/TV̄), averages along its own output chain: in these
+    coordinates every scheme's Theorem 5 line is x + y = 1."""
+    figure, axes = plt.subplots(1, len(data["chains"]), figsize=(12, 5))
+    for ax, chain in zip(np.atleast_1d(axes), data["chains"], strict=True):
+        right = max(1.05, max(p["rejection_probability"] / p["tv"] for p in chain["points"]))
+        ax.plot([0, 1, right], [1, 0, 0], color="0.6", lw=2,
+                label="Thm 5 front: Loss = (TV − P(reject))₊")
+        for scheme, (color, style, label) in _ZOO_STYLE.items():
+            points = [p for p in chain["points"] if p["scheme"] == scheme]
+            x = [p["rejection_probability"] / p["tv"] for p in points]
+            y = [p["tv_loss"] / p["tv"] for p in points]
+            ax.plot(x, y, style, color=color, ms=5, lw=1, label=label)
+        typical = next(p for p in chain["points"] if p["scheme"] == "typical"
+                       and (p["threshold"], p["alpha"]) == (0.09, 0.3))
+        ax.annotate("Medusa (0.09, 0.3)", (typical["rejection_probability"] / typical["tv"],
+                                            typical["tv_loss"] / typical["tv"]), fontsize=7,
+                    xytext=(5, 5), textcoords="offset points")
+        _label(ax, "rejections per position / TV̄", "TV loss per position / TV̄",
+               chain["name"], legend_size=6)
+    figure.suptitle(title)
+    return figure
+
+
 FIGURES = {
     "fig2a": (running_means,
               "Fig. 2(a): speculative decoding vs Theorem 1 (paper's instance, T = 50)"),
@@ -252,4 +284,5 @@ FIGURES = {
     "walltime": (walltime, "Target calls and walltime vs window γ (Fig. 2 chains)"),
     "gap": (multidraft_gap, "Root acceptance: recursive verifiers vs the optimal one"),
     "windows": (window_policies, "Draft length: optimal policy vs fixed γ vs Leviathan's rule"),
+    "lossy_zoo": (lossy_zoo, "Lossy zoo against Theorem 5's line (Fig. 4(a) extended)"),
 }

@@ -106,8 +106,8 @@ def _speculative(algorithm: Speculative, draft, target, choose) -> Outcome:
         while not trace.done:
             q = target.probs[trace.position, trace.context]
             if algorithm.window is not None and drafted == algorithm.window:
-                if algorithm.bonus:  # every draft accepted: one free token from q
-                    trace.emit(choose.categorical(q))
+                if algorithm.bonus:  # every draft accepted: one free token (from q, or q̂)
+                    trace.emit(choose.categorical(algorithm.bonus_law(q)))
                 break
             p = draft.probs[trace.position, trace.context]
             accept, rejection_law = algorithm.verification(p, q)

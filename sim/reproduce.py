@@ -26,7 +26,7 @@ import numpy as np
 
 from sim import figures
 from sim.engine import simulate
-from sim.experiments import batch_experiment, tradeoff_table
+from sim.experiments import batch_experiment, equal_rejection_eps, tradeoff_table
 from sim.models import (
     FIG2_PRINTED_THEOREM1,
     bernoulli_pair,
@@ -41,6 +41,9 @@ from theory import (
     BatchSpeculative,
     LossySpeculative,
     Speculative,
+    TruncatedSpeculative,
+    TypicalAcceptance,
+    expected_rejections,
     expected_speedup,
     expected_target_calls,
     expected_walltime,
@@ -54,7 +57,7 @@ from theory import (
 )
 from theory.batch import root_acceptance
 from theory.exact import walltime_components
-from theory.lossy import over_acceptance, rejection_probability, tv_loss
+from theory.lossy import chain_tradeoff, over_acceptance, rejection_probability, tv_loss
 from theory.symbolic import leviathan_walltime_factor
 
 __all__ = ["EXPERIMENTS", "Settings", "reproduce"]
@@ -396,10 +399,84 @@ def windows(settings, rng) -> Outcome:
     return Outcome(rows, data)
 
 
+ZOO_EPS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
+ZOO_TYPICAL = [(threshold, alpha) for threshold in (0.05, 0.09, 0.2) for alpha in (0.1, 0.3, 1.0)]
+ZOO_TOP_P = (0.5, 0.8, 0.9, 0.95, 0.99)
+
+
+def _zoo_point(draft, target, algorithm, **labels) -> dict:
+    return {**labels, **chain_tradeoff(draft, target, algorithm),
+            "rejections": float(expected_rejections(draft, target, algorithm))}
+
+
+def lossy_zoo(settings, rng) -> Outcome:
+    """Fig. 4(a) extended (issue #15): every scheme's per-position (P(reject), Loss_TV)
+    averaged along its own output chain (:func:`theory.lossy.chain_tradeoff`), against
+    Theorem 5's line; typical acceptance against Decoding-OPT at equal E[N_rej]."""
+    chains = [("Fig. 2 chains (V = 7, T = 50)", fig2_pair(50, instance="paper"), (1, 2, 3, 5)),
+              ("text n-gram pair (V = 40, T = 16)",
+               ngram_pair(vocab_size=40, max_contexts=300, horizon=16), (1, 2, 5, 10, 20))]
+    rows, data = [], {"chains": []}
+    for (name, (draft, target), top_k), stream in zip(chains, rng.spawn(len(chains)),
+                                                     strict=True):
+        short = name.split(" (")[0]
+        points = [_zoo_point(draft, target, LossySpeculative(eps, rule), scheme=rule, eps=eps)
+                  for rule in ("opt", "target") for eps in ZOO_EPS]
+        table = []
+        for threshold, alpha in ZOO_TYPICAL:
+            algorithm = TypicalAcceptance(threshold, alpha)
+            point = _zoo_point(draft, target, algorithm, scheme="typical",
+                               threshold=threshold, alpha=alpha)
+            points.append(point)
+            points.append(_zoo_point(draft, target, TypicalAcceptance(threshold, alpha, "opt"),
+                                     scheme="typical_opt", threshold=threshold, alpha=alpha))
+            eps = equal_rejection_eps(draft, target, point["rejections"])
+            opt_kl = None if eps is None else chain_tradeoff(
+                draft, target, LossySpeculative(eps))["sequence_kl"]
+            table.append({"threshold": threshold, "alpha": alpha,
+                          "rejections": point["rejections"], "gap": point["gap"],
+                          "typical_kl": point["sequence_kl"], "opt_eps": eps, "opt_kl": opt_kl})
+        points += [_zoo_point(draft, target, TruncatedSpeculative(top_k=k), scheme="top_k",
+                              top_k=k) for k in top_k]
+        points += [_zoo_point(draft, target, TruncatedSpeculative(top_p=top_p),
+                              scheme="top_p", top_p=top_p) for top_p in ZOO_TOP_P]
+        # simulation: typical acceptance at Medusa's defaults and one truncation, vs the DPs
+        for algorithm, label, seed in zip((TypicalAcceptance(), TruncatedSpeculative(top_p=0.9)),
+                                          ("typical (0.09, 0.3)", "top-p 0.9"),
+                                          stream.spawn(2), strict=True):
+            mean, variance = _moments(rejection_pmf(draft, target, algorithm))
+            samples = simulate(draft, target, algorithm, n_trials=settings.trials // 4,
+                               rng=seed, client=settings.client).rejections
+            rows.append(_mean_row(f"E[N_rej] {short} {label}", samples, mean, variance))
+        data["chains"].append({"name": name, "points": points, "table": table})
+    data["markdown"] = _zoo_markdown(data["chains"])
+    return Outcome(rows, data)
+
+
+def _zoo_markdown(chains) -> list[str]:
+    """The issue's table: typical acceptance vs Decoding-OPT at equal expected rejections."""
+    lines = ["Typical acceptance (rejection from q) against Decoding-OPT at equal E[N_rej]: "
+             "gap = distance above Theorem 5's line per position (along the scheme's own "
+             "output chain); KL = KL(output ‖ target) of whole sequences. '—': typical "
+             "acceptance rejects more than lossless SD, so no ε matches.", ""]
+    for chain in chains:
+        lines += [f"**{chain['name']}**", "",
+                  "| threshold | α | E[N_rej] | gap above line | KL typical | ε (OPT) | KL OPT |",
+                  "|---|---|---|---|---|---|---|"]
+        for row in chain["table"]:
+            eps = "—" if row["opt_eps"] is None else f"{row['opt_eps']:.4f}"
+            kl = "—" if row["opt_kl"] is None else f"{row['opt_kl']:.4f}"
+            lines.append(f"| {row['threshold']} | {row['alpha']} | {row['rejections']:.3f} | "
+                         f"{row['gap']:.4f} | {row['typical_kl']:.4f} | {eps} | {kl} |")
+        lines.append("")
+    return lines
+
+
 EXPERIMENTS = {"fig2a": fig2a, "fig2b": fig2b, "fig2c": fig2c,
                "fig2_dirichlet": fig2_dirichlet, "fig5": fig5, "fig3": fig3,
                "fig4a": fig4a, "fig4bc": fig4bc, "pmf": pmf_experiment,
-               "walltime": walltime, "gap": gap, "windows": windows}
+               "walltime": walltime, "gap": gap, "windows": windows,
+               "lossy_zoo": lossy_zoo}
 
 
 # ---------------------------------------------------------------------- the run
@@ -488,6 +565,7 @@ def write_report(out: pathlib.Path, results: dict, settings: Settings, seed: int
     lines += ["", "## Figures", ""]
     for name in results:
         lines += [f"### {figures.FIGURES[name][1]}", "", f"![{name}](figures/{name}.png)", ""]
+        lines += results[name].data.get("markdown", [])
     (out / "report.md").write_text("\n".join(lines))
     return failed
 

@@ -8,7 +8,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from theory import BatchSpeculative, LossySpeculative, Speculative, WindowPolicy
+from theory import (
+    BatchSpeculative,
+    LossySpeculative,
+    Speculative,
+    TruncatedSpeculative,
+    TypicalAcceptance,
+    WindowPolicy,
+)
 from theory.onestep import acceptance_probability, positive_part, residual_distribution
 
 
@@ -80,3 +87,20 @@ def context_blind(policy: WindowPolicy) -> WindowPolicy:
     """Bug: the draft length is chosen by position only — every context gets context 0's."""
     table = policy.table
     return WindowPolicy(np.repeat(table[:, :1], table.shape[1], axis=1))
+
+
+@dataclass(frozen=True, init=False, repr=False)
+class TypicalWithoutEntropy(TypicalAcceptance):
+    """Bug: typical acceptance with the cutoff ``threshold`` alone (the α·exp(−H) term
+    forgotten), i.e. accepting iff q(x) > threshold."""
+
+    def cutoff(self, q):
+        return np.full(np.shape(q)[:-1], float(self.threshold))
+
+
+@dataclass(frozen=True, init=False, repr=False)
+class TruncatedBonusFromTarget(TruncatedSpeculative):
+    """Bug: truncated speculative decoding whose bonus token is drawn from q, not q̂."""
+
+    def bonus_law(self, q):
+        return np.asarray(q)

@@ -13,6 +13,8 @@ from theory.algorithms import (
     Branch,
     LossySpeculative,
     Speculative,
+    TruncatedSpeculative,
+    TypicalAcceptance,
     UnbiasedSpeculative,
 )
 from theory.batch import (
@@ -37,6 +39,7 @@ from theory.lossy import (
     output_model,
     pareto_front,
     tv_loss,
+    verifier_tradeoff,
 )
 from theory.models import MarkovLM, check_compatible, context_transition
 from theory.onestep import (
@@ -56,6 +59,8 @@ __all__ = [
     "LossySpeculative",
     "MarkovLM",
     "Speculative",
+    "TruncatedSpeculative",
+    "TypicalAcceptance",
     "UnbiasedSpeculative",
     "WindowPolicy",
     "acceptance_probability",
@@ -83,4 +88,5 @@ __all__ = [
     "theorem3_rejections",
     "tv_distance",
     "tv_loss",
+    "verifier_tradeoff",
 ]

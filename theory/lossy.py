@@ -28,12 +28,18 @@ oₙ(·|s) = bₙpₙ + ρₙ𝒫ₙ, so its output is itself a Markov chain ove
 (:func:`output_model`).  Its distance to the target: KL by the chain rule
 (:func:`sequence_kl`), TV exactly by enumeration for small V^T (:func:`sequence_tv`), and the
 subadditive bound TV ≤ Σₙ E_{s∼μ^o_n}[TV(oₙ(·|s), qₙ(·|s))] (:func:`sequence_tv_bound`).
+
+**Any token-wise verifier against the line.**  :func:`verifier_tradeoff` places a verifier
+(its ``verification(p, q)`` = (b, 𝒫)) per position: ρ, Loss_TV = TV(o, q), and the gap
+ρ + Loss_TV − TV(p, q) ≥ 0 (Theorem 5: zero for Decoding-OPT);
+:func:`chain_tradeoff` averages them along the verifier's own output chain.
 """
 
 from __future__ import annotations
 
 import itertools
 import numbers
+from typing import NamedTuple
 
 import numpy as np
 
@@ -43,6 +49,8 @@ from theory.models import MarkovLM, check_compatible
 from theory.onestep import _tv_distance, positive_part, safe_ratio
 
 __all__ = [
+    "VerifierTradeoff",
+    "chain_tradeoff",
     "is_optimal_rejection_distribution",
     "optimal_rejection_distribution",
     "output_model",
@@ -55,6 +63,7 @@ __all__ = [
     "sequence_tv_bound",
     "tv_loss",
     "tv_loss_lp",
+    "verifier_tradeoff",
 ]
 
 
@@ -215,9 +224,19 @@ def pareto_front_lp(p, q, rejection_probability: float) -> float:
 def output_model(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm) -> MarkovLM:
     """The MarkovLM of the tokens ``algorithm`` emits (same contexts, map and start).
 
-    Defined when the emission law at (n, s) does not depend on the round state — true for
-    every unbiased algorithm (the output model is then q) and for ``LossySpeculative``; raises
-    ``ValueError`` otherwise.
+    The emission law at (n, s) is the sum of the algorithm's branch weights leaving one round
+    state; the output is a Markov chain over the target's contexts when that law does not
+    depend on the round state, and ``ValueError`` is raised otherwise.  It holds for
+
+    * every unbiased algorithm, any window: the output model is q (Theorem 1);
+    * every token-wise verifier drafting to the horizon (``window=None``: ``LossySpeculative``,
+      ``TypicalAcceptance``, any ``Speculative`` subclass): oₙ = b p + ρ 𝒫, the same in both
+      round states;
+    * ``TruncatedSpeculative`` with any window: every state emits q̂ (lossless for q̂, its
+      bonus is drawn from q̂), so the output model is its ``truncated_target(target)``.
+
+    A biased verifier with a finite window and a q bonus emits differently at the bonus
+    position: that raises.
 
     Examples
     --------
@@ -310,3 +329,123 @@ def sequence_tv(model: MarkovLM, reference: MarkovLM, *, max_sequences: int = 2_
             started_reference.sequence_probability(sequences)
         total += weight * np.abs(difference).sum() / 2
     return float(total)
+
+
+# ---------------------------------------------------------------------- any verifier vs the line
+class VerifierTradeoff(NamedTuple):
+    """Per-position place of a verifier against Theorem 5's line (arrays over rows)."""
+
+    rejection_probability: np.ndarray  #: ρ = Σ(1 − b)p
+    tv_loss: np.ndarray  #: TV(b p + ρ𝒫, q), the verifier's own loss
+    optimal_tv_loss: np.ndarray  #: Loss*_TV(b), Theorem 4's least loss for this b
+    tv: np.ndarray  #: TV(p, q)
+    gap: np.ndarray  #: ρ + tv_loss − TV(p, q) ≥ 0: the distance above the line
+
+
+def verifier_tradeoff(p, q, algorithm) -> VerifierTradeoff:
+    r"""Where a token-wise verifier sits against Theorem 5's Pareto line, row by row.
+
+    For (b, 𝒫) = ``algorithm.verification(p, q)`` (any :class:`theory.Speculative`
+    subclass: the verifier of one tested position), with ρ = Σ_x (1 − b(x)) p(x) and the
+    emitted one-step law o = b p + ρ 𝒫:
+
+    .. math::  \mathrm{gap} = ρ + \mathrm{TV}(o, q) - \mathrm{TV}(p, q) \ge 0,
+
+    the vertical (equivalently, horizontal) distance of the point (ρ, TV(o, q)) above the line
+    ρ + Loss = TV(p, q) of Theorem 5 (arXiv:2411.00841): zero for Decoding-OPT, and
+    Σ_{b = 0} min(p, q) for a deterministic 0/1 acceptance with its optimal 𝒫*
+    (:class:`theory.TypicalAcceptance`).  Theorem 4's optimum Loss*_TV(b) ≤ TV(o, q) is
+    returned beside it: TV(o, q) − Loss*_TV(b) is the part of the gap due to 𝒫, the rest is
+    due to b.  Rows are the leading axes of p and q (broadcast); Fraction rows give exact
+    values when the verifier's (b, 𝒫) are exact.
+
+    Parameters
+    ----------
+    p, q : array_like (..., V)
+        Draft and target rows (validated).
+    algorithm : theory.Speculative
+        A token-wise verifier (its ``verification`` is read).
+
+    Returns
+    -------
+    VerifierTradeoff
+        ``rejection_probability``, ``tv_loss``, ``optimal_tv_loss``, ``tv``, ``gap``, each
+        shaped like the rows.
+
+    Examples
+    --------
+    >>> from theory import LossySpeculative, TypicalAcceptance
+    >>> from theory.lossy import verifier_tradeoff
+    >>> p, q = [0.5, 0.3, 0.2], [0.6, 0.35, 0.05]
+    >>> round(float(verifier_tradeoff(p, q, LossySpeculative(0.05)).gap), 12)  # on the line
+    0.0
+    >>> t = verifier_tradeoff(p, q, TypicalAcceptance(rejection="opt"))  # rejects token 2
+    >>> round(float(t.gap), 12)  # min(p, q) of the rejected token
+    0.05
+    """
+    from theory.algorithms import Speculative
+
+    if not isinstance(algorithm, Speculative):
+        raise TypeError(f"algorithm must be a token-wise verifier (a theory.Speculative); "
+                        f"got {algorithm!r}")
+    p, q = checked_pair(p, q)
+    p, q = np.broadcast_arrays(p, q)
+    accept, law = algorithm.verification(p, q)
+    accept, law = np.asarray(accept), np.asarray(law)
+    rho = np.asarray(((1 - accept) * p).sum(axis=-1))
+    emitted = accept * p + rho[..., None] * law
+    loss = np.asarray(_tv_distance(emitted, q))
+    best = np.abs(q - accept * p).sum(axis=-1) / 2 - rho / 2
+    tv = np.asarray(_tv_distance(p, q))
+    return VerifierTradeoff(*(as_scalar(value) for value in (rho, loss, best, tv,
+                                                              rho + loss - tv)))
+
+
+def chain_tradeoff(draft: MarkovLM, target: MarkovLM, algorithm) -> dict:
+    r""":func:`verifier_tradeoff` averaged along the verifier's own output chain.
+
+    With μ^o_n the context marginals of :func:`output_model` (the contexts the verifier
+    actually visits) and T the horizon, returns the per-position averages
+
+    .. math::  \bar ρ = \tfrac1T \sum_n \sum_s μ^o_n(s)\, ρ_n(s),\quad
+               \overline{\mathrm{Loss}} = \tfrac1T \sum_n \sum_s μ^o_n(s)\,
+               \mathrm{TV}(o_n(\cdot|s), q_n(\cdot|s)),\quad
+               \overline{\mathrm{TV}} = \tfrac1T \sum_n \sum_s μ^o_n(s)\,
+               \mathrm{TV}(p_n, q_n),
+
+    (also ``optimal_tv_loss``, the average of Loss*_TV(bₙ)) and ``gap`` = ρ̄ + Loss̄ − TV̄ ≥ 0,
+    a μ^o-average of per-position gaps.  For a verifier drafting to the horizon every position
+    is tested, so ρ̄ · T = E[N_rej] (:func:`theory.expected_rejections`).  In the coordinates
+    (ρ̄/TV̄, Loss̄/TV̄) every verifier's line is x + y = 1.  Also returned: ``sequence_kl`` =
+    KL(output ‖ target) (:func:`sequence_kl`).  Float64 throughout.
+
+    Examples
+    --------
+    >>> from sim.models import fig2_pair
+    >>> from theory import LossySpeculative, expected_rejections
+    >>> from theory.lossy import chain_tradeoff
+    >>> draft, target = fig2_pair()
+    >>> row = chain_tradeoff(draft, target, LossySpeculative(0.1))
+    >>> rejections = expected_rejections(draft, target, LossySpeculative(0.1))
+    >>> abs(row["gap"]) < 1e-12, abs(50 * row["rejection_probability"] - rejections) < 1e-9
+    (True, True)
+    """
+    if getattr(algorithm, "window", None) is not None:
+        raise ValueError(f"chain_tradeoff needs a verifier drafting to the horizon "
+                         f"(window=None); got window={algorithm.window!r}")
+    emitted = output_model(draft, target, algorithm)
+    marginals = np.asarray(emitted.context_marginals(), dtype=np.float64)
+    p = np.asarray(draft.probs, dtype=np.float64)
+    q = np.asarray(target.probs, dtype=np.float64)
+    rows = verifier_tradeoff(*np.broadcast_arrays(p, q), algorithm)
+    horizon = target.horizon
+
+    def average(values):
+        return float((marginals * np.asarray(values, dtype=np.float64)).sum() / horizon)
+
+    out = {"rejection_probability": average(rows.rejection_probability),
+           "tv_loss": average(rows.tv_loss), "optimal_tv_loss": average(rows.optimal_tv_loss),
+           "tv": average(rows.tv)}
+    out["gap"] = out["rejection_probability"] + out["tv_loss"] - out["tv"]
+    out["sequence_kl"] = sequence_kl(emitted, target)
+    return out

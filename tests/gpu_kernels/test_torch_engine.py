@@ -20,13 +20,20 @@ from sim.philox import uniforms
 from sim.stats import DEFAULT_ALPHA as ALPHA
 from sim.stats import mean_check
 from sim.strategies import broadcast_layouts, model_pairs
-from tests.mutants import ForgetsResidualUpdate, InvertedRatio, LossyAdditiveAcceptance
+from tests.mutants import (
+    ForgetsResidualUpdate,
+    InvertedRatio,
+    LossyAdditiveAcceptance,
+    TypicalWithoutEntropy,
+)
 from tests.sim.test_statistical import pmf_moments
 from theory import (
     Autoregressive,
     BatchSpeculative,
     LossySpeculative,
     Speculative,
+    TruncatedSpeculative,
+    TypicalAcceptance,
     UnbiasedSpeculative,
     rejection_pmf,
     target_calls_pmf,
@@ -36,7 +43,9 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 ALGORITHMS = [Autoregressive(), Speculative(), Speculative(window=2),
               Speculative(window=3, bonus=False), UnbiasedSpeculative.scaled(0.7),
               BatchSpeculative(3), BatchSpeculative(3, "trie"), LossySpeculative(0.1),
-              LossySpeculative(0.3, "target")]
+              LossySpeculative(0.3, "target"), TypicalAcceptance(0.3, 0.6),
+              TypicalAcceptance(0.09, 0.3, "opt"), TruncatedSpeculative(top_k=2, window=2),
+              TruncatedSpeculative(top_p=0.7)]
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -73,6 +82,19 @@ def test_same_seed_same_results_as_the_cpu_engine(device, pair, algorithm, seed,
     assert got.rejections.dtype == expected.rejections.dtype
 
 
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS[-4:], ids=repr)
+def test_lossy_zoo_identical_on_fig2(algorithm):
+    """Typical acceptance and truncated SD (bonus from q̂): torch == CPU engine, bit for bit
+    (each algorithm once on a real pair, beside the hypothesis draws above)."""
+    draft, target = fig2_pair()
+    expected = simulate(draft, target, algorithm, n_trials=2000, rng=3, record_tokens=True)
+    got = simulate_torch(draft, target, algorithm, n_trials=2000, rng=3, device="cpu",
+                         record_tokens=True)
+    np.testing.assert_array_equal(got.tokens, expected.tokens)
+    np.testing.assert_array_equal(got.rejections, expected.rejections)
+    np.testing.assert_array_equal(got.target_calls, expected.target_calls)
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_same_results_on_a_large_vocabulary_and_many_candidates(device):
     draft, target = hidden_context_pair(32_000, 4, 8, rng=0)
@@ -93,7 +115,8 @@ CHECKED = [pytest.param(Speculative(), InvertedRatio(), "cpu", id="Speculative-c
         ("Speculative", Speculative(), InvertedRatio()),
         ("window3", Speculative(window=3), InvertedRatio(window=3)),
         ("trie4", BatchSpeculative(4, "trie"), ForgetsResidualUpdate(4, "trie")),
-        ("lossy", LossySpeculative(0.1), LossyAdditiveAcceptance(0.1)))]
+        ("lossy", LossySpeculative(0.1), LossyAdditiveAcceptance(0.1)),
+        ("typical", TypicalAcceptance(), TypicalWithoutEntropy()))]
 
 
 @pytest.mark.parametrize(("algorithm", "mutant", "device"), CHECKED)
