@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from theory import BatchSpeculative, LossySpeculative, Speculative
+from theory import BatchSpeculative, BlockSpeculative, LossySpeculative, Speculative
 from theory.onestep import acceptance_probability, positive_part, residual_distribution
 
 
@@ -74,3 +74,21 @@ class LossyAdditiveAcceptance(LossySpeculative):
         _, law = super().verification(p, q)
         accept = np.minimum(1.0, acceptance_probability(p, q) + self.eps)
         return accept, law
+
+
+class SharedUniformBlock(BlockSpeculative):
+    """Bug: one uniform η for the whole block, τ = max{i : η ≤ h_i} (the η's not independent)."""
+
+    selection = "shared_uniform"
+
+
+class FirstFailureBlock(BlockSpeculative):
+    """Bug: scan i upward and stop at the first failure η_i > h_i (token-wise style)."""
+
+    selection = "first_failure"
+
+
+class CumulativeProductBlock(BlockSpeculative):
+    """Bug: τ = max{i : Π_{j≤i} q/p(X_j) ≥ Π_{j≤i} η_j} (cumulative products; engines only)."""
+
+    selection = "cumulative_product"
