@@ -4,7 +4,8 @@ r"""The CPU engine: sampling tables built once, compiled per-trial loops, counte
 
 1. builds the sampling tables of the algorithm's *family* once per call (:func:`make_tables`):
    token-wise verifiers (``Speculative`` and every verifier with a table (b, 𝒫), lossy rules,
-   class ℱ, ``Autoregressive``) and multi-draft root verifiers (``BatchSpeculative``) — laws
+   class ℱ, ``Autoregressive``), multi-draft root verifiers (``BatchSpeculative``) and block
+   verification (``BlockSpeculative``: p and q as alias tables and as rows) — laws
    as alias tables (:mod:`sim.tables`), acceptance probabilities as flat float64 arrays;
 2. runs the compiled kernel of the family (:mod:`sim.kernels`) over the trials, in chunks
    of ``chunk_size`` written straight into preallocated outputs (or reduced to histograms by
@@ -35,13 +36,14 @@ from sim import kernels
 from sim.philox import philox_key
 from sim.result import SimCounts, SimResult, check_problem
 from sim.tables import AliasTable, build_alias
-from theory import Autoregressive, BatchSpeculative, MarkovLM, Speculative
+from theory import Autoregressive, BatchSpeculative, BlockSpeculative, MarkovLM, Speculative
 from theory.onestep import _acceptance
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "MEMORY_LIMIT",
     "BatchTables",
+    "BlockTables",
     "TokenTables",
     "check_memory",
     "chunk_bounds",
@@ -201,12 +203,47 @@ class BatchTables:
             target_calls, tokens)
 
 
+@dataclass(frozen=True)
+class BlockTables:
+    """Tables of block verification: alias tables of p and q, and their rows as floats.
+
+    The rows (``draft_probs``, ``target_probs``, (R·V,)) serve the in-kernel sums
+    r_i = Σ_x [π_i q − p]₊ and the residual's inverse-CDF draw, whose π_i depends on the path
+    and so cannot be tabulated (:func:`sim.kernels.block_kernel`).
+    """
+
+    algorithm: BlockSpeculative
+    layout: Layout
+    draft: AliasTable
+    target: AliasTable
+    draft_probs: np.ndarray
+    target_probs: np.ndarray
+    selection: int  # sim.kernels.BLOCK_SELECTIONS
+
+    @classmethod
+    def build(cls, draft: MarkovLM, target: MarkovLM, algorithm) -> BlockTables:
+        rule = algorithm.selection
+        if rule not in kernels.BLOCK_SELECTIONS:
+            raise TypeError(f"the engines have no block selection rule {rule!r}")
+        layout = Layout.of(draft, target)
+        p, q = layout.rows(draft), layout.rows(target)
+        return cls(algorithm, layout, build_alias(p), build_alias(q), p.ravel(), q.ravel(),
+                   kernels.BLOCK_SELECTIONS[rule])
+
+    def run(self, key, first_trial, rejections, target_calls, tokens) -> None:
+        algorithm = self.algorithm
+        kernels.block_kernel(
+            key[0], key[1], first_trial, *self.layout.common_arguments(), algorithm.window,
+            bool(algorithm.bonus), self.selection, self.draft.entries, self.target.entries,
+            self.draft_probs, self.target_probs, rejections, target_calls, tokens)
+
+
 #: Algorithm family → its tables (and kernel), looked up along the algorithm's class MRO.
 FAMILIES = {Autoregressive: TokenTables, Speculative: TokenTables,
-            BatchSpeculative: BatchTables}
+            BatchSpeculative: BatchTables, BlockSpeculative: BlockTables}
 
 
-def make_tables(draft: MarkovLM, target: MarkovLM, algorithm) -> TokenTables | BatchTables:
+def make_tables(draft: MarkovLM, target: MarkovLM, algorithm):
     """Build the sampling tables of ``algorithm`` on this pair (once per simulation).
 
     Raises ``MemoryError`` with the estimate and the limit before building tables that would

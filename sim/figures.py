@@ -267,6 +267,35 @@ def lossy_zoo(data, title):
     return figure
 
 
+def block_verification(data, title):
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    styles = {"token-wise": ("-", "o"), "block": ("--", "s")}
+    for kind, (line, marker) in styles.items():
+        fig2 = data["fig2"][kind]
+        horizon = fig2["tokens_per_call_exact"][0] * fig2["calls_exact"][0]
+        axes[0].plot(fig2["window"], fig2["tokens_per_call_exact"], line, color=COLORS[0],
+                     label=f"Fig. 2, {kind}: exact")
+        simulated = np.array(fig2["calls_simulated"])
+        error = horizon / simulated**2 * 1.96 * np.array(fig2["calls_standard_error"])
+        axes[0].errorbar(fig2["window"], horizon / simulated, yerr=error, fmt=marker, ms=4,
+                         color=COLORS[0], capsize=3, mfc="none",
+                         label=f"Fig. 2, {kind}: simulated ± 95%")
+        ngram = data["ngram"][kind]
+        simulated = np.array(ngram["calls_simulated"])
+        error = data["ngram"]["horizon"] / simulated**2 * 1.96 * np.array(
+            ngram["calls_standard_error"])
+        axes[0].errorbar(ngram["window"], ngram["tokens_per_call_simulated"], yerr=error,
+                         fmt=line + marker, ms=4, color=COLORS[1], capsize=3,
+                         label=f"n-gram, {kind}: simulated ± 95%")
+        for i, cost in enumerate(data["costs"]):
+            axes[1].plot(fig2["window"], fig2["speedup"][str(cost)], line + marker, ms=4,
+                         color=COLORS[2 + i], label=f"Fig. 2, c = {cost}, {kind}: exact")
+    _label(axes[0], "window γ", "tokens per target call T / E[calls]")
+    _label(axes[1], "window γ", "walltime factor T / E[time]")
+    figure.suptitle(title)
+    return figure
+
+
 FIGURES = {
     "fig2a": (running_means,
               "Fig. 2(a): speculative decoding vs Theorem 1 (paper's instance, T = 50)"),
@@ -285,4 +314,6 @@ FIGURES = {
     "gap": (multidraft_gap, "Root acceptance: recursive verifiers vs the optimal one"),
     "windows": (window_policies, "Draft length: optimal policy vs fixed γ vs Leviathan's rule"),
     "lossy_zoo": (lossy_zoo, "Lossy zoo against Theorem 5's line (Fig. 4(a) extended)"),
+    "block": (block_verification, "Token-wise vs block verification (Sun et al. 2025): "
+                                  "Fig. 2 chains and the n-gram pair"),
 }

@@ -23,8 +23,20 @@ token-wise             0: the draft token (the token from q at a bonus position 
 batch (M candidates)   2m, 2m + 1: draw and test candidate m; 2M: the draw from the last
                        residual after every candidate failed; trie only, 2M + i: whether untried
                        candidate i shares the accepted token (u < p(x)), 1 ≤ i < M
+block verification     counter position = the round's START position n (a round consumes
+                       its randomness at once): 2(i − 1): draft X_i, 2(i − 1) + 1: η_i,
+                       2γ: the final token Y (residual or bonus)
 start (random prompt)  position ``START_POSITION``, slot 0, by inverse CDF
 =====================  =======================================================================
+
+Block verification's arithmetic (:func:`block_kernel`; the torch engine repeats it operation
+by operation, all float64, no fused multiply-add): π_{i+1} = min(1, π_i · (q(x)/p(x)));
+r_i = Σ_x [π_i q(x) − p(x)]₊ summed over x = 0 … V − 1 in order, adding only positive terms;
+h_i = r_i / (r_i + (1 − π_i)), 1 when that denominator is 0; X_i passes when η_i < h_i.  The
+residual Y is drawn by inverse CDF over the same ordered positive terms: the first x whose
+running sum exceeds u · r_τ (the last positive term if rounding leaves none).  r_τ = 0 has
+probability 0 in exact arithmetic (see :class:`theory.BlockSpeculative`); should rounding
+produce it, Y is drawn the same way from q(· | X≤τ).
 
 Alias draws (:mod:`sim.tables`): with k = ⌊uV⌋ (at most V − 1), the outcome is k when
 uV − k < θ_k, else the alias a_k; the (θ, a) pair of a column is one complex128 record.
@@ -38,7 +50,8 @@ from numba import njit, prange
 
 from sim.philox import PHILOX_MULTIPLIERS, PHILOX_ROUNDS, PHILOX_WEYL, START_POSITION
 
-__all__ = ["alias_draw", "batch_kernel", "token_kernel", "uniform", "uniform_pair"]
+__all__ = ["alias_draw", "batch_kernel", "block_kernel", "token_kernel", "uniform",
+           "uniform_pair"]
 
 _M0, _M1 = (np.uint64(m) for m in PHILOX_MULTIPLIERS)
 _W0, _W1 = (np.uint64(w) for w in PHILOX_WEYL)
@@ -244,6 +257,150 @@ def batch_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_s
         for j in range(size):
             rejections[lo + j] = rejected[j]
             target_calls[lo + j] = calls[j]
+
+
+#: Selection rules of :func:`block_kernel` ("block" is block verification; the others are
+#: known-wrong rules kept as negative controls, see ``tests/mutants.py``).
+BLOCK_SELECTIONS = {"block": 0, "shared_uniform": 1, "first_failure": 2,
+                    "cumulative_product": 3}
+
+
+@njit(inline="always", cache=True)
+def _residual_draw(draft_probs, target_probs, offset, vocab_size, pi, u):
+    """Inverse CDF of [π q − p]₊ over row ``offset`` (q itself if that mass is 0)."""
+    total = 0.0
+    for x in range(vocab_size):
+        gap = pi * target_probs[offset + x] - draft_probs[offset + x]
+        if gap > 0.0:
+            total += gap
+    use_target = not total > 0.0
+    if use_target:
+        total = 0.0
+        for x in range(vocab_size):
+            weight = target_probs[offset + x]
+            if weight > 0.0:
+                total += weight
+    goal = u * total
+    running = 0.0
+    chosen = 0
+    for x in range(vocab_size):
+        weight = target_probs[offset + x] if use_target else \
+            pi * target_probs[offset + x] - draft_probs[offset + x]
+        if weight > 0.0:
+            running += weight
+            chosen = x
+            if running > goal:
+                return x
+    return chosen
+
+
+@njit(inline="always", cache=True)
+def _block_select(selection, key0, key1, trial, position, span, h, ratio):
+    """τ from the weights h[1 … span] (and, for the cumulative-product rule, the ratios)."""
+    if selection == 0:  # block verification: τ = max{i : η_i < h_i}
+        for i in range(span, 0, -1):
+            if uniform(key0, key1, trial, position, np.uint64(2 * i - 1)) < h[i]:
+                return i
+        return 0
+    if selection == 1:  # one shared η (slot 1)
+        shared = uniform(key0, key1, trial, position, _ONE)
+        for i in range(span, 0, -1):
+            if shared < h[i]:
+                return i
+        return 0
+    if selection == 2:  # upward scan, stop at the first failure
+        for i in range(1, span + 1):
+            if not uniform(key0, key1, trial, position, np.uint64(2 * i - 1)) < h[i]:
+                return i - 1
+        return span
+    best = 0  # cumulative products: Π ratio ≥ Π η
+    ratios, etas = 1.0, 1.0
+    for i in range(1, span + 1):
+        ratios *= ratio[i]
+        etas *= uniform(key0, key1, trial, position, np.uint64(2 * i - 1))
+        if ratios >= etas:
+            best = i
+    return best
+
+
+@njit(parallel=True, cache=True)
+def block_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_stride,
+                 start, start_cdf, next_context, window, bonus, selection, draft, target,
+                 draft_probs, target_probs, rejections, target_calls, tokens):
+    """Block verification (:class:`theory.BlockSpeculative`), one round at a time per trial.
+
+    A round from position n drafts γ' = min(γ, T − n) tokens (alias draws from ``draft``),
+    computes π and h (see the module docstring for the exact arithmetic), selects τ and
+    emits X₁ … X_τ and then Y: from the residual (a rejection) when τ < γ', from ``target``'s
+    alias table when τ = γ', ``bonus`` and a position remains.  Every uniform of the round uses
+    the counter position n.  ``draft_probs``/``target_probs`` are the (R·V,) rows of p, q.
+    """
+    record = tokens.shape[0] > 0
+    first_order = next_context.size == 0
+    k0, k1 = np.uint64(key0), np.uint64(key1)
+    last = np.uint64(2 * window)
+    n_trials = rejections.size
+    for block in prange((n_trials + BLOCK - 1) // BLOCK):
+        lo = block * BLOCK
+        size = min(BLOCK, n_trials - lo)
+        first = first_trial + lo
+        contexts = np.empty(window + 1, dtype=np.int64)
+        drafted = np.empty(window, dtype=np.int64)
+        pi, h, ratio = np.empty(window + 1), np.empty(window + 1), np.empty(window + 1)
+        for j in range(size):
+            trial = np.uint64(first + j)
+            context = _start_context(k0, k1, trial, start, start_cdf)
+            position, rejected, calls = 0, 0, 0
+            while position < horizon:
+                calls += 1
+                n = np.uint64(position)
+                span = min(window, horizon - position)
+                contexts[0] = context
+                pi[0] = 1.0
+                h[0] = 1.0
+                for i in range(span):
+                    row = (position + i) * row_stride + contexts[i]
+                    offset = row * vocab_size
+                    if i > 0:
+                        r = 0.0
+                        for x in range(vocab_size):
+                            gap = pi[i] * target_probs[offset + x] - draft_probs[offset + x]
+                            if gap > 0.0:
+                                r += gap
+                        denominator = r + (1.0 - pi[i])
+                        h[i] = r / denominator if denominator > 0.0 else 1.0
+                    token = alias_draw(draft, row, vocab_size,
+                                       uniform(k0, k1, trial, n, np.uint64(2 * i)))
+                    drafted[i] = token
+                    ratio[i + 1] = target_probs[offset + token] / draft_probs[offset + token]
+                    product = pi[i] * ratio[i + 1]
+                    pi[i + 1] = product if product < 1.0 else 1.0
+                    contexts[i + 1] = token if first_order else \
+                        next_context[contexts[i] * vocab_size + token]
+                h[span] = pi[span]
+                tau = _block_select(selection, k0, k1, trial, n, span, h, ratio)
+                if record:
+                    for i in range(tau):
+                        tokens[lo + j, position + i] = drafted[i]
+                context = contexts[tau]
+                position += tau
+                final = -1
+                if tau < span:
+                    final = _residual_draw(draft_probs, target_probs,
+                                           ((position * row_stride) + context) * vocab_size,
+                                           vocab_size, pi[tau], uniform(k0, k1, trial, n, last))
+                    rejected += 1
+                elif bonus and position < horizon:
+                    final = alias_draw(target, position * row_stride + context, vocab_size,
+                                       uniform(k0, k1, trial, n, last))
+                if final >= 0:
+                    if record:
+                        tokens[lo + j, position] = final
+                    context = final if first_order else \
+                        next_context[context * vocab_size + final]
+                    position += 1
+            rejections[lo + j] = rejected
+            target_calls[lo + j] = calls
 
 
 def thread_count() -> int:

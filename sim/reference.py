@@ -22,6 +22,7 @@ The routines are the readable definition of each algorithm; the vectorized engin
 from __future__ import annotations
 
 import functools
+import itertools
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -29,9 +30,16 @@ from typing import NamedTuple
 import numpy as np
 
 from sim.result import SimResult, check_problem
-from theory import Autoregressive, BatchSpeculative, MarkovLM, Speculative, WindowPolicy
+from theory import (
+    Autoregressive,
+    BatchSpeculative,
+    BlockSpeculative,
+    MarkovLM,
+    Speculative,
+    WindowPolicy,
+)
 from theory._arrays import zeros_like_kind
-from theory.onestep import _acceptance
+from theory.onestep import _acceptance, positive_part
 
 __all__ = [
     "ExactLaw",
@@ -184,6 +192,69 @@ def _batch_speculative(algorithm: BatchSpeculative, draft, target, choose) -> Ou
             else:  # trie: the untried candidates whose token here is also `token` stay
                 untried = live - winner - 1
                 live = 1 + sum(choose.bernoulli(p[token]) for _ in range(untried))
+    return trace.outcome()
+
+
+def _block_selection(rule: str, h: list, choose) -> int:
+    """τ from the weights h[1 … γ'] (h[0] unused) under a selection rule.
+
+    ``"block"`` is block verification: τ = max{i : η_i ≤ h_i} with independent η's, read
+    downward (η_i ≤ h_i is a Bernoulli(h_i) choice; the first success from the top is the
+    maximum).  The other rules are known-wrong ones kept as negative controls
+    (``tests/mutants.py``): one η shared by every i, and an upward scan that stops at the first
+    failure.
+    """
+    span = len(h) - 1
+    if rule == "block":
+        return next((i for i in range(span, 0, -1) if choose.bernoulli(h[i])), 0)
+    if rule == "first_failure":
+        return next((i - 1 for i in range(1, span + 1) if not choose.bernoulli(h[i])), span)
+    if rule == "shared_uniform":  # one η: τ = max{i : η < h_i}, η's interval chosen
+        edges = sorted({0, 1, *h[1:]})
+        intervals = [(low, high) for low, high in itertools.pairwise(edges) if high > low]
+        _, high = intervals[choose.categorical([b - a for a, b in intervals])]
+        return max((i for i in range(1, span + 1) if h[i] >= high), default=0)
+    raise TypeError(f"the reference engine has no selection rule {rule!r}")
+
+
+@run_algorithm.register
+def _block_speculative(algorithm: BlockSpeculative, draft, target, choose) -> Outcome:
+    """Block verification (Sun et al. 2025, Algorithm 2): draft γ' tokens, weigh, select τ."""
+    trace = _Trace(target, choose)
+    while not trace.done:  # one round per iteration: one target call
+        trace.target_calls += 1
+        start = trace.position
+        span = min(algorithm.window, target.horizon - start)
+        contexts, drafts, pi = [trace.context], [], [1]
+        for i in range(span):  # draft X_{i+1} ~ p(· | X≤i), update π
+            p = draft.probs[start + i, contexts[i]]
+            q = target.probs[start + i, contexts[i]]
+            token = choose.categorical(p)
+            drafts.append(token)
+            pi.append(min(1, pi[i] * q[token] / p[token]))
+            contexts.append(int(target.next_context[contexts[i], token]))
+
+        def gap(i, start=start, contexts=contexts, pi=pi):  # [π_i q(·|X≤i) − p(·|X≤i)]₊
+            return positive_part(pi[i] * target.probs[start + i, contexts[i]]
+                                 - draft.probs[start + i, contexts[i]])
+
+        h = [1]
+        for i in range(1, span):
+            r = sum(gap(i))
+            denominator = r + 1 - pi[i]
+            h.append(r / denominator if denominator != 0 else 1)
+        h.append(pi[span])
+        accepted = _block_selection(algorithm.selection, h, choose)
+        for token in drafts[:accepted]:
+            trace.emit(token)
+        if accepted < span:  # residual draw: a rejection
+            law = gap(accepted)  # r_τ > 0 whenever reached exactly; engines' float guard: q
+            if sum(law) == 0:
+                law = target.probs[trace.position, trace.context]
+            trace.emit(choose.categorical(law))
+            trace.rejections += 1
+        elif algorithm.bonus and not trace.done:
+            trace.emit(choose.categorical(target.probs[trace.position, trace.context]))
     return trace.outcome()
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from theory import (
     BatchSpeculative,
+    BlockSpeculative,
     LossySpeculative,
     Speculative,
     TruncatedSpeculative,
@@ -104,3 +105,21 @@ class TruncatedBonusFromTarget(TruncatedSpeculative):
 
     def bonus_law(self, q):
         return np.asarray(q)
+
+
+class SharedUniformBlock(BlockSpeculative):
+    """Bug: one uniform η for the whole block, τ = max{i : η ≤ h_i} (the η's not independent)."""
+
+    selection = "shared_uniform"
+
+
+class FirstFailureBlock(BlockSpeculative):
+    """Bug: scan i upward and stop at the first failure η_i > h_i (token-wise style)."""
+
+    selection = "first_failure"
+
+
+class CumulativeProductBlock(BlockSpeculative):
+    """Bug: τ = max{i : Π_{j≤i} q/p(X_j) ≥ Π_{j≤i} η_j} (cumulative products; engines only)."""
+
+    selection = "cumulative_product"

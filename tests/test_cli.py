@@ -37,7 +37,10 @@ def test_quick_reproduction_writes_every_figure_and_a_passing_report(tmp_path):
             assert (tmp_path / "figures" / f"{name}.{suffix}").stat().st_size > 1000
         record = json.loads((tmp_path / "data" / f"{name}.json").read_text())
         assert record["seed"] == 0 and "numpy" in record["versions"]
-        assert all(check["passed"] for check in record["checks"])
+        # a row is a passing check, or a simulated-only row with no closed form to check
+        assert all(check["passed"] is True or (check["passed"] is None
+                                               and check["closed_form"] is None)
+                   for check in record["checks"])
     report = (tmp_path / "report.md").read_text()
     assert ", 0 failed**" in report and "**FAIL**" not in report
     assert all(f"figures/{name}.png" in report for name in FIGURES)

@@ -54,6 +54,7 @@ __all__ = [
     "Algorithm",
     "Autoregressive",
     "BatchSpeculative",
+    "BlockSpeculative",
     "Branch",
     "LossySpeculative",
     "Speculative",
@@ -85,6 +86,10 @@ class Algorithm(abc.ABC):
     #: Whether its branches depend on the position itself, not only on the rows (p, q) there
     #: (e.g. :class:`theory.WindowPolicy`); the DPs then never share positions.
     position_dependent: bool = False
+    #: Whether the law of a position depends only on (n, s, round state) (see the module
+    #: docstring).  Algorithms that are not (:class:`BlockSpeculative`) are computed round by
+    #: round (:mod:`theory.block`).
+    position_synchronous: bool = True
 
     @abc.abstractmethod
     def n_round_states(self) -> int:
@@ -777,3 +782,90 @@ def _trie_stay_weights(accept_at, p):
         weights.append(np.concatenate([kept[:1] + accept_at[k], kept[1:] + moved[:-1],
                                        moved[-1:]]))
     return weights
+
+
+_BLOCK_SELECTION = "block"
+
+
+@dataclass(frozen=True)
+class BlockSpeculative(Algorithm):
+    r"""Block verification (Sun, Mendlovic, Leviathan, Aharoni, Ro, Beirami, Suresh, ICLR 2025).
+
+    A round starting at position n in context s drafts γ' = min(γ, T − n) tokens
+    X₁ … X_γ' from p (p = draft, q = target) and verifies them *jointly* (Sun et al.,
+    arXiv:2403.10444, Algorithm 2).  With
+
+    .. math::  π_0 = 1,\quad π_i = \min\Big(1, π_{i-1}\,
+               \frac{q(X_i \mid X_{<i})}{p(X_i \mid X_{<i})}\Big),\qquad
+               r_i = \sum_x \big[π_i\, q(x \mid X_{\le i}) - p(x \mid X_{\le i})\big]_+,
+
+    :math:`h_i = r_i / (r_i + 1 - π_i)` for 1 ≤ i < γ' (h_i = 1 when the denominator is 0) and
+    :math:`h_{γ'} = π_{γ'}`, independent η_i ∼ U(0, 1) give
+    τ = max{i ≥ 1 : η_i ≤ h_i} (0 if none).  The round emits X₁ … X_τ and then one token Y:
+
+    * τ < γ': Y ∼ [π_τ q(·|X≤τ) − p(·|X≤τ)]₊ / r_τ — the round ends in a *rejection*
+      (one per round, the convention of ``Speculative``'s N_rej);
+    * τ = γ', ``bonus=True`` and a position remains (n + γ' < T): Y ∼ q(·|X≤γ'), no rejection;
+    * τ = γ' otherwise (horizon reached, or ``bonus=False``): no Y.
+
+    One target call per round.  The output law is exactly q, and the expected number of
+    accepted drafts per round is the largest among verifiers of a single drafted block (Sun
+    et al., Theorems 1–2); ``window=1`` is ``Speculative(window=1)`` exactly.
+
+    Conventions.  A residual with r_τ = 0 is reached with probability 0: if r_i = 0 and
+    π_i < 1 then h_i = 0; if r_i = 0 and π_i = 1 then q = p in that context, so π_{i+1} = 1
+    and h_{i+1} = 1, which rules out τ = i (for i = 0 too: π₀ = 1).  The exact code skips such
+    zero-mass outcomes; the engines' float guard is described in :mod:`sim.kernels`.
+
+    Block verification is not position-synchronous (τ depends on the whole block), so it has
+    no per-position :meth:`branches`: :mod:`theory.block` computes the law of a round and a
+    dynamic program over rounds, to which :func:`theory.expected_target_calls` and the other
+    exact functions dispatch.
+
+    Parameters
+    ----------
+    window : int >= 1
+        γ, draft tokens per round (required: a block needs a length).
+    bonus : bool
+        Whether a round whose whole block is accepted emits Y ∼ q (when a position remains).
+
+    Examples
+    --------
+    The paper's toy (Sun et al., §3): q = (1/3, 2/3), p = (2/3, 1/3), γ = 2; expected accepted
+    drafts per round are 10/9 token-wise and 11/9 block-wise.
+
+    >>> from fractions import Fraction as F
+    >>> import numpy as np
+    >>> from theory import BlockSpeculative, MarkovLM, Speculative, round_length_pmf
+    >>> p = MarkovLM.homogeneous([[F(2, 3), F(1, 3)]], 3, next_context=[[0, 0]])
+    >>> q = MarkovLM.homogeneous([[F(1, 3), F(2, 3)]], 3, next_context=[[0, 0]])
+    >>> [str(np.arange(4) @ round_length_pmf(p, q, a) - 1)
+    ...  for a in (Speculative(window=2), BlockSpeculative(2))]
+    ['10/9', '11/9']
+    """
+
+    window: int
+    bonus: bool = True
+
+    position_synchronous = False
+    #: How τ is selected from (η, h); only "block" is correct.  The negative controls of the
+    #: test suite (known-wrong rules that implementations have shipped) override it.
+    selection = _BLOCK_SELECTION
+
+    def __post_init__(self):
+        if not isinstance(self.window, numbers.Integral) or isinstance(self.window, bool):
+            raise TypeError(f"window must be a positive integer; got {self.window!r}")
+        if self.window < 1:
+            raise ValueError(f"window must be >= 1; got {self.window}")
+        object.__setattr__(self, "window", int(self.window))
+        if not isinstance(self.bonus, (bool, np.bool_)):
+            raise TypeError(f"bonus must be a bool; got {self.bonus!r}")
+
+    def n_round_states(self) -> int:
+        return 1
+
+    def branches(self, p, q):
+        raise TypeError(
+            "BlockSpeculative is not position-synchronous and has no per-position branches; "
+            "its exact laws are computed round by round (theory.block)"
+        )

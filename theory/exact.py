@@ -34,6 +34,7 @@ import numpy as np
 
 from theory._arrays import as_scalar, compact, zeros_like_kind
 from theory.algorithms import Algorithm, Speculative
+from theory.block import RoundProblem
 from theory.models import MarkovLM, check_compatible, context_transition
 from theory.onestep import _tv_distance
 
@@ -105,44 +106,73 @@ class _Problem:
         mass[0] = self.target.start_distribution
         return mass
 
+    def mean_pass(self):
+        """Per-position rejection probability (T,) and round-start probability per context
+        (T, S)."""
+        mass = self.initial_mass()
+        rejection = self.zeros(self.horizon)
+        round_start = self.zeros(self.horizon, self.n_contexts)
+        for n in range(self.horizon):
+            round_start[n] = mass[0]
+            following = self.zeros(self.n_states, self.n_contexts)
+            for move in self.moves(n):
+                if move.rejected:
+                    rejection[n] = rejection[n] + (mass[move.source] * move.mass).sum()
+                following[move.destination] = (following[move.destination]
+                                               + mass[move.source] @ move.transition)
+            mass = following
+        return rejection, round_start
 
-def _mean_pass(problem: _Problem):
-    """Per-position rejection probability (T,) and round-start probability per context (T, S)."""
-    mass = problem.initial_mass()
-    rejection = problem.zeros(problem.horizon)
-    round_start = problem.zeros(problem.horizon, problem.n_contexts)
-    for n in range(problem.horizon):
-        round_start[n] = mass[0]
-        following = problem.zeros(problem.n_states, problem.n_contexts)
-        for move in problem.moves(n):
-            if move.rejected:
-                rejection[n] = rejection[n] + (mass[move.source] * move.mass).sum()
-            following[move.destination] = (following[move.destination]
-                                           + mass[move.source] @ move.transition)
-        mass = following
-    return rejection, round_start
+    def count_pass(self, count: str) -> np.ndarray:
+        """pmf of the number of rejections (``count='rejections'``) or of target calls."""
+        horizon = self.horizon
+        mass = self.zeros(self.n_states, horizon + 1, self.n_contexts)
+        mass[:, 0] = self.initial_mass()
+        for n in range(horizon):
+            if count == "calls":  # a round starts: one more target call
+                mass[0] = np.roll(mass[0], 1, axis=0)
+            following = self.zeros(*mass.shape)
+            for move in self.moves(n):
+                carried = mass[move.source] @ move.transition
+                if count == "rejections" and move.rejected:
+                    carried = np.roll(carried, 1, axis=0)
+                following[move.destination] = following[move.destination] + carried
+            mass = following
+        return mass.sum(axis=(0, 2))
+
+    def first_round_pmf(self) -> np.ndarray:
+        """P(the first round emits k tokens), k = 0 … T."""
+        pmf = self.zeros(self.horizon + 1)
+        mass = self.initial_mass()
+        for n in range(self.horizon):
+            following = self.zeros(self.n_states, self.n_contexts)
+            for move in self.moves(n):
+                following[move.destination] = (following[move.destination]
+                                               + mass[move.source] @ move.transition)
+            pmf[n + 1] = following[0].sum()  # back in state 0: the round ended after n + 1
+            following[0] = 0 * following[0]
+            mass = following
+        pmf[self.horizon] = pmf[self.horizon] + mass.sum()
+        return pmf
 
 
-def _count_pass(problem: _Problem, count: str) -> np.ndarray:
-    """pmf of the number of rejections (``count='rejections'``) or of target calls."""
-    horizon = problem.horizon
-    mass = problem.zeros(problem.n_states, horizon + 1, problem.n_contexts)
-    mass[:, 0] = problem.initial_mass()
-    for n in range(horizon):
-        if count == "calls":  # a round starts: one more target call
-            mass[0] = np.roll(mass[0], 1, axis=0)
-        following = problem.zeros(*mass.shape)
-        for move in problem.moves(n):
-            carried = mass[move.source] @ move.transition
-            if count == "rejections" and move.rejected:
-                carried = np.roll(carried, 1, axis=0)
-            following[move.destination] = following[move.destination] + carried
-        mass = following
-    return mass.sum(axis=(0, 2))
 
 
-def _problem(draft, target, algorithm) -> _Problem:
-    return _Problem(draft, target, Speculative() if algorithm is None else algorithm)
+def _problem(draft, target, algorithm):
+    """The DP of ``algorithm``: the one place where algorithm kinds are dispatched.
+
+    Position-synchronous algorithms run the per-position DP (:class:`_Problem`); the others
+    (:class:`theory.BlockSpeculative`) the round-level DP of :mod:`theory.block`.  Both offer
+    ``mean_pass``, ``count_pass`` and ``first_round_pmf``.
+    """
+    algorithm = Speculative() if algorithm is None else algorithm
+    if not isinstance(algorithm, Algorithm):
+        raise TypeError(
+            f"algorithm must be a theory Algorithm (e.g. Speculative()); got {algorithm!r}"
+        )
+    if not algorithm.position_synchronous:
+        return RoundProblem(draft, target, algorithm)
+    return _Problem(draft, target, algorithm)
 
 
 def rejection_profile(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | None = None):
@@ -158,7 +188,7 @@ def rejection_profile(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | 
     >>> rejection_profile(p, q).round(12).tolist()
     [0.4, 0.4]
     """
-    return _mean_pass(_problem(draft, target, algorithm))[0]
+    return _problem(draft, target, algorithm).mean_pass()[0]
 
 
 def expected_rejections(draft: MarkovLM, target: MarkovLM,
@@ -202,7 +232,7 @@ def expected_target_calls(draft: MarkovLM, target: MarkovLM,
     >>> round(expected_target_calls(p, q, Speculative()), 12)  # 1 + 0.4 + 0.4
     1.8
     """
-    return as_scalar(_mean_pass(_problem(draft, target, algorithm))[1].sum())
+    return as_scalar(_problem(draft, target, algorithm).mean_pass()[1].sum())
 
 
 def rejection_pmf(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | None = None):
@@ -216,12 +246,12 @@ def rejection_pmf(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | None
     >>> rejection_pmf(p, q).round(12).tolist()  # Binomial(2, 0.4)
     [0.36, 0.48, 0.16]
     """
-    return _count_pass(_problem(draft, target, algorithm), "rejections")
+    return _problem(draft, target, algorithm).count_pass("rejections")
 
 
 def target_calls_pmf(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | None = None):
     """The exact law of the number of target calls: length T + 1, entry k = P(calls = k)."""
-    return _count_pass(_problem(draft, target, algorithm), "calls")
+    return _problem(draft, target, algorithm).count_pass("calls")
 
 
 def round_length_pmf(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | None = None):
@@ -241,19 +271,7 @@ def round_length_pmf(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | N
     >>> round(float(np.arange(6) @ pmf), 12)  # 1 + 0.6 + 0.36
     1.96
     """
-    problem = _problem(draft, target, algorithm)
-    pmf = problem.zeros(problem.horizon + 1)
-    mass = problem.initial_mass()
-    for n in range(problem.horizon):
-        following = problem.zeros(problem.n_states, problem.n_contexts)
-        for move in problem.moves(n):
-            following[move.destination] = (following[move.destination]
-                                           + mass[move.source] @ move.transition)
-        pmf[n + 1] = following[0].sum()  # back in state 0: the round ended after n + 1 tokens
-        following[0] = 0 * following[0]
-        mass = following
-    pmf[problem.horizon] = pmf[problem.horizon] + mass.sum()
-    return pmf
+    return _problem(draft, target, algorithm).first_round_pmf()
 
 
 def expected_walltime(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | None = None,
@@ -289,7 +307,7 @@ def walltime_components(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm 
     True
     """
     problem = _problem(draft, target, algorithm)
-    round_start = _mean_pass(problem)[1]
+    round_start = problem.mean_pass()[1]
     drafted = problem.algorithm.draft_lengths(problem.horizon, problem.n_contexts)
     return as_scalar(round_start.sum()), as_scalar((round_start * drafted).sum())
 

@@ -21,15 +21,19 @@ from sim.stats import DEFAULT_ALPHA as ALPHA
 from sim.stats import mean_check
 from sim.strategies import broadcast_layouts, model_pairs
 from tests.mutants import (
+    CumulativeProductBlock,
+    FirstFailureBlock,
     ForgetsResidualUpdate,
     InvertedRatio,
     LossyAdditiveAcceptance,
+    SharedUniformBlock,
     TypicalWithoutEntropy,
 )
 from tests.sim.test_statistical import pmf_moments
 from theory import (
     Autoregressive,
     BatchSpeculative,
+    BlockSpeculative,
     LossySpeculative,
     Speculative,
     TruncatedSpeculative,
@@ -94,6 +98,29 @@ def test_lossy_zoo_identical_on_fig2(algorithm):
     np.testing.assert_array_equal(got.tokens, expected.tokens)
     np.testing.assert_array_equal(got.rejections, expected.rejections)
     np.testing.assert_array_equal(got.target_calls, expected.target_calls)
+
+
+BLOCK_ALGORITHMS = [BlockSpeculative(1), BlockSpeculative(2), BlockSpeculative(3, bonus=False),
+                    BlockSpeculative(5), SharedUniformBlock(3), FirstFailureBlock(3),
+                    CumulativeProductBlock(3)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@settings(max_examples=30)
+@given(pair=model_pairs(max_vocab=4, max_horizon=5, max_contexts=4),
+       algorithm=st.sampled_from(BLOCK_ALGORITHMS), seed=st.integers(0, 2**32 - 1),
+       chunk_size=st.integers(1, 100))
+def test_block_verification_same_seed_same_results(device, pair, algorithm, seed, chunk_size):
+    """Block verification (rounds per trial, in-kernel residual sums) bit for bit, incl. the
+    negative-control rules, horizons shorter than the window and random prompts."""
+    draft, target = pair
+    expected = simulate(draft, target, algorithm, n_trials=64, rng=seed, record_tokens=True)
+    got = simulate_torch(draft, target, algorithm, n_trials=64, rng=seed, device=device,
+                         chunk_size=chunk_size, record_tokens=True)
+    np.testing.assert_array_equal(got.tokens, expected.tokens)
+    np.testing.assert_array_equal(got.rejections, expected.rejections)
+    np.testing.assert_array_equal(got.target_calls, expected.target_calls)
+
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_same_results_on_a_large_vocabulary_and_many_candidates(device):
