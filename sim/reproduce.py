@@ -352,25 +352,25 @@ WINDOW_COSTS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 MAX_WINDOW = 10
 
 
-def _window_chain(draft, target, costs):
+def _window_chain(draft, target, costs, max_window=MAX_WINDOW):
     """Speedup T / E[W] vs c: the optimal policy, the best fixed window (0 … W, 0 being
     autoregressive decoding), and Leviathan's rule (the γ maximizing his i.i.d. formula)."""
     horizon = target.horizon
     alpha = 1 - theorem1_rejections(draft, target) / horizon  # mean acceptance
     fixed = {w: walltime_components(draft, target, Speculative(window=w))
-             for w in range(1, MAX_WINDOW + 1)}
+             for w in range(1, max_window + 1)}
     fixed[0] = (horizon, 0)  # window 0: autoregressive decoding
     series = {"cost": list(costs), "optimal": [], "best_fixed": [], "best_fixed_window": [],
               "leviathan": [], "leviathan_window": [], "alpha": alpha}
     for cost in costs:
-        policy = optimal_window_policy(draft, target, cost_ratio=cost, max_window=MAX_WINDOW)
+        policy = optimal_window_policy(draft, target, cost_ratio=cost, max_window=max_window)
         series["optimal"].append(horizon / expected_walltime(draft, target, policy,
                                                              cost_ratio=cost))
         times = {w: calls + cost * drafted for w, (calls, drafted) in fixed.items()}
         best = min(times, key=times.get)
         series["best_fixed"].append(horizon / times[best])
         series["best_fixed_window"].append(best)
-        rule = max(range(MAX_WINDOW + 1),  # γ = 0 gives 1: autoregressive
+        rule = max(range(max_window + 1),  # γ = 0 gives 1: autoregressive
                    key=lambda w: float(leviathan_walltime_factor(alpha, w, cost)))
         series["leviathan"].append(horizon / times[rule])
         series["leviathan_window"].append(rule)
@@ -380,11 +380,14 @@ def _window_chain(draft, target, costs):
 def windows(settings, rng) -> Outcome:
     """Optimal per-round draft lengths (exact MDP) vs the best fixed γ and Leviathan's rule, on
     the Fig. 2 chains and a text n-gram pair; the optimal policy simulated at c = 0.05, 0.2."""
+    contexts = 100 if settings.quick else 300
     chains = {"Fig. 2 (paper's instance)": fig2_pair(50, instance="paper"),
-              "text n-gram (V=100, 300 contexts, T=32)": ngram_pair(
-                  vocab_size=100, max_contexts=300, horizon=32)}
-    costs = WINDOW_COSTS[::2] if settings.quick else WINDOW_COSTS
-    data = {"chains": {name: _window_chain(*pair, costs) for name, pair in chains.items()}}
+              f"text n-gram (V=100, {contexts} contexts, T=32)": ngram_pair(
+                  vocab_size=100, max_contexts=contexts, horizon=32)}
+    # quick: three costs and windows up to 5 (the n-gram's fixed-window DPs dominate)
+    costs, max_window = ((0.02, 0.1, 0.5), 5) if settings.quick else (WINDOW_COSTS, MAX_WINDOW)
+    data = {"chains": {name: _window_chain(*pair, costs, max_window)
+                       for name, pair in chains.items()}}
     draft, target = chains["Fig. 2 (paper's instance)"]
     rows = []
     for cost, stream in zip((0.05, 0.2), rng.spawn(2), strict=True):
@@ -494,16 +497,19 @@ def _simulated_only_row(quantity: str, samples) -> dict:
 def block_verification(settings, rng) -> Outcome:
     """Token-wise vs block verification (Sun et al., ICLR 2025): tokens per target call and
     walltime speedup vs γ, exact and simulated on Fig. 2, simulated on the n-gram pair."""
+    # quick: the exact windows up to 3 and one simulated n-gram window
+    exact_windows, ngram_windows = ((1, 2, 3), (2,)) if settings.quick else \
+        (BLOCK_WINDOWS, BLOCK_NGRAM_WINDOWS)
     rows, data = [], {"fig2": {}, "ngram": {}, "costs": list(BLOCK_COSTS)}
     draft, target = fig2_pair(50, instance="paper")
     horizon = target.horizon
     kinds = {"token-wise": lambda w: Speculative(window=w), "block": BlockSpeculative}
-    streams = iter(rng.spawn(2 * (len(BLOCK_WINDOWS) + len(BLOCK_NGRAM_WINDOWS))))
+    streams = iter(rng.spawn(2 * (len(exact_windows) + len(ngram_windows))))
     for kind, make in kinds.items():
-        entry = data["fig2"][kind] = {"window": list(BLOCK_WINDOWS), "calls_exact": [],
+        entry = data["fig2"][kind] = {"window": list(exact_windows), "calls_exact": [],
                                       "calls_simulated": [], "calls_standard_error": [],
                                       "speedup": {str(c): [] for c in BLOCK_COSTS}}
-        for window in BLOCK_WINDOWS:
+        for window in exact_windows:
             algorithm = make(window)
             mean, variance = _moments(target_calls_pmf(draft, target, algorithm))
             samples = simulate(draft, target, algorithm, n_trials=settings.trials // 10,
@@ -525,10 +531,10 @@ def block_verification(settings, rng) -> Outcome:
     draft, target = ngram_pair()
     horizon = target.horizon
     for kind, make in kinds.items():
-        entry = data["ngram"][kind] = {"window": list(BLOCK_NGRAM_WINDOWS),
+        entry = data["ngram"][kind] = {"window": list(ngram_windows),
                                        "calls_simulated": [], "calls_standard_error": [],
                                        "speedup_approx": {str(c): [] for c in BLOCK_COSTS}}
-        for window in BLOCK_NGRAM_WINDOWS:
+        for window in ngram_windows:
             samples = simulate(draft, target, make(window), n_trials=settings.trials // 40,
                                rng=next(streams), client=settings.client).target_calls
             row = _simulated_only_row(f"E[target calls] n-gram, {kind}, γ={window}", samples)
