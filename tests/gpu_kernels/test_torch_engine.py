@@ -68,7 +68,7 @@ def test_torch_philox_equals_the_readable_definition(device, key, first, positio
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@settings(max_examples=40)
+@settings(max_examples=25)
 @given(pair=model_pairs(max_vocab=4, max_horizon=4, max_contexts=4),
        algorithm=st.sampled_from(ALGORITHMS), seed=st.integers(0, 2**32 - 1),
        chunk_size=st.integers(1, 100))
@@ -106,7 +106,7 @@ BLOCK_ALGORITHMS = [BlockSpeculative(1), BlockSpeculative(2), BlockSpeculative(3
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@settings(max_examples=30)
+@settings(max_examples=15)
 @given(pair=model_pairs(max_vocab=4, max_horizon=5, max_contexts=4),
        algorithm=st.sampled_from(BLOCK_ALGORITHMS), seed=st.integers(0, 2**32 - 1),
        chunk_size=st.integers(1, 100))
@@ -126,8 +126,8 @@ def test_block_verification_same_seed_same_results(device, pair, algorithm, seed
 def test_same_results_on_a_large_vocabulary_and_many_candidates(device):
     draft, target = hidden_context_pair(32_000, 4, 8, rng=0)
     for algorithm in (Speculative(), BatchSpeculative(2, "trie"), BatchSpeculative(9, "trie")):
-        a = simulate(draft, target, algorithm, n_trials=2000, rng=1, record_tokens=True)
-        b = simulate_torch(draft, target, algorithm, n_trials=2000, rng=1, device=device,
+        a = simulate(draft, target, algorithm, n_trials=500, rng=1, record_tokens=True)
+        b = simulate_torch(draft, target, algorithm, n_trials=500, rng=1, device=device,
                            record_tokens=True)
         np.testing.assert_array_equal(a.tokens, b.tokens)
         np.testing.assert_array_equal(a.target_calls, b.target_calls)
@@ -149,7 +149,9 @@ CHECKED = [pytest.param(Speculative(), InvertedRatio(), "cpu", id="Speculative-c
 @pytest.mark.parametrize(("algorithm", "mutant", "device"), CHECKED)
 def test_torch_randomness_matches_the_exact_laws(device, algorithm, mutant):
     draft, target = fig2_pair()
-    n_trials = 100_000
+    # CPU: 20,000 trials (the tensor Philox is slow there); the control min(1, p/q) moves the
+    # mean by ~200 standard errors even at that size.  CUDA: 100,000.
+    n_trials = 20_000 if device == "cpu" else 100_000
     rejections = pmf_moments(rejection_pmf(draft, target, algorithm))
     calls = pmf_moments(target_calls_pmf(draft, target, algorithm))
     result = simulate_torch(draft, target, algorithm, n_trials=n_trials, rng=11, device=device)
