@@ -36,6 +36,7 @@ from sim.result import SimCounts, SimResult, check_problem
 from sim.tables import AliasTable, build_alias
 from theory import Autoregressive, BatchSpeculative, MarkovLM, Speculative
 from theory.onestep import _acceptance
+from theory.verification import checked_verification
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -134,7 +135,8 @@ class TokenTables:
             return cls(algorithm, layout, table, np.ones(q.size), table,
                        np.zeros(1, dtype=np.int64), 0, 0)
         p = layout.rows(draft)
-        accept, rejection_law = algorithm.verification(p, q)
+        accept, rejection_law = checked_verification(algorithm, p, q, position=0,
+                                                     n_contexts=layout.n_contexts)
         accept = np.ascontiguousarray(accept, dtype=np.float64).ravel()
         after_accept = np.array([algorithm.after_accept(j)
                                  for j in range(algorithm.n_round_states())], dtype=np.int64)

@@ -45,6 +45,7 @@ from theory.onestep import (
     positive_part,
     safe_ratio,
 )
+from theory.verification import checked_verification
 
 __all__ = [
     "Algorithm",
@@ -181,7 +182,7 @@ class Speculative(Algorithm):
 
     def branches(self, p, q):
         p, q = np.asarray(p), np.asarray(q)
-        accept, law = self.verification(p, q)
+        accept, law = checked_verification(self, p, q)  # the DP adds the position to errors
         accepted = accept * p
         rejected = _rejection_mass(p, accept)[..., None] * law
         tested_states = range(2) if self.window is None else range(self.window)

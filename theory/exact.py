@@ -36,6 +36,7 @@ from theory._arrays import as_scalar, compact, zeros_like_kind
 from theory.algorithms import Algorithm, Speculative
 from theory.models import MarkovLM, check_compatible, context_transition
 from theory.onestep import _tv_distance
+from theory.verification import InvalidVerification
 
 __all__ = [
     "expected_rejections",
@@ -84,7 +85,11 @@ class _Problem:
         if key not in self._cache:
             p, q = self.draft.probs[position], self.target.probs[position]
             moves = []
-            for branch in self.algorithm.branches(p, q):
+            try:
+                branches = self.algorithm.branches(p, q)
+            except InvalidVerification as error:
+                raise error.at_position(position) from None
+            for branch in branches:
                 weights = np.asarray(branch.weights)
                 transition = context_transition(weights, self.target.next_context,
                                                 first_order=self.target.is_first_order)
