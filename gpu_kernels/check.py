@@ -31,7 +31,7 @@ from sim.engine import make_tables
 from sim.engine import simulate as simulate_cpu
 from sim.models import fig2_pair, hidden_context_pair
 from sim.philox import philox_key, uniforms
-from sim.stats import mean_check
+from sim.stats import mean_check, pmf_moments
 from theory import (
     Autoregressive,
     BatchSpeculative,
@@ -45,12 +45,6 @@ ALGORITHMS = [Autoregressive(), Speculative(), Speculative(window=4),
               Speculative(window=4, bonus=False), BatchSpeculative(4),
               BatchSpeculative(4, "trie"), LossySpeculative(0.1),
               LossySpeculative(0.1, "target")]
-
-
-def _moments(pmf):
-    k = np.arange(len(pmf))
-    mean = float(k @ pmf)
-    return mean, float(k**2 @ pmf - mean**2)
 
 
 @dataclass(frozen=True)
@@ -146,7 +140,7 @@ def main(argv=None) -> int:
     draft, target = settings["Fig. 2 (V=7, T=50)"]
     backend = _backends(device)[-1]
     for algorithm in ALGORITHMS[1:]:
-        mean, variance = _moments(rejection_pmf(draft, target, algorithm))
+        mean, variance = pmf_moments(rejection_pmf(draft, target, algorithm))
         result = simulate(draft, target, algorithm, n_trials=trials, rng=1, device=device,
                           philox=backend)
         check = mean_check(result.rejections, mean, variance=variance)

@@ -35,7 +35,7 @@ from sim.models import (
     temperature_pair,
     uniform_subset_pair,
 )
-from sim.stats import DEFAULT_ALPHA, counts_check, mean_check, pmf_check
+from sim.stats import DEFAULT_ALPHA, counts_check, mean_check, pmf_check, pmf_moments
 from theory import (
     BatchSpeculative,
     LossySpeculative,
@@ -88,13 +88,6 @@ class Outcome:
     data: dict = field(default_factory=dict)
 
 
-def _moments(pmf):
-    pmf = np.asarray(pmf, dtype=np.float64)
-    k = np.arange(pmf.size)
-    mean = float(k @ pmf)
-    return mean, float(k**2 @ pmf - mean**2)
-
-
 def _mean_row(quantity: str, samples, mean: float, variance: float | None) -> dict:
     check = mean_check(samples, mean, variance=variance, alpha=DEFAULT_ALPHA, name=quantity)
     low, high = check.confidence_interval()
@@ -112,7 +105,7 @@ def _fit_row(quantity: str, check) -> dict:
 def _running(draft, target, algorithm, label, theory, settings, rng, printed=None):
     """Simulated N_rej against ``theory``; ``printed`` is the value the paper prints, if any."""
     pmf = rejection_pmf(draft, target, algorithm)
-    mean, variance = _moments(pmf)
+    mean, variance = pmf_moments(pmf)
     samples = simulate(draft, target, algorithm, n_trials=settings.trials, rng=rng,
                        client=settings.client).rejections
     row = _mean_row(f"E[N_rej] {label}", samples, theory, variance)
@@ -301,7 +294,7 @@ def walltime(settings, rng) -> Outcome:
                       "calls_standard_error": [], "calls_leviathan": [], "speedup": {}}
     for window, stream in zip(windows, rng.spawn(len(windows)), strict=True):
         algorithm = Speculative(window=window)
-        mean, variance = _moments(target_calls_pmf(draft, target, algorithm))
+        mean, variance = pmf_moments(target_calls_pmf(draft, target, algorithm))
         samples = simulate(draft, target, algorithm, n_trials=settings.trials // 4,
                            rng=stream, client=settings.client).target_calls
         row = _mean_row(f"E[target calls] window={window}", samples, mean, variance)

@@ -125,11 +125,13 @@ def test_precise_errors(call, error, match):
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["simulate", "--trials", "abc"], "invalid int value: 'abc'"),
+    (["simulate", "--trials", "abc"], "argument --trials: 'abc' is not a number"),
     (["simulate", "--model", "gpt"], "invalid choice: 'gpt'"),
-    (["simulate", "--algorithm", "batch", "--drafts", "0"], "n_drafts must be >= 1"),
-    (["simulate", "--model", "bernoulli", "--u", "1.5"], "u must be a probability"),
-    (["simulate", "--model", "random", "--vocab", "0"], "vocab_size must be >= 1"),
+    (["simulate", "--algorithm", "batch", "--drafts", "0"],
+     "argument --drafts: 0: the number of drafts must be >= 1"),
+    (["simulate", "--model", "bernoulli", "--u", "1.5"], "argument --u: 1.5: u must lie in [0, 1]"),
+    (["simulate", "--model", "random", "--vocab", "0"],
+     "argument --vocab: 0: the vocabulary size must be >= 1"),
     (["reproduce", "--out", "/proc/specdec-cannot-write-here", "--only", "gap",
       "--no-progress"], "error"),
     (["frobnicate"], "invalid choice"),
