@@ -61,12 +61,34 @@ def _smallest_signed(largest: int) -> np.dtype:
 
 
 def count_dtype(horizon: int) -> np.dtype:
-    """The smallest signed integer dtype that holds every count 0 … ``horizon``."""
+    """The smallest signed integer dtype that holds every count 0 … ``horizon``.
+
+    Parameters
+    ----------
+    horizon : int >= 0
+        T, the largest count.
+
+    Returns
+    -------
+    numpy.dtype
+        int8, int16, int32 or int64.
+    """
     return _smallest_signed(int(horizon))
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
-    """The smallest signed integer dtype that holds every token 0 … ``vocab_size`` − 1."""
+    """The smallest signed integer dtype that holds every token 0 … ``vocab_size`` − 1.
+
+    Parameters
+    ----------
+    vocab_size : int >= 1
+        V.
+
+    Returns
+    -------
+    numpy.dtype
+        int8, int16, int32 or int64.
+    """
     return _smallest_signed(int(vocab_size) - 1)
 
 
@@ -196,7 +218,27 @@ FAMILIES = {Autoregressive: TokenTables, Speculative: TokenTables,
 
 
 def make_tables(draft: MarkovLM, target: MarkovLM, algorithm) -> TokenTables | BatchTables:
-    """Build the sampling tables of ``algorithm`` on this pair (once per simulation)."""
+    """Build the sampling tables of ``algorithm`` on this pair (once per simulation).
+
+    Parameters
+    ----------
+    draft, target : MarkovLM
+        The model pair.
+    algorithm : Algorithm
+        ``Autoregressive``, any ``Speculative`` verifier, or ``BatchSpeculative``.
+
+    Returns
+    -------
+    TokenTables or BatchTables
+        The tables of the algorithm's family.
+
+    Raises
+    ------
+    TypeError
+        If the engine has no family for ``algorithm``.
+    InvalidVerification
+        If a custom verifier's (b, 𝒫) is invalid (:mod:`theory.verification`).
+    """
     for kind in type(algorithm).__mro__:
         if kind in FAMILIES:
             return FAMILIES[kind].build(draft, target, algorithm)
@@ -204,7 +246,19 @@ def make_tables(draft: MarkovLM, target: MarkovLM, algorithm) -> TokenTables | B
 
 
 def chunk_bounds(n_trials: int, chunk_size: int) -> list[tuple[int, int]]:
-    """(first trial, number of trials) of the consecutive chunks of ``n_trials``."""
+    """(first trial, number of trials) of the consecutive chunks of ``n_trials``.
+
+    Parameters
+    ----------
+    n_trials : int >= 1
+        Trials in all.
+    chunk_size : int >= 1
+        Trials per chunk (the last chunk may be shorter).
+
+    Returns
+    -------
+    list of (int, int)
+    """
     return [(first, min(chunk_size, n_trials - first))
             for first in range(0, n_trials, chunk_size)]
 

@@ -137,6 +137,30 @@ def mean_check(samples, expected, *, variance=None, alpha: float = DEFAULT_ALPHA
     variance.  When σ² = 0 the check passes only if every sample equals ``expected``
     (to 1e-12).
 
+    Parameters
+    ----------
+    samples : array_like
+        At least 2 numbers (e.g. N_rej of each trial).
+    expected : float
+        The exact mean under H₀.
+    variance : float >= 0, optional
+        The exact variance under H₀ (e.g. from :func:`pmf_moments`); default: the sample
+        variance.
+    alpha : float in (0, 1)
+        False-positive level of the check.
+    name : str
+        Label of the check in reports.
+
+    Returns
+    -------
+    CheckResult
+        z, its two-sided p-value, the estimate and its standard error.
+
+    Raises
+    ------
+    ValueError
+        Fewer than 2 samples, a negative variance, or ``alpha`` outside (0, 1).
+
     Notes
     -----
     An ``expected`` value computed in floats carries rounding error: a count that is T with
@@ -184,6 +208,18 @@ def merge_small_bins(expected_counts, min_expected: float = 5.0) -> np.ndarray:
     Categories are taken from least to most likely and accumulated into a bin until it reaches
     ``min_expected``; a last bin that falls short joins the previous one.  Returns an int label
     per category (categories with expected count 0 get label −1: they are tested separately).
+
+    Parameters
+    ----------
+    expected_counts : array_like
+        Expected count of every category (n · probability).
+    min_expected : float
+        The least expected count of a bin.
+
+    Returns
+    -------
+    ndarray of int
+        A bin label per category; −1 for categories with expected count 0.
     """
     expected_counts = np.asarray(expected_counts, dtype=np.float64)
     labels = np.full(expected_counts.size, -1, dtype=np.intp)
@@ -209,6 +245,17 @@ def counts_check(observed, probabilities, *, alpha: float = DEFAULT_ALPHA,
         Counts per category.
     probabilities : array (K,)
         H₀ law of the categories (sums to 1 within 1e-9).
+    alpha : float in (0, 1)
+        False-positive level of the check.
+    name : str
+        Label of the check in reports.
+    min_expected : float
+        Least expected count of a bin after merging (:func:`merge_small_bins`).
+
+    Returns
+    -------
+    CheckResult
+        Pearson's statistic, its p-value and the degrees of freedom (bins − 1).
 
     Examples
     --------
@@ -251,6 +298,23 @@ def counts_check(observed, probabilities, *, alpha: float = DEFAULT_ALPHA,
 
 def pmf_check(samples, pmf, *, alpha: float = DEFAULT_ALPHA, name: str = "pmf") -> CheckResult:
     """Goodness of fit of integer samples in 0..len(pmf)−1 to ``pmf``.
+
+    Parameters
+    ----------
+    samples : array_like of int
+        Draws in 0 … len(pmf) − 1.
+    pmf : array_like
+        The exact law under H₀.
+    alpha : float in (0, 1)
+        False-positive level of the check.
+    name : str
+        Label of the check in reports.
+
+    Returns
+    -------
+    CheckResult
+        Pearson's statistic (bins merged to expected counts ≥ 5), p-value, degrees of
+        freedom.
 
     Examples
     --------

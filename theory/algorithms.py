@@ -1,4 +1,4 @@
-r"""Decoding algorithms as small, immutable specifications (DESIGN §1).
+r"""Decoding algorithms as small, immutable specifications (docs/architecture.md §1).
 
 Every algorithm here is *position-synchronous*: given the context s and a small per-trial
 *round state* j, the law of what happens at position n — the token emitted, whether the
