@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gpu_kernels.engine import _RUNS, default_device, philox_pair, simulate
+from gpu_kernels.engine import _RUNS, _torch, default_device, philox_pair, simulate
 from sim.engine import make_tables
 from sim.engine import simulate as simulate_cpu
 from sim.models import fig2_pair, hidden_context_pair
@@ -66,7 +66,7 @@ def _wrong(algorithm):
 
 def _rate(engine: str, draft, target, algorithm, n: int, device, philox="tensor") -> float:
     """Positions per second of one chunk of n trials, tables built beforehand (not timed)."""
-    import torch
+    torch = _torch()
 
     tables = make_tables(draft, target, algorithm)
     key = philox_key(3)
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (CPU-only machines)")
     args = parser.parse_args(argv)
-    import torch
+    torch = _torch()
 
     device = default_device()
     trials = 20_000 if args.quick else 1_000_000

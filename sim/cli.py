@@ -148,8 +148,8 @@ def _reproduce(args) -> int:
         try:
             from distributed import Client
         except ImportError:
-            raise ValueError("--dask needs the dask extra: pip install 'specdec-theory[dask]'")\
-                from None
+            raise ValueError("--dask needs the dask extra; from the checkout: "
+                             "pip install -e '.[dask]'") from None
         client = Client(args.dask)
     try:
         failed = reproduce(args.out, quick=args.quick, seed=args.seed, only=args.only,

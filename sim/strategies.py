@@ -23,7 +23,13 @@ from __future__ import annotations
 from fractions import Fraction
 
 import numpy as np
-from hypothesis import strategies as st
+
+try:
+    from hypothesis import strategies as st
+except ModuleNotFoundError as error:
+    raise ModuleNotFoundError(
+        "sim.strategies needs hypothesis, an optional extra; install it from the checkout "
+        "with pip install -e '.[hypothesis]'", name=error.name) from None
 
 from theory import MarkovLM
 
