@@ -236,11 +236,14 @@ def make_tables(draft: MarkovLM, target: MarkovLM, algorithm) -> TokenTables | B
     ------
     TypeError
         If the engine has no family for ``algorithm``.
+    ValueError
+        If the tables would be absurdly large (``BatchSpeculative.check_cost``).
     InvalidVerification
         If a custom verifier's (b, 𝒫) is invalid (:mod:`theory.verification`).
     """
     for kind in type(algorithm).__mro__:
         if kind in FAMILIES:
+            algorithm.check_cost(draft, target, "engine")  # absurd sizes fail fast, clearly
             return FAMILIES[kind].build(draft, target, algorithm)
     raise TypeError(f"the engines have no kernel for {algorithm!r}")
 

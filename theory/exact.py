@@ -74,6 +74,7 @@ class _Problem:
                 f"algorithm must be a theory Algorithm (e.g. Speculative()); got {algorithm!r}"
             )
         self.draft, self.target, self.algorithm = draft, target, algorithm
+        algorithm.check_cost(draft, target, "dp")
         self.horizon = target.horizon
         self.n_contexts = target.n_contexts
         self.n_states = algorithm.n_round_states()
