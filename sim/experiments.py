@@ -135,5 +135,7 @@ def tradeoff_table(draft: MarkovLM, target: MarkovLM, eps_values, *,
             "standard_error": check.standard_error / horizon,
             "z": check.statistic, "p_value": check.p_value,
             "rejections_passed": check.passed, "tokens_passed": tokens.passed,
+            "tokens_statistic": tokens.statistic, "tokens_p_value": tokens.p_value,
+            "tokens_dof": tokens.degrees_of_freedom,
         })
     return rows

@@ -41,14 +41,15 @@ def _label(ax, xlabel, ylabel, title=None, legend_size=7):
     ax.legend(fontsize=legend_size)
 
 
-def _running_mean(ax, samples, sd, theory, label, color, printed=None):
-    samples = np.asarray(samples, dtype=np.float64)
-    k = np.arange(1, samples.size + 1)
-    mean = np.cumsum(samples) / k
-    half = 1.96 * sd / np.sqrt(k)
+def _running_mean(ax, series, color):
+    """A running mean (thinned: :func:`sim.reproduce.running_mean_series`), its 95% CI and
+    the theory line."""
+    k, mean = np.asarray(series["runs"]), np.asarray(series["running_mean"])
+    half = np.asarray(series["band_half_width"])
+    label, theory, printed = series["label"], series["theory"], series.get("printed")
     ax.plot(k, mean, color=color, lw=1.2, label=f"{label}: simulated running mean")
     ax.fill_between(k, mean - half, mean + half, color=color, alpha=0.2, lw=0,
-                    label="95% band (exact variance)")
+                    label="95% CI of the running mean (exact variance)")
     paper = "" if printed is None else f"; the paper prints {printed:g}"
     ax.axhline(theory, color=color, ls="--", lw=1, label=f"{label}: theory {theory:.2f}{paper}")
 
@@ -56,8 +57,7 @@ def _running_mean(ax, samples, sd, theory, label, color, printed=None):
 def running_means(data, title):
     figure, ax = plt.subplots(figsize=(6.4, 4))
     for i, series in enumerate(data["series"]):
-        _running_mean(ax, series["samples"], series["sd"], series["theory"], series["label"],
-                      COLORS[i % len(COLORS)], series.get("printed"))
+        _running_mean(ax, series, COLORS[i % len(COLORS)])
     ax.set_xscale("log")
     _label(ax, "number of runs", "average number of rejections", title)
     return figure
@@ -89,9 +89,7 @@ def rejections_vs_drafts(data, title):
 def _running_panels(axes, all_series, names):
     """Running means: the first series (speculative decoding) left, the batch ones right."""
     for i, series in enumerate(all_series):
-        _running_mean(axes[0] if i == 0 else axes[1], series["samples"], series["sd"],
-                      series["theory"], series["label"], COLORS[i % len(COLORS)],
-                      series.get("printed"))
+        _running_mean(axes[0] if i == 0 else axes[1], series, COLORS[i % len(COLORS)])
     for ax, name in zip(axes[:2], names, strict=True):
         ax.set_xscale("log")
         _label(ax, "number of runs", "average number of rejections", name, legend_size=6)

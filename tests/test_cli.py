@@ -124,3 +124,32 @@ def test_resume_recomputes_records_of_an_older_format(tmp_path):
     assert record.pop("format") == RECORD_FORMAT
     path.write_text(json.dumps(record))
     assert _completed(tmp_path, "gap", 0, settings) is None
+
+
+def test_report_summary_first_statistics_shown_reuse_named_and_series_in_json(tmp_path):
+    from sim.reproduce import reproduce, running_mean_series
+
+    assert reproduce(tmp_path, quick=True, only=["fig2a", "fig4bc"], progress=False) == 0
+    report = (tmp_path / "report.md").read_text()
+    # a short summary and the figures come before the long table of checks
+    assert report.index("| experiment | checks | passed | this run |") \
+        < report.index("## Figures") < report.index("## Every check")
+    assert "Every experiment was computed in this run." in report
+    token_rows = [line for line in report.splitlines() if "last-token law" in line]
+    assert token_rows
+    for line in token_rows:  # chi-square statistic and p-value shown, not "—"
+        statistic, p_value = line.split(" | ")[5:7]
+        assert float(statistic) >= 0 and 0 <= float(p_value) <= 1
+    record = json.loads((tmp_path / "data" / "fig2a.json").read_text())
+    assert set(record["git"]) == {"commit", "dirty"}
+    series = record["data"]["series"][0]  # the plotted series, thinned
+    assert series["runs"][0] == 1 and series["runs"][-1] == 20_000
+    assert len(series["runs"]) <= 300 and abs(series["running_mean"][-1]
+                                              - record["checks"][0]["estimate"]) < 1e-9
+    assert running_mean_series([1, 3, 2, 2], 1.0, 3)["band_half_width"][0] == 1.96
+    # a resumed run says what it reused
+    assert reproduce(tmp_path, quick=True, only=["fig2a", "pmf"], progress=False) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "Reused from a previous run in this folder (same seed and sizes, not " \
+           "recomputed): fig2a." in report
+    assert "| [pmf](#pmf) | 1 | 1 | computed |" in report
