@@ -156,7 +156,8 @@ def _running(draft, target, algorithm, label, theory, settings, rng, printed=Non
                        client=settings.client).rejections
     row = _mean_row(f"E[N_rej] {label}", samples, theory, variance)
     row["dp"] = mean
-    series = {"label": label, "sd": variance ** 0.5, "theory": theory,
+    drafts = algorithm.n_drafts if isinstance(algorithm, BatchSpeculative) else 1
+    series = {"label": label, "n_drafts": drafts, "sd": variance ** 0.5, "theory": theory,
               **running_mean_series(samples, variance ** 0.5)}
     if printed is not None:
         row["printed"] = series["printed"] = printed
