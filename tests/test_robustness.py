@@ -241,7 +241,13 @@ def test_interrupted_reproduce_resumes_with_identical_results(tmp_path):
                           capture_output=True).returncode == 0
     for path in sorted((fresh / "data").glob("*.json")):
         assert _strip(interrupted / "data" / path.name) == _strip(path)
-    assert (interrupted / "report.md").read_text() == (fresh / "report.md").read_text()
+    resumed, recomputed = ((folder / "report.md").read_text() for folder in (interrupted, fresh))
+    reused = [name for name in command[command.index("--only") + 1:]
+              if f"{name}.json" in done_before]
+    assert "Reused from a previous run in this folder (same seed and sizes, not recomputed): " \
+           f"{', '.join(reused)}." in resumed  # the resumed report says what it reused
+    assert resumed.splitlines()[2] == recomputed.splitlines()[2]  # the same verdicts
+    assert resumed.split("## Figures")[1] == recomputed.split("## Figures")[1]  # and checks
 
 
 def test_kl_with_denormal_reference_probabilities_is_finite():
