@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint bench reproduce clean
+.PHONY: test lint bench reproduce lab clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ lint: $(STAMP)
 
 reproduce: $(STAMP)
 	$(VENV)/bin/specdec reproduce --out results
+
+# JupyterLab on notebooks/ (installs the `notebooks` extra: jupyterlab and ipywidgets).
+lab: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[notebooks]'
+	cd notebooks && ../$(VENV)/bin/jupyter lab
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

@@ -50,8 +50,13 @@ _MASK = 0xFFFFFFFF
 
 
 def _torch():
-    import torch
-
+    """torch, imported on first use; a clear message names the extra when it is missing."""
+    try:
+        import torch
+    except ModuleNotFoundError as error:
+        raise ModuleNotFoundError(
+            "the torch engine (gpu_kernels) needs torch, an optional extra; install it from "
+            "the checkout with pip install -e '.[torch]'", name=error.name) from None
     return torch
 
 

@@ -8,12 +8,78 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
-
 __all__ = ["main"]
 
 MODELS = ("fig2", "fig2-t100", "fig2-dirichlet", "random", "bernoulli", "hidden", "ngram")
 ALGORITHMS = ("autoregressive", "speculative", "batch", "lossy")
+
+
+#: Options that only mean something for some models / algorithms: given with another one,
+#: they are an error (status 2), never silently ignored.  Defaults apply where they mean something.
+MODEL_OPTIONS = {
+    "vocab": (("random", "hidden", "ngram"), 100),
+    "horizon": (("random", "bernoulli", "hidden", "ngram"), 20),
+    "u": (("bernoulli",), 0.8),
+    "v": (("bernoulli",), 0.5),
+}
+ALGORITHM_OPTIONS = {
+    "window": (("speculative",), None),
+    "no_bonus": (("speculative",), False),
+    "drafts": (("batch",), 4),
+    "verifier": (("batch",), "paper"),
+    "eps": (("lossy",), 0.1),
+    "rejection": (("lossy",), "opt"),
+}
+
+
+def _integer(minimum: int, what: str):
+    """An argparse type: an integer >= ``minimum``, also written as 1e6 or 1_000_000."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text.replace("_", ""))
+        except ValueError:
+            try:
+                number = float(text.replace("_", ""))
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+            if not number.is_integer():
+                raise argparse.ArgumentTypeError(f"{text} is not a whole number") from None
+            value = int(number)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text}: {what} must be >= {minimum}")
+        return value
+
+    return parse
+
+
+def _real(low: float, high: float, what: str):
+    """An argparse type: a real number in [low, high] (high may be inf)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not low <= value <= high:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"{text}: {what} must lie in [{low:g}, {high:g}]")
+        return value
+
+    return parse
+
+
+def _apply_option_scopes(parser, args) -> None:
+    """Refuse options that do not apply to the chosen model/algorithm; fill the defaults."""
+    for scopes, chosen, kind in ((MODEL_OPTIONS, args.model, "model"),
+                                 (ALGORITHM_OPTIONS, args.algorithm, "algorithm")):
+        for dest, (applies_to, default) in scopes.items():
+            value = getattr(args, dest)
+            if value is None:
+                setattr(args, dest, default)
+            elif chosen not in applies_to:
+                option = "--" + dest.replace("_", "-")
+                parser.error(f"{option} applies only to --{kind} {' / '.join(applies_to)}, "
+                             f"not to --{kind} {chosen}")
 
 
 def _model(args):
@@ -48,7 +114,7 @@ def _algorithm(args):
 
 def _simulate(args) -> int:
     from sim.engine import simulate
-    from sim.stats import mean_check
+    from sim.stats import DEFAULT_ALPHA, mean_check, pmf_moments
     from theory import rejection_pmf, target_calls_pmf
 
     draft, target = _model(args)
@@ -57,19 +123,20 @@ def _simulate(args) -> int:
                       progress=args.progress)
     print(f"{algorithm!r} on {args.model}: T = {target.horizon}, V = {target.vocab_size}, "
           f"{args.trials:,} trials, seed {args.seed}")
+    print(f"  two-sided z-tests of the simulated mean against the exact one, exact variance, "
+          f"false-positive level {DEFAULT_ALPHA:g} each")
     failures = 0
     for name, samples, pmf in (("rejections", result.rejections,
                                 rejection_pmf(draft, target, algorithm)),
                                ("target calls", result.target_calls,
                                 target_calls_pmf(draft, target, algorithm))):
-        k = np.arange(len(pmf))
-        mean = float(k @ pmf)
-        check = mean_check(samples, mean, variance=float(k**2 @ pmf - mean**2))
+        mean, variance = pmf_moments(pmf)
+        check = mean_check(samples, mean, variance=variance, alpha=DEFAULT_ALPHA)
         low, high = check.confidence_interval()
         failures += not check.passed
         print(f"  E[{name}]: theory {mean:.6g}, simulated {check.estimate:.6g} "
               f"(95% CI {low:.6g} – {high:.6g}), z = {check.statistic:+.2f}, "
-              f"{'pass' if check.passed else 'FAIL'}")
+              f"p = {check.p_value:.3g}, {'pass' if check.passed else 'FAIL'}")
     return 1 if failures else 0
 
 
@@ -81,8 +148,8 @@ def _reproduce(args) -> int:
         try:
             from distributed import Client
         except ImportError:
-            raise ValueError("--dask needs the dask extra: pip install 'specdec-theory[dask]'")\
-                from None
+            raise ValueError("--dask needs the dask extra; from the checkout: "
+                             "pip install -e '.[dask]'") from None
         client = Client(args.dask)
     try:
         failed = reproduce(args.out, quick=args.quick, seed=args.seed, only=args.only,
@@ -103,45 +170,79 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except where the help text states them (option-specific defaults)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="specdec", description="Speculative decoding theory "
                                      "and simulation (Yin et al., NeurIPS 2024).")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    run = commands.add_parser("reproduce", help="regenerate every figure and the report")
-    run.add_argument("--out", default="results", help="output folder (default: results)")
+    run = commands.add_parser("reproduce", help="regenerate every figure and the report",
+                              formatter_class=_HelpFormatter)
+    run.add_argument("--out", default="results", help="output folder")
     run.add_argument("--quick", action="store_true", help="small sizes, under a minute")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seed", type=_integer(0, "the seed"), default=0,
+                     help="master seed of every experiment")
     run.add_argument("--only", nargs="+", metavar="NAME", help="run only these experiments")
-    run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--dask", metavar="ADDRESS", help="run on a dask.distributed scheduler")
     run.add_argument("--fresh", action="store_true",
                      help="recompute every experiment (default: resume a previous run in --out)")
     run.set_defaults(handler=_reproduce)
 
-    sim = commands.add_parser("simulate", help="one simulation, theory vs simulation")
-    sim.add_argument("--model", choices=MODELS, default="fig2")
-    sim.add_argument("--algorithm", choices=ALGORITHMS, default="speculative")
-    sim.add_argument("--trials", type=int, default=100_000)
-    sim.add_argument("--seed", type=int, default=0)
-    sim.add_argument("--window", type=int, default=None)
-    sim.add_argument("--no-bonus", action="store_true")
-    sim.add_argument("--drafts", type=int, default=4)
-    sim.add_argument("--verifier", choices=("paper", "trie"), default="paper")
-    sim.add_argument("--eps", type=float, default=0.1)
-    sim.add_argument("--rejection", choices=("opt", "target"), default="opt")
-    sim.add_argument("--vocab", type=int, default=100)
-    sim.add_argument("--horizon", type=int, default=20)
-    sim.add_argument("--u", type=float, default=0.8)
-    sim.add_argument("--v", type=float, default=0.5)
-    sim.add_argument("--progress", action="store_true")
-    sim.set_defaults(handler=_simulate)
+    sim = commands.add_parser(
+        "simulate", help="one simulation, theory vs simulation", formatter_class=_HelpFormatter,
+        description="Simulate one algorithm on one model pair with the CPU engine and test the "
+                    "simulated means of N_rej and of the target calls against the exact dynamic "
+                    "programs (two-sided z-tests at false-positive level 1e-6 each). Options "
+                    "marked [model ...] or [algorithm ...] apply only there; given elsewhere "
+                    "they are an error.")
+    sim.add_argument("--model", choices=MODELS, default="fig2",
+                     help="draft/target pair: the paper's Fig. 2 chains (T = 50 or 100), the "
+                          "Dirichlet stand-in, random, Bernoulli, hidden-context or n-gram")
+    sim.add_argument("--algorithm", choices=ALGORITHMS, default="speculative",
+                     help="decoding algorithm")
+    sim.add_argument("--trials", type=_integer(2, "the number of trials"), default=100_000,
+                     help="Monte Carlo trials (1e6 and 1_000_000 are accepted)")
+    sim.add_argument("--seed", type=_integer(0, "the seed"), default=0,
+                     help="seed of the simulation (and of the random/hidden models)")
+    sim.add_argument("--window", type=_integer(1, "the window"), default=None,
+                     help="[algorithm speculative] drafts per round (default: to the horizon)")
+    sim.add_argument("--no-bonus", action="store_true", default=None,
+                     help="[algorithm speculative] no bonus token after a fully accepted window")
+    sim.add_argument("--drafts", type=_integer(1, "the number of drafts"), default=None,
+                     help="[algorithm batch] M, drafts per round (default: 4)")
+    sim.add_argument("--verifier", choices=("paper", "trie"), default=None,
+                     help="[algorithm batch] Algorithm 4 or the trie verifier (default: paper)")
+    sim.add_argument("--eps", type=_real(0, float("inf"), "eps"), default=None,
+                     help="[algorithm lossy] over-acceptance ε >= 0 (default: 0.1)")
+    sim.add_argument("--rejection", choices=("opt", "target"), default=None,
+                     help="[algorithm lossy] rejection law: Decoding-OPT or -UNO (default: opt)")
+    sim.add_argument("--vocab", type=_integer(1, "the vocabulary size"), default=None,
+                     help="[model random/hidden/ngram] vocabulary size V (default: 100)")
+    sim.add_argument("--horizon", type=_integer(1, "the horizon"), default=None,
+                     help="[model random/bernoulli/hidden/ngram] horizon T (default: 20)")
+    sim.add_argument("--u", type=_real(0, 1, "u"), default=None,
+                     help="[model bernoulli] draft P(token 1) (default: 0.8)")
+    sim.add_argument("--v", type=_real(0, 1, "v"), default=None,
+                     help="[model bernoulli] target P(token 1) (default: 0.5)")
+    sim.add_argument("--progress", action="store_true", help="show a progress bar")
+    sim.set_defaults(handler=_simulate, scoped=sim)
     return parser
 
 
 def main(argv=None) -> int:
     """Entry point of the ``specdec`` console script."""
     args = _parser().parse_args(argv)
+    if args.command == "simulate":
+        _apply_option_scopes(args.scoped, args)
     try:
         return args.handler(args)
     except (ValueError, TypeError, OSError) as error:

@@ -38,6 +38,7 @@ from sim.result import SimCounts, SimResult, check_problem
 from sim.tables import AliasTable, build_alias
 from theory import Autoregressive, BatchSpeculative, BlockSpeculative, MarkovLM, Speculative
 from theory.onestep import _acceptance
+from theory.verification import checked_verification
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -66,12 +67,34 @@ def _smallest_signed(largest: int) -> np.dtype:
 
 
 def count_dtype(horizon: int) -> np.dtype:
-    """The smallest signed integer dtype that holds every count 0 … ``horizon``."""
+    """The smallest signed integer dtype that holds every count 0 … ``horizon``.
+
+    Parameters
+    ----------
+    horizon : int >= 0
+        T, the largest count.
+
+    Returns
+    -------
+    numpy.dtype
+        int8, int16, int32 or int64.
+    """
     return _smallest_signed(int(horizon))
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
-    """The smallest signed integer dtype that holds every token 0 … ``vocab_size`` − 1."""
+    """The smallest signed integer dtype that holds every token 0 … ``vocab_size`` − 1.
+
+    Parameters
+    ----------
+    vocab_size : int >= 1
+        V.
+
+    Returns
+    -------
+    numpy.dtype
+        int8, int16, int32 or int64.
+    """
     return _smallest_signed(int(vocab_size) - 1)
 
 
@@ -144,7 +167,8 @@ class TokenTables:
             return cls(algorithm, layout, table, np.ones(q.size), table,
                        np.zeros(1, dtype=np.int64), 0, 0, np.empty(0, dtype=np.int64))
         p = layout.rows(draft)
-        accept, rejection_law = algorithm.verification(p, q)
+        accept, rejection_law = checked_verification(algorithm, p, q, position=0,
+                                                     n_contexts=layout.n_contexts)
         accept = np.ascontiguousarray(accept, dtype=np.float64).ravel()
         after_accept = np.array([algorithm.after_accept(j)
                                  for j in range(algorithm.n_round_states())], dtype=np.int64)
@@ -246,11 +270,32 @@ FAMILIES = {Autoregressive: TokenTables, Speculative: TokenTables,
 def make_tables(draft: MarkovLM, target: MarkovLM, algorithm):
     """Build the sampling tables of ``algorithm`` on this pair (once per simulation).
 
-    Raises ``MemoryError`` with the estimate and the limit before building tables that would
-    not fit (:func:`check_memory`).
+    Parameters
+    ----------
+    draft, target : MarkovLM
+        The model pair.
+    algorithm : Algorithm
+        ``Autoregressive``, any ``Speculative`` verifier, or ``BatchSpeculative``.
+
+    Returns
+    -------
+    TokenTables, BatchTables or BlockTables
+        The tables of the algorithm's family.
+
+    Raises
+    ------
+    TypeError
+        If the engine has no family for ``algorithm``.
+    ValueError
+        If the tables would be absurdly large (``BatchSpeculative.check_cost``).
+    MemoryError
+        If they would not fit in :data:`MEMORY_LIMIT` (:func:`check_memory`).
+    InvalidVerification
+        If a custom verifier's (b, 𝒫) is invalid (:mod:`theory.verification`).
     """
     for kind in type(algorithm).__mro__:
         if kind in FAMILIES:
+            algorithm.check_cost(draft, target, "engine")  # absurd sizes fail fast, clearly
             check_memory(table_bytes(draft, target, algorithm),
                          f"the sampling tables of {algorithm!r} on {target!r}",
                          "use a smaller model or fewer drafts")
@@ -288,19 +333,32 @@ def check_memory(estimate: float, what: str, advice: str) -> None:
 def table_bytes(draft: MarkovLM, target: MarkovLM, algorithm) -> float:
     """A generous estimate of the memory that building the sampling tables takes (bytes).
 
-    Rows R = S (time-homogeneous pair) or T·S; per row and token: ≈ 80 bytes for token-wise
-    verifiers (alias records of proposals and rejection law, acceptance, and the temporaries
-    of their construction), ≈ 48·M for M batch candidates (a residual law, its alias record
-    and its acceptance per candidate).
+    An algorithm that knows its tables (``BatchSpeculative.table_bytes``) gives its own
+    estimate; otherwise rows R = S (time-homogeneous pair) or T·S, and ≈ 80 bytes per row and
+    token (alias records of proposals and rejection law, acceptance, and the temporaries of
+    their construction).
     """
+    if hasattr(algorithm, "table_bytes"):  # the algorithm's own (calibrated) estimate
+        return float(algorithm.table_bytes(draft, target, "engine"))
     homogeneous = draft.is_time_homogeneous and target.is_time_homogeneous
     cells = (1 if homogeneous else target.horizon) * target.n_contexts * target.vocab_size
-    per_cell = 48 * algorithm.n_drafts if isinstance(algorithm, BatchSpeculative) else 80
-    return float(cells) * per_cell
+    return float(cells) * 80
 
 
 def chunk_bounds(n_trials: int, chunk_size: int) -> list[tuple[int, int]]:
-    """(first trial, number of trials) of the consecutive chunks of ``n_trials``."""
+    """(first trial, number of trials) of the consecutive chunks of ``n_trials``.
+
+    Parameters
+    ----------
+    n_trials : int >= 1
+        Trials in all.
+    chunk_size : int >= 1
+        Trials per chunk (the last chunk may be shorter).
+
+    Returns
+    -------
+    list of (int, int)
+    """
     return [(first, min(chunk_size, n_trials - first))
             for first in range(0, n_trials, chunk_size)]
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sim.engine import simulate
-from sim.stats import DEFAULT_ALPHA, counts_check, mean_check
+from sim.stats import DEFAULT_ALPHA, counts_check, mean_check, pmf_moments
 from theory import (
     BatchSpeculative,
     LossySpeculative,
@@ -27,13 +27,6 @@ from theory.lossy import sequence_kl, sequence_tv_bound
 
 __all__ = ["BatchExperiment", "batch_experiment", "equal_rejection_eps", "multidraft_gap",
            "tradeoff_table"]
-
-
-def _pmf_moments(pmf) -> tuple[float, float]:
-    pmf = np.asarray(pmf, dtype=np.float64)
-    k = np.arange(pmf.size)
-    mean = float(k @ pmf)
-    return mean, float(k**2 @ pmf - mean**2)
 
 
 def multidraft_gap(draft: MarkovLM, target: MarkovLM, n_drafts: int) -> float:
@@ -84,7 +77,7 @@ def batch_experiment(draft: MarkovLM, target: MarkovLM, n_drafts=range(1, 9), *,
     rows = []
     for i, (m, verifier) in enumerate((m, v) for m in n_drafts for v in verifiers):
         algorithm = BatchSpeculative(m, verifier)
-        mean, variance = _pmf_moments(rejection_pmf(draft, target, algorithm))
+        mean, variance = pmf_moments(rejection_pmf(draft, target, algorithm))
         result = simulate(draft, target, algorithm, n_trials=n_trials, rng=streams[i],
                           client=client)
         check = mean_check(result.rejections, mean, variance=variance, alpha=alpha,
@@ -127,7 +120,7 @@ def tradeoff_table(draft: MarkovLM, target: MarkovLM, eps_values, *,
     for i, (eps, rule) in enumerate((e, r) for e in eps_values for r in rejections):
         algorithm = LossySpeculative(eps, rule)
         emitted = output_model(draft, target, algorithm)
-        mean, variance = _pmf_moments(rejection_pmf(draft, target, algorithm))
+        mean, variance = pmf_moments(rejection_pmf(draft, target, algorithm))
         result = simulate(draft, target, algorithm, n_trials=n_trials, rng=streams[i],
                           record_tokens=True, client=client)
         check = mean_check(result.rejections, mean, variance=variance, alpha=alpha)
@@ -144,6 +137,8 @@ def tradeoff_table(draft: MarkovLM, target: MarkovLM, eps_values, *,
             "standard_error": check.standard_error / horizon,
             "z": check.statistic, "p_value": check.p_value,
             "rejections_passed": check.passed, "tokens_passed": tokens.passed,
+            "tokens_statistic": tokens.statistic, "tokens_p_value": tokens.p_value,
+            "tokens_dof": tokens.degrees_of_freedom,
         })
     return rows
 

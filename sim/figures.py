@@ -18,6 +18,13 @@ import numpy as np
 __all__ = ["FIGURES", "save"]
 
 COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+#: Legend font size of every panel.
+LEGEND_SIZE = 8
+
+
+def drafts_color(n_drafts: int) -> str:
+    """The colour of M drafts, the same in every figure (M = 1, speculative decoding: C0)."""
+    return COLORS[(int(n_drafts) - 1) % len(COLORS)]
 
 
 def save(figure, directory: pathlib.Path, name: str) -> list[str]:
@@ -32,91 +39,105 @@ def save(figure, directory: pathlib.Path, name: str) -> list[str]:
     return files
 
 
-def _label(ax, xlabel, ylabel, title=None, legend_size=7):
-    """Axis labels, optional title and a small legend: the finish every panel shares."""
+def _figure(n_panels: int = 1, *, width: float | None = None, height: float = 4.2):
+    """A figure with ``n_panels`` side by side; constrained layout keeps the suptitle clear."""
+    width = width or (6.4 if n_panels == 1 else 5.6 * n_panels)
+    figure, axes = plt.subplots(1, n_panels, figsize=(width, height), layout="constrained")
+    return figure, axes
+
+
+def _label(ax, xlabel, ylabel, title=None, legend_size=LEGEND_SIZE, **legend):
+    """Axis labels, optional title and the legend: the finish every panel shares."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title is not None:
         ax.set_title(title)
-    ax.legend(fontsize=legend_size)
+    ax.legend(fontsize=legend_size, **legend)
 
 
-def _running_mean(ax, samples, sd, theory, label, color, printed=None):
-    samples = np.asarray(samples, dtype=np.float64)
-    k = np.arange(1, samples.size + 1)
-    mean = np.cumsum(samples) / k
-    half = 1.96 * sd / np.sqrt(k)
+def _running_mean(ax, series, band_label: bool):
+    """A running mean (thinned: :func:`sim.reproduce.running_mean_series`), its 95% CI and
+    the theory line, in the colour of its number of drafts."""
+    color = drafts_color(series.get("n_drafts", 1))
+    k, mean = np.asarray(series["runs"]), np.asarray(series["running_mean"])
+    half = np.asarray(series["band_half_width"])
+    label, theory, printed = series["label"], series["theory"], series.get("printed")
     ax.plot(k, mean, color=color, lw=1.2, label=f"{label}: simulated running mean")
     ax.fill_between(k, mean - half, mean + half, color=color, alpha=0.2, lw=0,
-                    label="95% band (exact variance)")
+                    label="shaded: 95% CI of the running mean (exact σ)" if band_label else None)
     paper = "" if printed is None else f"; the paper prints {printed:g}"
     ax.axhline(theory, color=color, ls="--", lw=1, label=f"{label}: theory {theory:.2f}{paper}")
 
 
-def running_means(data, title):
-    figure, ax = plt.subplots(figsize=(6.4, 4))
-    for i, series in enumerate(data["series"]):
-        _running_mean(ax, series["samples"], series["sd"], series["theory"], series["label"],
-                      COLORS[i % len(COLORS)], series.get("printed"))
+def _running_axes(ax, all_series, title=None):
+    for i, series in enumerate(all_series):
+        _running_mean(ax, series, band_label=i == 0)
     ax.set_xscale("log")
     _label(ax, "number of runs", "average number of rejections", title)
+
+
+def running_means(data, title):
+    figure, ax = _figure()
+    _running_axes(ax, data["series"], title)
     return figure
 
 
 def _draft_curves(ax, data):
+    """E[N_rej] vs M for both verifiers; the M → ∞ limits (far below the curves: the trie's is
+    0 when the draft has full support) go in an inset, so the main axes keep the error bars
+    readable."""
+    inset = ax.inset_axes([0.5, 0.5, 0.47, 0.45])
     for i, verifier in enumerate(("paper", "trie")):
         rows = [row for row in data["rows"] if row["verifier"] == verifier]
         m = [row["n_drafts"] for row in rows]
-        color = COLORS[i]
-        ax.plot(m, [row["theory"] for row in rows], "-", color=color,
-                label=f"{verifier}: theory (exact DP)")
+        theory = [row["theory"] for row in rows]
+        color, marker = COLORS[i], "os"[i]
+        ax.plot(m, theory, "-", color=color, label=f"{verifier}: theory (exact DP)")
         ax.errorbar(m, [row["simulated"] for row in rows],
-                    yerr=[1.96 * row["standard_error"] for row in rows], fmt="o", ms=4,
-                    color=color, capsize=3, label=f"{verifier}: simulated ± 95%")
-        ax.axhline(data["limits"][verifier], color=color, ls=":",
-                   label=f"{verifier}: M → ∞ limit")
-    _label(ax, "number of drafts M (M = 1 is speculative decoding)", "E[number of rejections]")
+                    yerr=[1.96 * row["standard_error"] for row in rows], fmt=marker, ms=4,
+                    color=color, capsize=3, label=f"{verifier}: simulated ± 95% CI")
+        inset.plot(m, theory, "-", color=color)
+        limit = data["limits"][verifier]
+        inset.axhline(limit, color=color, ls=":", label=f"{verifier}: M → ∞ limit {limit:.3g}")
+    inset.set_ylim(bottom=min(0, *data["limits"].values()) - 1)
+    inset.set_title("with the M → ∞ limits", fontsize=LEGEND_SIZE)
+    inset.tick_params(labelsize=7)
+    inset.legend(fontsize=7, loc="center right")
+    inset.xaxis.get_major_locator().set_params(integer=True)
+    _label(ax, "number of drafts M (M = 1 is speculative decoding)", "E[number of rejections]",
+           loc="lower left")
 
 
 def rejections_vs_drafts(data, title):
-    figure, ax = plt.subplots(figsize=(6.4, 4))
+    figure, ax = _figure(height=4.6)
     _draft_curves(ax, data)
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_title(title)
     return figure
 
 
-def _running_panels(axes, all_series, names):
-    """Running means: the first series (speculative decoding) left, the batch ones right."""
-    for i, series in enumerate(all_series):
-        _running_mean(axes[0] if i == 0 else axes[1], series["samples"], series["sd"],
-                      series["theory"], series["label"], COLORS[i % len(COLORS)],
-                      series.get("printed"))
-    for ax, name in zip(axes[:2], names, strict=True):
-        ax.set_xscale("log")
-        _label(ax, "number of runs", "average number of rejections", name, legend_size=6)
-
-
 def running_panels(data, title):
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
-    _running_panels(axes, data["series"], ("(a) speculative decoding",
-                                           "(b) batch speculative"))
-    figure.suptitle(title, y=1.02)
+    figure, axes = _figure(2)
+    _running_axes(axes[0], data["series"][:1], "(a) speculative decoding")
+    _running_axes(axes[1], data["series"][1:], "(b) batch speculative")
+    figure.suptitle(title)
     return figure
 
 
 def fig5(data, title):
-    figure, axes = plt.subplots(1, 3, figsize=(16, 4))
-    _running_panels(axes, data["running"]["series"], (
-        "(a) speculative decoding", "(b) batch speculative, M = 2 (paper), 4, 5"))
+    figure, axes = _figure(3, width=18, height=5)
+    series = data["running"]["series"]
+    _running_axes(axes[0], series[:1], "(a) speculative decoding")
+    _running_axes(axes[1], series[1:], "(b) batch speculative, M = 2 (paper), 4, 5")
     _draft_curves(axes[2], data["drafts"])
+    axes[2].xaxis.get_major_locator().set_params(integer=True)
     axes[2].set_title("(c) rejections vs M")
-    figure.suptitle(title, y=1.02)
+    figure.suptitle(title)
     return figure
 
 
 def batch_improvement(data, title):
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    figure, axes = _figure(2)
     for ax, family, label in ((axes[0], "bernoulli", "u"), (axes[1], "uniform", "r")):
         for i, curve in enumerate(data[family]):
             color = COLORS[i % len(COLORS)]
@@ -127,10 +148,10 @@ def batch_improvement(data, title):
                         color=color, capsize=3)
         _label(ax, "number of drafts M", "batch improvement BI")
     axes[0].set_title("(a) p = Ber(u), q = Ber(1/2)")
-    axes[1].set_title("(b) p uniform on V, q on V/r tokens")
+    axes[1].set_title("(b) p uniform on V = 4r tokens, q uniform on 4 of them")
     for ax in axes:
-        ax.text(0.98, 0.02, "dots: simulated ± 95%", transform=ax.transAxes, ha="right",
-                fontsize=7)
+        ax.text(0.98, 0.02, "dots: simulated ± 95% CI", transform=ax.transAxes, ha="right",
+                fontsize=LEGEND_SIZE)
     figure.suptitle(title)
     return figure
 
@@ -142,7 +163,7 @@ def _rule_curves(ax, rows, loss, simulated_loss, simulated_label):
         chosen = [row for row in rows if row["rejection"] == rule]
         name = "Decoding-OPT" if rule == "opt" else "Decoding-UNO"
         ax.plot([r["rejection_probability"] for r in chosen], [r[loss] for r in chosen], "--",
-                color=COLORS[i], lw=1, label=f"{name}: theory")
+                color=COLORS[i], lw=1.5, zorder=3, label=f"{name}: theory")
         ax.errorbar([r["simulated_rejection_probability"] for r in chosen],
                     [r[simulated_loss] for r in chosen],
                     xerr=[1.96 * r["standard_error"] for r in chosen], fmt="o", ms=4,
@@ -150,26 +171,29 @@ def _rule_curves(ax, rows, loss, simulated_loss, simulated_label):
 
 
 def pareto(data, title):
-    figure, ax = plt.subplots(figsize=(6.4, 4.5))
+    figure, ax = _figure(height=4.5)
     tv = data["tv"]
     rho = np.linspace(0, tv, 50)
-    ax.plot(rho, tv - rho, "k-", lw=1, label="Pareto front: P(reject) + Loss = TV (Thm 5)")
+    # wide and light underneath: Decoding-OPT lies exactly on it (Theorem 5) and stays visible
+    ax.plot(rho, tv - rho, "-", color="0.6", lw=5, alpha=0.5, zorder=1,
+            label="Pareto front: P(reject) + Loss = TV (Thm 5); OPT lies on it")
     _rule_curves(ax, data["points"], "loss", "simulated_loss", "simulated")
     _label(ax, "rejection probability", "TV distance of the output to q", title)
     return figure
 
 
 def tradeoff_chains(data, title):
-    figure, axes = plt.subplots(1, len(data["chains"]), figsize=(11, 4))
+    figure, axes = _figure(len(data["chains"]))
     for ax, chain in zip(np.atleast_1d(axes), data["chains"], strict=True):
-        _rule_curves(ax, chain["rows"], "tv_loss", "tv_loss", "simulated P(reject)")
+        _rule_curves(ax, chain["rows"], "tv_loss", "tv_loss",
+                     "simulated P(reject) ± 95% CI (loss: theory)")
         _label(ax, "rejections per position", "TV loss per position", chain["name"])
     figure.suptitle(title)
     return figure
 
 
 def pmf(data, title):
-    figure, ax = plt.subplots(figsize=(6.4, 4))
+    figure, ax = _figure()
     k = np.arange(len(data["pmf"]))
     counts = np.asarray(data["counts"], dtype=float)
     n = counts.sum()
@@ -182,7 +206,7 @@ def pmf(data, title):
 
 
 def walltime(data, title):
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    figure, axes = _figure(2)
     window = data["window"]
     axes[0].plot(window, data["calls_theory"], "k-", label="exact DP")
     axes[0].errorbar(window, data["calls_simulated"],
@@ -196,13 +220,15 @@ def walltime(data, title):
                      label=f"c = {cost}: exact (context-dependent)")
         axes[1].plot(window, speedups["leviathan"], ":", color=COLORS[i],
                      label=f"c = {cost}: Leviathan i.i.d.")
-    _label(axes[1], "window γ", "walltime factor T / E[time]")
+    _label(axes[1], "window γ", "speedup T / E[time] (time in target calls)")
+    axes[1].set_title("c = cost of one draft token / cost of one target call",
+                      fontsize=LEGEND_SIZE + 1)
     figure.suptitle(title)
     return figure
 
 
 def multidraft_gap(data, title):
-    figure, ax = plt.subplots(figsize=(6.4, 4))
+    figure, ax = _figure()
     for i, (name, series) in enumerate(data["series"].items()):
         ax.plot(series["m"], series["optimal"], "-", color=COLORS[i],
                 label=f"{name}: optimal α*")

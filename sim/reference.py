@@ -40,6 +40,7 @@ from theory import (
 )
 from theory._arrays import zeros_like_kind
 from theory.onestep import _acceptance, positive_part
+from theory.verification import checked_verification
 
 __all__ = [
     "ExactLaw",
@@ -118,7 +119,8 @@ def _speculative(algorithm: Speculative, draft, target, choose) -> Outcome:
                     trace.emit(choose.categorical(algorithm.bonus_law(q)))
                 break
             p = draft.probs[trace.position, trace.context]
-            accept, rejection_law = algorithm.verification(p, q)
+            accept, rejection_law = checked_verification(
+                algorithm, p, q, position=trace.position, context=trace.context)
             draft_token = choose.categorical(p)  # drafted lazily, when verification reads it
             drafted += 1
             if choose.bernoulli(accept[draft_token]):

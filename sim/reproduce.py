@@ -5,10 +5,12 @@ Each experiment simulates, checks every simulated statistic against its closed f
 and returns check rows plus the data of its figure.  :func:`reproduce` runs them all, writes
 
 * ``figures/<name>.png`` and ``.pdf``,
-* ``data/<name>.json`` — every number, with the seed, the configuration and package versions
-  (written atomically),
-* ``report.md`` — one table row per check (quantity, closed form, simulated estimate with its
-  95% interval, z, p, verdict) and the figures,
+* ``data/<name>.json`` — every number, including every plotted series (running means
+  thinned to log-spaced points), with the seed, the configuration, package versions and the
+  git commit (written atomically),
+* ``report.md`` — a summary (checks per experiment, which were reused by a resumed run), the
+  figures, then one table row per check (quantity, closed form, simulated estimate with its
+  95% interval, z or χ², p, verdict),
 
 and returns the number of failed checks (the command's exit status is non-zero if any fail).
 """
@@ -36,7 +38,7 @@ from sim.models import (
     temperature_pair,
     uniform_subset_pair,
 )
-from sim.stats import DEFAULT_ALPHA, counts_check, mean_check, pmf_check
+from sim.stats import DEFAULT_ALPHA, counts_check, mean_check, pmf_check, pmf_moments
 from theory import (
     BatchSpeculative,
     BlockSpeculative,
@@ -64,8 +66,9 @@ from theory.symbolic import leviathan_walltime_factor
 __all__ = ["EXPERIMENTS", "Settings", "reproduce"]
 
 #: Version of the experiments' definitions, stored in every data file: a resumed run recomputes
-#: the files an older version wrote (version 2: Fig. 2 and Fig. 5 on the paper's instance).
-RECORD_FORMAT = 2
+#: the files an older version wrote (version 2: Fig. 2 and Fig. 5 on the paper's instance;
+#: version 3: running means stored as thinned series, chi-square statistics, the git commit).
+RECORD_FORMAT = 3
 
 
 @dataclass(frozen=True)
@@ -96,13 +99,6 @@ class Outcome:
     data: dict = field(default_factory=dict)
 
 
-def _moments(pmf):
-    pmf = np.asarray(pmf, dtype=np.float64)
-    k = np.arange(pmf.size)
-    mean = float(k @ pmf)
-    return mean, float(k**2 @ pmf - mean**2)
-
-
 def _mean_row(quantity: str, samples, mean: float, variance: float | None) -> dict:
     check = mean_check(samples, mean, variance=variance, alpha=DEFAULT_ALPHA, name=quantity)
     low, high = check.confidence_interval()
@@ -117,16 +113,60 @@ def _fit_row(quantity: str, check) -> dict:
             "passed": check.passed, "note": f"chi-square, {check.degrees_of_freedom} dof"}
 
 
+#: Points of a plotted running mean (log-spaced over the runs; the last run always included).
+RUNNING_POINTS = 300
+
+
+def running_mean_series(samples, sd: float, n_points: int = RUNNING_POINTS) -> dict:
+    r"""The running mean of ``samples`` and its 95% band, at ~``n_points`` log-spaced runs.
+
+    Parameters
+    ----------
+    samples : array_like
+        One number per run, in run order.
+    sd : float >= 0
+        The exact standard deviation σ of one sample.
+    n_points : int >= 2
+        How many runs k to keep (log-spaced from 1 to n, rounded, duplicates dropped).
+
+    Returns
+    -------
+    dict
+        ``runs`` (k), ``running_mean`` (x̄ₖ) and ``band_half_width`` (1.96 σ/√k): what the
+        figures plot and the JSON stores.
+
+    Notes
+    -----
+    The band is the 95% confidence interval of the running mean x̄ₖ around the exact mean
+    under the central limit theorem, x̄ₖ ± 1.96 σ/√k — not a band of single runs.  A log
+    axis shows k = 1 … n evenly, so log-spaced points lose nothing visible while keeping a
+    figure (and its PDF) small however many runs were simulated.
+
+    Examples
+    --------
+    >>> from sim.reproduce import running_mean_series
+    >>> series = running_mean_series([1, 3, 2, 2], sd=1.0, n_points=3)
+    >>> series["runs"], series["running_mean"]
+    ([1, 2, 4], [1.0, 2.0, 2.0])
+    """
+    samples = np.asarray(samples, dtype=np.float64)
+    means = np.cumsum(samples) / np.arange(1, samples.size + 1)
+    runs = np.unique(np.rint(np.geomspace(1, samples.size, n_points)).astype(np.int64))
+    return {"runs": runs.tolist(), "running_mean": means[runs - 1].tolist(),
+            "band_half_width": (1.96 * sd / np.sqrt(runs)).tolist()}
+
+
 def _running(draft, target, algorithm, label, theory, settings, rng, printed=None):
     """Simulated N_rej against ``theory``; ``printed`` is the value the paper prints, if any."""
     pmf = rejection_pmf(draft, target, algorithm)
-    mean, variance = _moments(pmf)
+    mean, variance = pmf_moments(pmf)
     samples = simulate(draft, target, algorithm, n_trials=settings.trials, rng=rng,
                        client=settings.client).rejections
     row = _mean_row(f"E[N_rej] {label}", samples, theory, variance)
     row["dp"] = mean
-    series = {"label": label, "samples": samples.tolist(), "sd": variance ** 0.5,
-              "theory": theory}
+    drafts = algorithm.n_drafts if isinstance(algorithm, BatchSpeculative) else 1
+    series = {"label": label, "n_drafts": drafts, "sd": variance ** 0.5, "theory": theory,
+              **running_mean_series(samples, variance ** 0.5)}
     if printed is not None:
         row["printed"] = series["printed"] = printed
     return row, series
@@ -281,9 +321,10 @@ def fig4bc(settings, rng) -> Outcome:
                          "z": r["z"], "p_value": r["p_value"],
                          "passed": r["rejections_passed"]})
             rows.append({"quantity": f"last-token law {label}", "closed_form": None,
-                         "estimate": None, "ci_low": None, "ci_high": None, "z": None,
-                         "p_value": None, "passed": r["tokens_passed"],
-                         "note": "chi-square vs the output model"})
+                         "estimate": None, "ci_low": None, "ci_high": None,
+                         "z": r["tokens_statistic"], "p_value": r["tokens_p_value"],
+                         "passed": r["tokens_passed"],
+                         "note": f"chi-square vs the output model, {r['tokens_dof']} dof"})
         data["chains"].append({"name": name, "rows": table})
     return Outcome(rows, data)
 
@@ -309,7 +350,7 @@ def walltime(settings, rng) -> Outcome:
                       "calls_standard_error": [], "calls_leviathan": [], "speedup": {}}
     for window, stream in zip(windows, rng.spawn(len(windows)), strict=True):
         algorithm = Speculative(window=window)
-        mean, variance = _moments(target_calls_pmf(draft, target, algorithm))
+        mean, variance = pmf_moments(target_calls_pmf(draft, target, algorithm))
         samples = simulate(draft, target, algorithm, n_trials=settings.trials // 4,
                            rng=stream, client=settings.client).target_calls
         row = _mean_row(f"E[target calls] window={window}", samples, mean, variance)
@@ -397,7 +438,7 @@ def windows(settings, rng) -> Outcome:
         for label, samples, pmf in (
                 ("target calls", result.target_calls, target_calls_pmf(draft, target, policy)),
                 ("N_rej", result.rejections, rejection_pmf(draft, target, policy))):
-            mean, variance = _moments(pmf)
+            mean, variance = pmf_moments(pmf)
             rows.append(_mean_row(f"E[{label}] optimal windows c={cost}", samples, mean,
                                   variance))
     return Outcome(rows, data)
@@ -448,7 +489,7 @@ def lossy_zoo(settings, rng) -> Outcome:
         for algorithm, label, seed in zip((TypicalAcceptance(), TruncatedSpeculative(top_p=0.9)),
                                           ("typical (0.09, 0.3)", "top-p 0.9"),
                                           stream.spawn(2), strict=True):
-            mean, variance = _moments(rejection_pmf(draft, target, algorithm))
+            mean, variance = pmf_moments(rejection_pmf(draft, target, algorithm))
             samples = simulate(draft, target, algorithm, n_trials=settings.trials // 4,
                                rng=seed, client=settings.client).rejections
             rows.append(_mean_row(f"E[N_rej] {short} {label}", samples, mean, variance))
@@ -511,7 +552,7 @@ def block_verification(settings, rng) -> Outcome:
                                       "speedup": {str(c): [] for c in BLOCK_COSTS}}
         for window in exact_windows:
             algorithm = make(window)
-            mean, variance = _moments(target_calls_pmf(draft, target, algorithm))
+            mean, variance = pmf_moments(target_calls_pmf(draft, target, algorithm))
             samples = simulate(draft, target, algorithm, n_trials=settings.trials // 10,
                                rng=next(streams), client=settings.client).target_calls
             row = _mean_row(f"E[target calls] Fig. 2, {kind}, γ={window}", samples, mean,
@@ -567,13 +608,26 @@ def versions() -> dict:
             "matplotlib": matplotlib.__version__}
 
 
-def _without_samples(value):
-    """The figure data minus per-run samples (kept out of the JSON files: they are large)."""
-    if isinstance(value, dict):
-        return {k: _without_samples(v) for k, v in value.items() if k != "samples"}
-    if isinstance(value, list):
-        return [_without_samples(v) for v in value]
-    return value
+def git_commit() -> dict:
+    """The commit of the package's checkout, and whether it has uncommitted changes.
+
+    ``{"commit": None, "dirty": None}`` outside a git checkout (e.g. an installed copy) or
+    without git.
+    """
+    import subprocess
+
+    here = pathlib.Path(__file__).resolve().parent
+
+    def git(*arguments):
+        return subprocess.run(["git", *arguments], cwd=here, capture_output=True, text=True,
+                              check=True, timeout=30).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit, "dirty": dirty}
 
 
 def write_json_atomically(path: pathlib.Path, payload: dict) -> None:
@@ -603,10 +657,16 @@ INSTANCES = (
 )
 
 
-def write_report(out: pathlib.Path, results: dict, settings: Settings, seed: int) -> int:
+def write_report(out: pathlib.Path, results: dict, settings: Settings, seed: int,
+                 reused=()) -> int:
+    """Write ``report.md``: a summary, the figures, then every check; returns the failures.
+
+    ``reused`` names the experiments taken from a previous run in ``out`` (resume).
+    """
     rows = [(name, row) for name, outcome in results.items() for row in outcome.rows]
     failed = sum(row["passed"] is False for _, row in rows)
     checked = sum(row["passed"] is not None for _, row in rows)
+    reused = [name for name in results if name in set(reused)]
     lines = [
         "# specdec-theory: theory vs simulation",
         "",
@@ -617,9 +677,19 @@ def write_report(out: pathlib.Path, results: dict, settings: Settings, seed: int
         + (f"; {len(rows) - checked} simulated-only rows (no closed form, marked —)."
            if checked < len(rows) else "."),
         "",
-        INSTANCES,
+        ("Reused from a previous run in this folder (same seed and sizes, not recomputed): "
+         + ", ".join(reused) + "." if reused else
+         "Every experiment was computed in this run."),
         "",
+        "| experiment | checks | passed | this run |",
+        "|---|---|---|---|",
     ]
+    for name, outcome in results.items():
+        passed = sum(row["passed"] is True for row in outcome.rows)
+        checks = sum(row["passed"] is not None for row in outcome.rows)
+        lines.append(f"| [{name}](#{name}) | {checks} | {passed} | "
+                     f"{'reused' if name in reused else 'computed'} |")
+    lines += ["", INSTANCES, ""]
     printed = [(name, row) for name, row in rows if row.get("printed") is not None]
     if printed:
         lines += ["| experiment | quantity | computed here | paper prints | difference |",
@@ -628,8 +698,18 @@ def write_report(out: pathlib.Path, results: dict, settings: Settings, seed: int
                   f"{row['printed']:g} | {row['closed_form'] - row['printed']:+.4f} |"
                   for name, row in printed]
         lines.append("")
+    lines += ["## Figures", ""]
+    for name in results:
+        lines += [f"### {figures.FIGURES[name][1]}", "", f'<a id="{name}"></a>', "",
+                  f"![{name}](figures/{name}.png)", ""]
+        lines += results[name].data.get("markdown", [])
     lines += [
-        "| experiment | quantity | closed form | paper prints | simulated (95% CI) | z | p | "
+        "## Every check",
+        "",
+        "*z* is the z statistic of a mean check, or Pearson's chi-square statistic of a "
+        "goodness-of-fit check (its degrees of freedom in the closed-form column).",
+        "",
+        "| experiment | quantity | closed form | paper prints | simulated (95% CI) | z / χ² | p | "
         "verdict |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -642,10 +722,7 @@ def write_report(out: pathlib.Path, results: dict, settings: Settings, seed: int
         verdict = "—" if row["passed"] is None else "pass" if row["passed"] else "**FAIL**"
         lines.append(f"| {name} | {row['quantity']} | {closed} | {paper} | {simulated} | "
                      f"{_number(row['z'], 3)} | {_number(row['p_value'], 3)} | {verdict} |")
-    lines += ["", "## Figures", ""]
-    for name in results:
-        lines += [f"### {figures.FIGURES[name][1]}", "", f"![{name}](figures/{name}.png)", ""]
-        lines += results[name].data.get("markdown", [])
+    lines.append("")
     (out / "report.md").write_text("\n".join(lines))
     return failed
 
@@ -704,11 +781,12 @@ def reproduce(out="results", *, quick: bool = False, seed: int = 0, only=None,
         from tqdm.auto import tqdm
 
         iterator = tqdm(names, desc="reproduce", unit="experiment")
-    results = {}
+    results, reused = {}, []
     for name in iterator:
         previous = _completed(out, name, seed, settings) if resume else None
         if previous is not None:
             results[name] = previous
+            reused.append(name)
             continue
         started = time.perf_counter()
         outcome = EXPERIMENTS[name](settings, streams[name])
@@ -717,7 +795,8 @@ def reproduce(out="results", *, quick: bool = False, seed: int = 0, only=None,
         write_json_atomically(out / "data" / f"{name}.json", {
             "experiment": name, "format": RECORD_FORMAT, "seed": seed,
             "settings": settings.describe(),
-            "versions": versions(), "seconds": time.perf_counter() - started,
-            "checks": outcome.rows, "figures": files, "data": _without_samples(outcome.data)})
+            "versions": versions(), "git": git_commit(),
+            "seconds": time.perf_counter() - started,
+            "checks": outcome.rows, "figures": files, "data": outcome.data})
         results[name] = outcome
-    return write_report(out, results, settings, seed)
+    return write_report(out, results, settings, seed, reused)

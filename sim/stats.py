@@ -32,6 +32,7 @@ __all__ = [
     "mean_check",
     "merge_small_bins",
     "pmf_check",
+    "pmf_moments",
 ]
 
 #: Default false-positive level of one statistical check.
@@ -74,6 +75,48 @@ class CheckResult:
                 f"p = {self.p_value:.3g} (alpha {self.alpha:g}) → {verdict}")
 
 
+def pmf_moments(pmf) -> tuple[float, float]:
+    r"""Mean and variance of a pmf on 0, 1, …, K, computed stably.
+
+    Parameters
+    ----------
+    pmf : array_like, shape (K + 1,)
+        P(X = k) for k = 0 … K (floats or Fractions; computed in float64).
+
+    Returns
+    -------
+    mean, variance : float
+        The variance is never negative.
+
+    Raises
+    ------
+    ValueError
+        If ``pmf`` is not a one-dimensional, non-empty array of finite numbers.
+
+    Notes
+    -----
+    μ = Σ_k k·P(k) and σ² = Σ_k (k − μ)²·P(k).  The textbook shortcut Σ k²P(k) − μ² cancels
+    catastrophically when σ² ≪ μ² (for ``Autoregressive`` the number of target calls is T
+    with certainty, and the shortcut gives −9e-13); the centred sum is a sum of non-negative
+    terms, so it is ≥ 0 and accurate to a few ulps of σ².
+
+    Examples
+    --------
+    >>> from sim.stats import pmf_moments
+    >>> pmf_moments([0.25, 0.5, 0.25])
+    (1.0, 0.5)
+    >>> pmf_moments([0.0] * 50 + [1.0])  # a constant: exactly zero variance
+    (50.0, 0.0)
+    """
+    pmf = np.asarray(pmf, dtype=np.float64)
+    if pmf.ndim != 1 or pmf.size == 0 or not np.isfinite(pmf).all():
+        raise ValueError(f"pmf must be a non-empty 1-d array of finite numbers; got shape "
+                         f"{pmf.shape}")
+    k = np.arange(pmf.size)
+    mean = float(k @ pmf)
+    return mean, float((k - mean) ** 2 @ pmf)
+
+
 def _finish(result: CheckResult) -> CheckResult:
     """Every check returns through here: one hook to count checks (the test suite states its
     false-positive budget from it)."""
@@ -93,6 +136,38 @@ def mean_check(samples, expected, *, variance=None, alpha: float = DEFAULT_ALPHA
     z = (x̄ − expected) / √(σ²/n), with σ² = ``variance`` when known exactly, else the sample
     variance.  When σ² = 0 the check passes only if every sample equals ``expected``
     (to 1e-12).
+
+    Parameters
+    ----------
+    samples : array_like
+        At least 2 numbers (e.g. N_rej of each trial).
+    expected : float
+        The exact mean under H₀.
+    variance : float >= 0, optional
+        The exact variance under H₀ (e.g. from :func:`pmf_moments`); default: the sample
+        variance.
+    alpha : float in (0, 1)
+        False-positive level of the check.
+    name : str
+        Label of the check in reports.
+
+    Returns
+    -------
+    CheckResult
+        z, its two-sided p-value, the estimate and its standard error.
+
+    Raises
+    ------
+    ValueError
+        Fewer than 2 samples, a negative variance, or ``alpha`` outside (0, 1).
+
+    Notes
+    -----
+    An ``expected`` value computed in floats carries rounding error: a count that is T with
+    certainty comes out of a float pmf as T(1 + 2e-16), with a rounding-level variance of
+    1e-28, which would turn an exact agreement into z = −1000.  So differences
+    |x̄ − expected| ≤ 1e-12 · max(1, |expected|) — the float resolution of an exact value, far
+    below any standard error a simulation can reach — count as zero.
 
     Examples
     --------
@@ -119,7 +194,10 @@ def mean_check(samples, expected, *, variance=None, alpha: float = DEFAULT_ALPHA
         same = bool(np.all(np.abs(samples - expected) <= 1e-12))
         return _finish(CheckResult(name, 0.0 if same else np.inf, 1.0 if same else 0.0,
                                    alpha, estimate, expected, 0.0))
-    z = (estimate - expected) / error
+    difference = estimate - expected
+    if abs(difference) <= 1e-12 * max(1.0, abs(expected)):  # float resolution of `expected`
+        difference = 0.0
+    z = difference / error
     return _finish(CheckResult(name, float(z), float(2 * stats.norm.sf(abs(z))), alpha,
                                estimate, expected, float(error)))
 
@@ -130,6 +208,18 @@ def merge_small_bins(expected_counts, min_expected: float = 5.0) -> np.ndarray:
     Categories are taken from least to most likely and accumulated into a bin until it reaches
     ``min_expected``; a last bin that falls short joins the previous one.  Returns an int label
     per category (categories with expected count 0 get label −1: they are tested separately).
+
+    Parameters
+    ----------
+    expected_counts : array_like
+        Expected count of every category (n · probability).
+    min_expected : float
+        The least expected count of a bin.
+
+    Returns
+    -------
+    ndarray of int
+        A bin label per category; −1 for categories with expected count 0.
     """
     expected_counts = np.asarray(expected_counts, dtype=np.float64)
     labels = np.full(expected_counts.size, -1, dtype=np.intp)
@@ -155,6 +245,17 @@ def counts_check(observed, probabilities, *, alpha: float = DEFAULT_ALPHA,
         Counts per category.
     probabilities : array (K,)
         H₀ law of the categories (sums to 1 within 1e-9).
+    alpha : float in (0, 1)
+        False-positive level of the check.
+    name : str
+        Label of the check in reports.
+    min_expected : float
+        Least expected count of a bin after merging (:func:`merge_small_bins`).
+
+    Returns
+    -------
+    CheckResult
+        Pearson's statistic, its p-value and the degrees of freedom (bins − 1).
 
     Examples
     --------
@@ -197,6 +298,23 @@ def counts_check(observed, probabilities, *, alpha: float = DEFAULT_ALPHA,
 
 def pmf_check(samples, pmf, *, alpha: float = DEFAULT_ALPHA, name: str = "pmf") -> CheckResult:
     """Goodness of fit of integer samples in 0..len(pmf)−1 to ``pmf``.
+
+    Parameters
+    ----------
+    samples : array_like of int
+        Draws in 0 … len(pmf) − 1.
+    pmf : array_like
+        The exact law under H₀.
+    alpha : float in (0, 1)
+        False-positive level of the check.
+    name : str
+        Label of the check in reports.
+
+    Returns
+    -------
+    CheckResult
+        Pearson's statistic (bins merged to expected counts ≥ 5), p-value, degrees of
+        freedom.
 
     Examples
     --------

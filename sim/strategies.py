@@ -13,8 +13,9 @@ These are part of the product: use them to property-test your own verifier again
 
 Values are built directly, never by filtering: weights are drawn non-negative with one entry
 forced positive, then normalized (hypothesis's own guide warns that rows of ``floats(0, 1)`` can
-be all zero).  The strategies deliberately reach the edge cases of DESIGN §4: zero
-probabilities, tiny probabilities, one-hot rows, p = q, p ≈ q to rounding, V = 1 and T = 1.
+be all zero).  The strategies deliberately reach the edge cases of docs/architecture.md §4:
+zero probabilities, tiny probabilities, one-hot rows, p = q, p ≈ q to rounding, V = 1 and
+T = 1.
 """
 
 from __future__ import annotations
@@ -22,7 +23,13 @@ from __future__ import annotations
 from fractions import Fraction
 
 import numpy as np
-from hypothesis import strategies as st
+
+try:
+    from hypothesis import strategies as st
+except ModuleNotFoundError as error:
+    raise ModuleNotFoundError(
+        "sim.strategies needs hypothesis, an optional extra; install it from the checkout "
+        "with pip install -e '.[hypothesis]'", name=error.name) from None
 
 from theory import MarkovLM
 

@@ -1,7 +1,10 @@
 """The ``specdec`` command: one-off simulations and the reproduction run."""
 
 import json
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 
 from sim.cli import main
@@ -18,15 +21,69 @@ def test_simulate_prints_theory_and_simulation(capsys):
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["simulate", "--trials", "0"], "n_trials must be >= 1"),
-    (["simulate", "--algorithm", "speculative", "--window", "0"], "window must be >= 1"),
-    (["simulate", "--algorithm", "lossy", "--eps", "-1"], "eps must be a real number >= 0"),
+    (["simulate", "--trials", "0"], "argument --trials: 0: the number of trials must be >= 2"),
+    (["simulate", "--algorithm", "speculative", "--window", "0"],
+     "argument --window: 0: the window must be >= 1"),
+    (["simulate", "--algorithm", "lossy", "--eps", "-1"], "argument --eps: -1: eps must lie in"),
     (["reproduce", "--only", "fig9"], "unknown experiments"),
 ])
 def test_bad_arguments_give_one_line_and_status_2(capsys, argv, message):
-    assert main(argv) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        sys.exit(main(argv))
+    assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def _specdec(*argv):
+    """The command as a user runs it: a fresh process."""
+    return subprocess.run([sys.executable, "-m", "sim.cli", *argv], capture_output=True,
+                          text=True, check=False, timeout=300)
+
+
+def test_autoregressive_simulation_passes_and_states_the_test_level():
+    """Its target calls are T with certainty: the variance must come out >= 0 (it was -9e-13)."""
+    done = _specdec("simulate", "--algorithm", "autoregressive", "--trials", "2e3")
+    assert done.returncode == 0, done.stderr
+    assert "2,000 trials" in done.stdout and "false-positive level 1e-06 each" in done.stdout
+    assert "E[target calls]: theory 50, simulated 50" in done.stdout
+    assert done.stdout.count(", pass") == 2
+
+
+def test_pmf_moments_never_cancel_below_zero():
+    from sim.models import fig2_pair
+    from sim.stats import pmf_moments
+    from theory import Autoregressive, target_calls_pmf
+
+    pmf = target_calls_pmf(*fig2_pair(), Autoregressive())  # T = 50 with certainty
+    k = np.arange(pmf.size)
+    assert float(k**2 @ pmf - (k @ pmf) ** 2) < 0  # the shortcut the helper replaces
+    mean, variance = pmf_moments(pmf)
+    assert abs(mean - 50) < 1e-12 and 0 <= variance < 1e-24
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--eps", "0.2"], "--eps applies only to --algorithm lossy, not to --algorithm speculative"),
+    (["--algorithm", "batch", "--window", "3"], "--window applies only to --algorithm speculative"),
+    (["--seed", "-1"], "argument --seed: -1: the seed must be >= 0"),
+    (["--trials", "1"], "argument --trials: 1: the number of trials must be >= 2"),
+])
+def test_inapplicable_options_and_bad_values_exit_2_naming_the_option(argv, message):
+    done = _specdec("simulate", *argv)
+    assert done.returncode == 2 and done.stdout == ""
+    assert message in done.stderr and done.stderr.count("\n") == 1, done.stderr
+
+
+def test_every_option_of_simulate_says_what_it_does_and_its_default(capsys):
+    from sim.cli import _parser
+
+    simulate_parser = _parser()._subparsers._group_actions[0].choices["simulate"]
+    options = [action for action in simulate_parser._actions if action.dest != "help"]
+    assert len(options) == 15 and all(action.help for action in options)
+    text = " ".join(simulate_parser.format_help().split())
+    for fragment in ("(default: 100000)", "(default: fig2)", "(default: 4)", "(default: 0.1)",
+                     "[algorithm lossy]", "[model bernoulli]"):
+        assert fragment in text
 
 
 @pytest.mark.slow
@@ -70,3 +127,32 @@ def test_resume_recomputes_records_of_an_older_format(tmp_path):
     assert record.pop("format") == RECORD_FORMAT
     path.write_text(json.dumps(record))
     assert _completed(tmp_path, "gap", 0, settings) is None
+
+
+def test_report_summary_first_statistics_shown_reuse_named_and_series_in_json(tmp_path):
+    from sim.reproduce import reproduce, running_mean_series
+
+    assert reproduce(tmp_path, quick=True, only=["fig2a", "fig4bc"], progress=False) == 0
+    report = (tmp_path / "report.md").read_text()
+    # a short summary and the figures come before the long table of checks
+    assert report.index("| experiment | checks | passed | this run |") \
+        < report.index("## Figures") < report.index("## Every check")
+    assert "Every experiment was computed in this run." in report
+    token_rows = [line for line in report.splitlines() if "last-token law" in line]
+    assert token_rows
+    for line in token_rows:  # chi-square statistic and p-value shown, not "—"
+        statistic, p_value = line.split(" | ")[5:7]
+        assert float(statistic) >= 0 and 0 <= float(p_value) <= 1
+    record = json.loads((tmp_path / "data" / "fig2a.json").read_text())
+    assert set(record["git"]) == {"commit", "dirty"}
+    series = record["data"]["series"][0]  # the plotted series, thinned
+    assert series["runs"][0] == 1 and series["runs"][-1] == 20_000
+    assert len(series["runs"]) <= 300 and abs(series["running_mean"][-1]
+                                              - record["checks"][0]["estimate"]) < 1e-9
+    assert running_mean_series([1, 3, 2, 2], 1.0, 3)["band_half_width"][0] == 1.96
+    # a resumed run says what it reused
+    assert reproduce(tmp_path, quick=True, only=["fig2a", "pmf"], progress=False) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "Reused from a previous run in this folder (same seed and sizes, not " \
+           "recomputed): fig2a." in report
+    assert "| [pmf](#pmf) | 1 | 1 | computed |" in report

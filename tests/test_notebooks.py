@@ -6,11 +6,19 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOKS = sorted((pathlib.Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
+ROOT = pathlib.Path(__file__).parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
-def test_notebooks_exist():
+def test_notebooks_exist_explore_and_have_a_documented_front_end():
     assert {path.stem for path in NOTEBOOKS} >= {"quickstart", "batch", "tradeoff"}
+    for path in NOTEBOOKS:
+        code = "\n".join(cell.source for cell in nbformat.read(path, as_version=4).cells
+                         if cell.cell_type == "code")
+        assert code.count("plt.") >= 6 and "interact(" in code, path.stem  # plots, a slider
+    makefile = (ROOT / "Makefile").read_text()
+    assert "lab:" in makefile and "'.[notebooks]'" in makefile
+    assert "jupyterlab" in (ROOT / "pyproject.toml").read_text()
 
 
 @pytest.mark.slow

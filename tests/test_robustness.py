@@ -143,11 +143,13 @@ def test_precise_errors(call, error, match):
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["simulate", "--trials", "abc"], "invalid int value: 'abc'"),
+    (["simulate", "--trials", "abc"], "argument --trials: 'abc' is not a number"),
     (["simulate", "--model", "gpt"], "invalid choice: 'gpt'"),
-    (["simulate", "--algorithm", "batch", "--drafts", "0"], "n_drafts must be >= 1"),
-    (["simulate", "--model", "bernoulli", "--u", "1.5"], "u must be a probability"),
-    (["simulate", "--model", "random", "--vocab", "0"], "vocab_size must be >= 1"),
+    (["simulate", "--algorithm", "batch", "--drafts", "0"],
+     "argument --drafts: 0: the number of drafts must be >= 1"),
+    (["simulate", "--model", "bernoulli", "--u", "1.5"], "argument --u: 1.5: u must lie in [0, 1]"),
+    (["simulate", "--model", "random", "--vocab", "0"],
+     "argument --vocab: 0: the vocabulary size must be >= 1"),
     (["reproduce", "--out", "/proc/specdec-cannot-write-here", "--only", "gap",
       "--no-progress"], "error"),
     (["frobnicate"], "invalid choice"),
@@ -257,7 +259,13 @@ def test_interrupted_reproduce_resumes_with_identical_results(tmp_path):
                           capture_output=True).returncode == 0
     for path in sorted((fresh / "data").glob("*.json")):
         assert _strip(interrupted / "data" / path.name) == _strip(path)
-    assert (interrupted / "report.md").read_text() == (fresh / "report.md").read_text()
+    resumed, recomputed = ((folder / "report.md").read_text() for folder in (interrupted, fresh))
+    reused = [name for name in command[command.index("--only") + 1:]
+              if f"{name}.json" in done_before]
+    assert "Reused from a previous run in this folder (same seed and sizes, not recomputed): " \
+           f"{', '.join(reused)}." in resumed  # the resumed report says what it reused
+    assert resumed.splitlines()[2] == recomputed.splitlines()[2]  # the same verdicts
+    assert resumed.split("## Figures")[1] == recomputed.split("## Figures")[1]  # and checks
 
 
 def test_kl_with_denormal_reference_probabilities_is_finite():

@@ -1,4 +1,4 @@
-r"""Decoding algorithms as small, immutable specifications (DESIGN §1).
+r"""Decoding algorithms as small, immutable specifications (docs/architecture.md §1).
 
 Every algorithm here is *position-synchronous*: given the context s and a small per-trial
 *round state* j, the law of what happens at position n — the token emitted, whether the
@@ -34,7 +34,7 @@ import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
@@ -49,6 +49,7 @@ from theory.onestep import (
     positive_part,
     safe_ratio,
 )
+from theory.verification import checked_verification
 
 __all__ = [
     "Algorithm",
@@ -120,6 +121,14 @@ class Algorithm(abc.ABC):
         elif window is not None:
             remaining = np.minimum(window, remaining)
         return np.repeat(remaining[:, None], n_contexts, axis=1)
+
+    def check_cost(self, draft, target, consumer: str) -> None:
+        """Raise ``ValueError`` when running on this pair would be absurdly large.
+
+        Called once per problem by the exact DP (``consumer='dp'``) and by the engines'
+        table builder (``consumer='engine'``); the default accepts everything.
+        """
+        return None
 
 
 @dataclass(frozen=True)
@@ -236,7 +245,7 @@ class Speculative(Algorithm):
 
     def branches(self, p, q):
         p, q = np.asarray(p), np.asarray(q)
-        accept, law = self.verification(p, q)
+        accept, law = checked_verification(self, p, q)  # the DP adds the position to errors
         accepted = accept * p
         rejected = _rejection_mass(p, accept)[..., None] * law
         tested_states = range(2) if self.window is None else range(self.window)
@@ -667,6 +676,26 @@ class BatchSpeculative(Algorithm):
         M.  ``n_drafts=1`` is ``Speculative()``.
     verifier : {'paper', 'trie'}
 
+    Raises
+    ------
+    ValueError
+        From the DP or an engine (:meth:`check_cost`) when the estimated tables exceed
+        :attr:`max_table_bytes`; the message names M, the estimate and the limit.
+
+    Notes
+    -----
+    **Cost in M.**  The engines' tables hold, per row (position, context) and token, one
+    acceptance and one residual alias entry for each of the M candidates — about
+    112 · (M + 1) · rows · V bytes while they are built (rows = T·S, or S for time-homogeneous
+    models), so memory and set-up time grow linearly in M (Fig. 2's chains: ≈ 270 MB and 2 s at
+    M = 1000).  The DP of ``"paper"`` costs O(T · M) small array operations (≈ 7 s at M = 1000
+    on Fig. 2) and little memory; the trie's DP has M(M + 1)/2 branches per position, so
+    O(T · M²) operations and ≈ 16 · M(M + 1)/2 · S · (T·S + V) bytes (≈ 1 GB at M = 200).
+    E[N_rej] changes little beyond a few dozen drafts, and
+    :func:`theory.batch_rejection_limit` gives M → ∞ exactly, so problems whose estimate
+    exceeds :attr:`max_table_bytes` (1 GiB) are refused with a clear message; assign a larger
+    ``BatchSpeculative.max_table_bytes`` to run them anyway.
+
     Examples
     --------
     >>> from sim.models import fig2_pair
@@ -681,6 +710,10 @@ class BatchSpeculative(Algorithm):
     n_drafts: int = 2
     verifier: str = "paper"
 
+    #: Refuse problems whose tables are estimated above this many bytes (a class attribute:
+    #: assign ``BatchSpeculative.max_table_bytes`` to change it).
+    max_table_bytes: ClassVar[int] = 1 << 30
+
     def __post_init__(self):
         if not isinstance(self.n_drafts, numbers.Integral) or isinstance(self.n_drafts, bool):
             raise TypeError(f"n_drafts must be a positive integer; got {self.n_drafts!r}")
@@ -692,6 +725,30 @@ class BatchSpeculative(Algorithm):
 
     def n_round_states(self) -> int:
         return 2 if self.verifier == "paper" else self.n_drafts + 1
+
+    def table_bytes(self, draft, target, consumer: str) -> int:
+        """Estimated peak bytes of the tables ``consumer`` ('dp' or 'engine') builds (Notes)."""
+        m = self.n_drafts
+        homogeneous = draft.is_time_homogeneous and target.is_time_homogeneous
+        rows = (1 if homogeneous else target.horizon) * target.n_contexts
+        contexts, vocab = target.n_contexts, target.vocab_size
+        if consumer == "engine":
+            return 112 * (m + 1) * rows * vocab
+        if self.verifier == "trie":
+            return 16 * (m * (m + 1) // 2) * contexts * (rows + vocab)
+        return 32 * (m + 1) * contexts * vocab + 32 * rows * contexts
+
+    def check_cost(self, draft, target, consumer: str) -> None:
+        estimate, limit = self.table_bytes(draft, target, consumer), type(self).max_table_bytes
+        if estimate > limit:
+            what = "the exact DP" if consumer == "dp" else "the engine"
+            raise ValueError(
+                f"{self!r} with n_drafts = {self.n_drafts} on T = {target.horizon}, "
+                f"S = {target.n_contexts}, V = {target.vocab_size}: {what} would need about "
+                f"{estimate / 1e9:.3g} GB of tables, above BatchSpeculative.max_table_bytes = "
+                f"{limit / 1e9:.3g} GB; E[N_rej] changes little past a few dozen drafts and "
+                f"theory.batch_rejection_limit gives M -> infinity exactly (to run anyway, "
+                f"assign a larger BatchSpeculative.max_table_bytes)")
 
     def next_residual(self, p, residual):
         """The law candidate m + 1 is tested against after candidate m failed: [q^m − p]₊."""

@@ -102,6 +102,19 @@ def root_acceptance(p, q, n_drafts: int):
 def batch_improvement(p, q, n_drafts: int):
     r"""BI(p, q, M) = TV(p, q) − Π_{m=1}^{M} TV(q^m, p), the one-position gain of M drafts.
 
+    Parameters
+    ----------
+    p, q : array_like
+        Draft and target probability vectors along the last axis (leading axes broadcast);
+        Fractions give exact results.
+    n_drafts : int >= 1
+        M, the number of i.i.d. drafts.
+
+    Returns
+    -------
+    float, Fraction or ndarray
+        TV(p, q) − r₁⋯r_M ≥ 0, with r_m = TV(q^m, p) along the residual chain.
+
     Examples
     --------
     >>> from fractions import Fraction as F
@@ -143,6 +156,18 @@ def theorem3_rejections(draft: MarkovLM, target: MarkovLM, n_drafts: int | None)
 
     ``n_drafts=None`` gives Proposition 1's M → ∞ limit for the "paper" verifier.  Equal to
     ``expected_rejections(draft, target, BatchSpeculative(M))``.
+
+    Parameters
+    ----------
+    draft, target : MarkovLM
+        The draft p and the target q (compatible: :func:`theory.check_compatible`).
+    n_drafts : int >= 1 or None
+        M; None for the M → ∞ limit.
+
+    Returns
+    -------
+    float or Fraction
+        E[N_rej] of Algorithm 4 with M drafts.
 
     Examples
     --------
@@ -199,6 +224,23 @@ def batch_rejection_limit(draft: MarkovLM, target: MarkovLM, verifier: str = "pa
     Z = {p = 0}); positive whenever non-root positions can reject.  ``"trie"``:
     Σₙ E_q[qₙ(Zₙ)], zero when the draft has full support.
 
+    Parameters
+    ----------
+    draft, target : MarkovLM
+        The draft p and the target q (compatible: :func:`theory.check_compatible`).
+    verifier : {'paper', 'trie'}
+        Algorithm 4 or the trie verifier of :class:`theory.BatchSpeculative`.
+
+    Returns
+    -------
+    float or Fraction
+        The limit of E[N_rej] as M → ∞.
+
+    Raises
+    ------
+    ValueError
+        If ``verifier`` is not one of the two, or the models are incompatible.
+
     Examples
     --------
     >>> from sim.models import fig2_pair
@@ -224,6 +266,19 @@ def optimal_multidraft_acceptance(p, q, n_drafts: int):
 
     The minimum runs over prefixes of the tokens sorted by q/p ascending (O(V log V));
     leading axes broadcast.
+
+    Parameters
+    ----------
+    p, q : array_like
+        Draft and target probability vectors along the last axis (leading axes broadcast);
+        Fractions give exact results.
+    n_drafts : int >= 1
+        M, the number of i.i.d. drafts.
+
+    Returns
+    -------
+    float, Fraction or ndarray
+        α* ∈ [1 − TV(p, q), 1], one value per row.
 
     Examples
     --------

@@ -1,4 +1,6 @@
-r"""Exact laws of rejections and target calls by dynamic programming (DESIGN §1).
+r"""Exact laws of rejections and target calls by dynamic programming.
+
+The design is described in docs/architecture.md §1.
 
 Each algorithm of :mod:`theory.algorithms` is a Markov chain on (position n, context s, round
 state j).  Let :math:`m_n(j, s)` be the probability of reaching position n in context s and
@@ -37,6 +39,7 @@ from theory.algorithms import Algorithm, Speculative
 from theory.block import RoundProblem
 from theory.models import MarkovLM, check_compatible, context_transition
 from theory.onestep import _tv_distance
+from theory.verification import InvalidVerification
 
 __all__ = [
     "expected_rejections",
@@ -74,6 +77,7 @@ class _Problem:
             )
         algorithm.check_models(draft, target)
         self.draft, self.target, self.algorithm = draft, target, algorithm
+        algorithm.check_cost(draft, target, "dp")
         self.horizon = target.horizon
         self.n_contexts = target.n_contexts
         self.n_states = algorithm.n_round_states()
@@ -88,7 +92,11 @@ class _Problem:
         if key not in self._cache:
             p, q = self.draft.probs[position], self.target.probs[position]
             moves = []
-            for branch in self.algorithm.branches_at(position, p, q):
+            try:
+                branches = self.algorithm.branches_at(position, p, q)
+            except InvalidVerification as error:
+                raise error.at_position(position) from None
+            for branch in branches:
                 weights = np.asarray(branch.weights)
                 transition = context_transition(weights, self.target.next_context,
                                                 first_order=self.target.is_first_order)
@@ -180,6 +188,24 @@ def rejection_profile(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | 
 
     Sums to :func:`expected_rejections`.  Exact for exact models.
 
+    Parameters
+    ----------
+    draft, target : MarkovLM
+        The draft p and the target q (compatible: :func:`theory.check_compatible`).
+    algorithm : Algorithm, default ``Speculative()``
+        Any algorithm of :mod:`theory.algorithms` (custom verifiers are validated:
+        :mod:`theory.verification`).
+
+    Returns
+    -------
+    ndarray, shape (T,)
+        P(position n is a rejection), n = 0 … T − 1.
+
+    Raises
+    ------
+    ValueError, TypeError
+        If the models are incompatible or the algorithm is not an :class:`Algorithm`.
+
     Examples
     --------
     >>> from theory import MarkovLM, rejection_profile
@@ -207,7 +233,29 @@ def expected_rejections(draft: MarkovLM, target: MarkovLM,
 
     Notes
     -----
-    For ``Speculative()`` this equals Theorem 1, Σₙ E_q[TV(pₙ, qₙ)] (:func:`theorem1_rejections`).
+    **What N_rej counts.**  N_rej is the number of positions whose token comes from a rejection:
+    a draft was tested there, failed (probability 1 − b(x̃)), and the token was drawn from the
+    rejection law 𝒫 (for batch verifiers: all live candidates failed and the token came from
+    the last residual).  Every rejection ends its round, so a round holds at most one.  A
+    round can also end without a rejection, and those endings are *not* counted:
+
+    * ``window=None`` (the paper's K = ∞): only the last round, when it reaches the horizon T
+      with every draft accepted;
+    * ``window=γ, bonus=False``: a round whose γ drafts were all accepted;
+    * ``window=γ, bonus=True``: the same round then emits one *bonus* token drawn from q with
+      no test — a target-model token, but never a rejection.
+
+    Hence target calls = N_rej + (rounds that ended without a rejection), and with or without
+    bonus N_rej ≤ number of target calls ≤ T.  Positions of a lossy verifier
+    (``LossySpeculative``) count the same way.
+
+    With Theorem 1's rule this is, for every window without bonus and for ``window=None``,
+
+    .. math::  E[N_{rej}] = \sum_{n=1}^{T} E_{x_{1:n-1} \sim q}\big[\mathrm{TV}(p_n, q_n)\big]
+
+    (:func:`theorem1_rejections`): each position is tested exactly once, whatever the round
+    structure.  A bonus token replaces the test of its position, so ``bonus=True`` gives
+    no more rejections than Theorem 1.
 
     Examples
     --------
@@ -224,6 +272,24 @@ def expected_target_calls(draft: MarkovLM, target: MarkovLM,
                           algorithm: Algorithm | None = None):
     """E[number of target calls] = E[number of rounds], by exact dynamic programming.
 
+    Parameters
+    ----------
+    draft, target : MarkovLM
+        The draft p and the target q (compatible: :func:`theory.check_compatible`).
+    algorithm : Algorithm, default ``Speculative()``
+        Any algorithm of :mod:`theory.algorithms` (custom verifiers are validated:
+        :mod:`theory.verification`).
+
+    Returns
+    -------
+    float or Fraction
+        Σₙ P(a round starts at position n).
+
+    Raises
+    ------
+    ValueError, TypeError
+        If the models are incompatible or the algorithm is not an :class:`Algorithm`.
+
     Examples
     --------
     >>> from theory import MarkovLM, Speculative, expected_target_calls
@@ -238,6 +304,25 @@ def expected_target_calls(draft: MarkovLM, target: MarkovLM,
 def rejection_pmf(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | None = None):
     """The exact law of N_rej: array of length T + 1, entry k = P(N_rej = k).
 
+    Parameters
+    ----------
+    draft, target : MarkovLM
+        The draft p and the target q (compatible: :func:`theory.check_compatible`).
+    algorithm : Algorithm, default ``Speculative()``
+        Any algorithm of :mod:`theory.algorithms` (custom verifiers are validated:
+        :mod:`theory.verification`).
+
+    Returns
+    -------
+    ndarray, shape (T + 1,)
+        P(N_rej = k) for k = 0 … T (Fractions for exact models); N_rej as in
+        :func:`expected_rejections`.
+
+    Raises
+    ------
+    ValueError, TypeError
+        If the models are incompatible or the algorithm is not an :class:`Algorithm`.
+
     Examples
     --------
     >>> from theory import MarkovLM, rejection_pmf
@@ -250,7 +335,26 @@ def rejection_pmf(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | None
 
 
 def target_calls_pmf(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | None = None):
-    """The exact law of the number of target calls: length T + 1, entry k = P(calls = k)."""
+    """The exact law of the number of target calls: length T + 1, entry k = P(calls = k).
+
+    Parameters
+    ----------
+    draft, target : MarkovLM
+        The draft p and the target q (compatible: :func:`theory.check_compatible`).
+    algorithm : Algorithm, default ``Speculative()``
+        Any algorithm of :mod:`theory.algorithms` (custom verifiers are validated:
+        :mod:`theory.verification`).
+
+    Returns
+    -------
+    ndarray, shape (T + 1,)
+        P(target calls = k) for k = 0 … T; entry 0 is 0 for T ≥ 1.
+
+    Raises
+    ------
+    ValueError, TypeError
+        If the models are incompatible or the algorithm is not an :class:`Algorithm`.
+    """
     return _problem(draft, target, algorithm).count_pass("calls")
 
 
@@ -260,6 +364,24 @@ def round_length_pmf(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | N
     Entry k is P(the first round emits k tokens); entry 0 is always 0.  For a context-free
     pair with constant acceptance α = 1 − TV(p, q), ``Speculative(window=γ)`` and T > γ,
     the mean is Leviathan et al.'s (1 − α^{γ+1}) / (1 − α).
+
+    Parameters
+    ----------
+    draft, target : MarkovLM
+        The draft p and the target q (compatible: :func:`theory.check_compatible`).
+    algorithm : Algorithm, default ``Speculative()``
+        Any algorithm of :mod:`theory.algorithms` (custom verifiers are validated:
+        :mod:`theory.verification`).
+
+    Returns
+    -------
+    ndarray, shape (T + 1,)
+        P(the first round emits k tokens), k = 0 … T.
+
+    Raises
+    ------
+    ValueError, TypeError
+        If the models are incompatible or the algorithm is not an :class:`Algorithm`.
 
     Examples
     --------
@@ -284,6 +406,27 @@ def expected_walltime(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | 
     :class:`theory.WindowPolicy`):
 
     .. math::  E[W] = \sum_{n, s} P(\text{round starts at } (n, s))\,(1 + c\, d(n, s)).
+
+    Parameters
+    ----------
+    draft, target : MarkovLM
+        The draft p and the target q (compatible: :func:`theory.check_compatible`).
+    algorithm : Algorithm, default ``Speculative()``
+        Any algorithm of :mod:`theory.algorithms` (custom verifiers are validated:
+        :mod:`theory.verification`).
+    cost_ratio : real >= 0
+        c, the cost of one draft token in units of one target call.
+
+    Returns
+    -------
+    float or Fraction
+        E[W] in units of one target call.
+
+    Raises
+    ------
+    ValueError, TypeError
+        If the models are incompatible, the algorithm is not an :class:`Algorithm`, or
+        ``cost_ratio`` is negative, NaN or not a real number.
     """
     cost_ratio = _checked_cost_ratio(cost_ratio)
     calls, drafted = walltime_components(draft, target, algorithm)
@@ -294,6 +437,16 @@ def walltime_components(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm 
     r"""(E[target calls], E[drafted tokens]) in one DP pass: E[W] = calls + c · drafted.
 
     Wall time is linear in the cost ratio c, so one pass serves every c.
+
+    Parameters
+    ----------
+    draft, target : MarkovLM
+        The draft p and the target q.
+    algorithm : Algorithm, default ``Speculative()``
+
+    Returns
+    -------
+    (calls, drafted) : floats, or Fractions for exact models
 
     Examples
     --------
@@ -326,6 +479,26 @@ def expected_speedup(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | N
 
     For context-free models and T → ∞ this tends to Leviathan et al.'s
     (1 − α^{γ+1}) / ((1 − α)(γ c + 1)).
+
+    Parameters
+    ----------
+    draft, target : MarkovLM
+        The draft p and the target q (compatible: :func:`theory.check_compatible`).
+    algorithm : Algorithm, default ``Speculative()``
+        Any algorithm of :mod:`theory.algorithms` (custom verifiers are validated:
+        :mod:`theory.verification`).
+    cost_ratio : float >= 0
+        c, the cost of one draft token in units of one target call.
+
+    Returns
+    -------
+    float or Fraction
+        T / E[W] (:func:`expected_walltime`); > 1 means faster than autoregressive decoding.
+
+    Raises
+    ------
+    ValueError, TypeError
+        If the models are incompatible or the algorithm is not an :class:`Algorithm`.
     """
     walltime = expected_walltime(draft, target, algorithm, cost_ratio=cost_ratio)
     return target.horizon / walltime
@@ -337,6 +510,21 @@ def theorem1_rejections(draft: MarkovLM, target: MarkovLM):
     μ^q are the target's context marginals (the prefix x₁:ₙ₋₁ ∼ q).  Equal to
     ``expected_rejections(draft, target, Speculative(window=w, bonus=False))`` for every w,
     and a lower bound over the class ℱ of unbiased rejection-based verifiers (Theorem 2).
+
+    Parameters
+    ----------
+    draft, target : MarkovLM
+        The draft p and the target q (compatible: :func:`theory.check_compatible`).
+
+    Returns
+    -------
+    float or Fraction
+        Σₙ E_q[TV(pₙ, qₙ)].
+
+    Raises
+    ------
+    ValueError, TypeError
+        If the models are incompatible.
 
     Examples
     --------

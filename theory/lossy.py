@@ -115,6 +115,19 @@ def rejection_probability(p, accept):
 def tv_loss(p, q, accept):
     r"""Loss*_TV(b) = ½Σ|q − b p| − ½Σ(1 − b)p (Theorem 4): the least TV(output, q) for b.
 
+    Parameters
+    ----------
+    p, q : array_like
+        Draft and target probability vectors along the last axis (leading axes broadcast);
+        Fractions give exact results.
+    accept : array_like
+        The acceptance b(x) ∈ [0, 1], shaped like ``p``.
+
+    Returns
+    -------
+    float, Fraction or ndarray
+        Loss*_TV(b) ≥ 0; zero exactly when b ≤ min(1, q/p).
+
     Examples
     --------
     >>> from theory import tv_loss
@@ -132,6 +145,19 @@ def optimal_rejection_distribution(p, q, accept):
     """The canonical member of Theorem 4's optimal set, 𝒫* = [q − b p]₊ / Σ[q − b p]₊.
 
     Rows with no positive gap (never reached by a rejection) are zeros.
+
+    Parameters
+    ----------
+    p, q : array_like
+        Draft and target probability vectors along the last axis (leading axes broadcast);
+        Fractions give exact results.
+    accept : array_like
+        The acceptance b(x) ∈ [0, 1], shaped like ``p``.
+
+    Returns
+    -------
+    ndarray
+        𝒫*, shaped like ``p``.
 
     Examples
     --------
@@ -157,6 +183,19 @@ def is_optimal_rejection_distribution(p, q, accept, law, *, atol: float = 1e-12)
 
 def pareto_front(p, q, rejection_probability):
     """(TV(p, q) − ρ)₊: the least TV loss of any verifier rejecting with probability ρ (Thm 5).
+
+    Parameters
+    ----------
+    p, q : array_like
+        Draft and target probability vectors along the last axis (leading axes broadcast);
+        Fractions give exact results.
+    rejection_probability : float or array_like in [0, 1]
+        ρ, the verifier's probability of rejecting.
+
+    Returns
+    -------
+    float, Fraction or ndarray
+        (TV(p, q) − ρ)₊.
 
     Examples
     --------
@@ -237,6 +276,23 @@ def output_model(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm) -> Mar
 
     A biased verifier with a finite window and a q bonus emits differently at the bonus
     position: that raises.
+
+    Parameters
+    ----------
+    draft, target : MarkovLM
+        The draft p and the target q (compatible: :func:`theory.check_compatible`).
+    algorithm : Algorithm
+        The decoding algorithm.
+
+    Returns
+    -------
+    MarkovLM
+        probs[n, s, x] = P(emit x at position n | context s).
+
+    Raises
+    ------
+    ValueError
+        If the emission law depends on the round state, or the models are incompatible.
 
     Examples
     --------

@@ -47,7 +47,7 @@ __all__ = ["MarkovLM", "check_compatible", "context_transition"]
 
 
 class MarkovLM:
-    r"""A language model given by a finite context chain (DESIGN §1).
+    r"""A language model given by a finite context chain (docs/architecture.md §1).
 
     Parameters
     ----------
@@ -340,6 +340,20 @@ def context_transition(weights: np.ndarray, next_context: np.ndarray, *,
 
     ``weights[s, x]`` is a (sub-)probability of emitting x in context s; a context law μ (row
     vector) is carried to the next position by μ @ M.  Works for floats and Fractions.
+
+    Parameters
+    ----------
+    weights : ndarray, shape (S, V)
+        Sub-probabilities of emitting token x in context s (floats or Fractions).
+    next_context : ndarray, shape (S, V)
+        The context after emitting x in context s.
+    first_order : bool
+        True when next_context[s, x] = x (S = V): M is then ``weights`` itself, no scatter.
+
+    Returns
+    -------
+    ndarray, shape (S, S)
+        M[s, s'], same arithmetic as ``weights``.
     """
     if first_order:
         return np.asarray(weights)
@@ -360,6 +374,19 @@ def check_compatible(draft: MarkovLM, target: MarkovLM) -> None:
 
     They must be :class:`MarkovLM` instances with the same horizon, contexts, vocabulary,
     ``next_context`` and start law, and the same arithmetic (both exact or both float).
+
+    Parameters
+    ----------
+    draft, target : MarkovLM
+        The pair to check.
+
+    Raises
+    ------
+    TypeError
+        If either is not a :class:`MarkovLM`.
+    ValueError
+        Naming the first attribute that differs (horizon, contexts, vocabulary, context map,
+        start law, arithmetic) and both values.
 
     Examples
     --------

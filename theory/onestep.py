@@ -88,6 +88,22 @@ def safe_ratio(numerator, denominator):
 def acceptance_probability(p, q):
     r"""Standard acceptance b(x) = min(1, q(x)/p(x)) (validated inputs); see :func:`_acceptance`.
 
+    Parameters
+    ----------
+    p, q : array_like
+        Draft and target probability vectors along the last axis (leading axes broadcast);
+        Fractions give exact results.
+
+    Returns
+    -------
+    ndarray
+        b, shaped like the broadcast of p and q; 1 where p(x) = 0.
+
+    Raises
+    ------
+    ValueError, TypeError
+        If an input is not a probability vector (the message names the argument and index).
+
     Examples
     --------
     >>> from theory.onestep import acceptance_probability
@@ -114,6 +130,22 @@ def _acceptance(p, q):
 
 def residual_distribution(p, q):
     """The speculative residual [q − p]₊ normalized (validated inputs); see :func:`_residual`.
+
+    Parameters
+    ----------
+    p, q : array_like
+        Draft and target probability vectors along the last axis (leading axes broadcast);
+        Fractions give exact results.
+
+    Returns
+    -------
+    ndarray
+        The normalized residual; all zeros in rows where q ≤ p (rejection never happens).
+
+    Raises
+    ------
+    ValueError, TypeError
+        If an input is not a probability vector (the message names the argument and index).
 
     Examples
     --------
@@ -181,6 +213,23 @@ def _residual_chain(p, q, n_drafts: int, step=None):
 def rejection_mass(p, accept):
     r"""Probability of rejection Σ_x (1 − b(x)) p(x) for acceptance b ∈ [0, 1].
 
+    Parameters
+    ----------
+    p : array_like
+        Draft probability vectors (last axis).
+    accept : array_like
+        The acceptance b(x) ∈ [0, 1], shaped like ``p``.
+
+    Returns
+    -------
+    float, Fraction or ndarray
+        ρ = Σ_x (1 − b(x)) p(x), one value per row.
+
+    Raises
+    ------
+    ValueError, TypeError
+        If an input is not a probability vector (the message names the argument and index).
+
     Examples
     --------
     >>> from theory.onestep import rejection_mass
@@ -200,6 +249,25 @@ def rejection_law(p, q, accept):
     r"""Corollary 1's rejection law (q − b p) / Σ_y (1 − b(y)) p(y), the unique unbiased one.
 
     Rows that never reject (Σ(1 − b)p = 0) return zeros.
+
+    Parameters
+    ----------
+    p, q : array_like
+        Draft and target probability vectors along the last axis (leading axes broadcast);
+        Fractions give exact results.
+    accept : array_like
+        The acceptance b(x) ∈ [0, 1], shaped like ``p``; b ≤ min(1, q/p) makes the law
+        unbiased.
+
+    Returns
+    -------
+    ndarray
+        𝒫 = [q − b p]₊ / Σ(1 − b)p, shaped like ``p``; zeros in rows that never reject.
+
+    Raises
+    ------
+    ValueError, TypeError
+        If an input is not a probability vector (the message names the argument and index).
 
     Examples
     --------

@@ -15,7 +15,7 @@ from sim import simulate
 from sim.models import fig2_pair, hidden_context_pair, random_pair
 from sim.reference import reference_simulate
 from sim.stats import DEFAULT_ALPHA as ALPHA
-from sim.stats import counts_check, mean_check, pmf_check
+from sim.stats import counts_check, mean_check, pmf_check, pmf_moments
 from tests.mutants import AbsoluteResidual, InvertedRatio, ResampleFromTarget
 from theory import (
     Autoregressive,
@@ -33,12 +33,6 @@ def setting(engine):
     if engine == "vectorized":
         return fig2_pair()
     return random_pair(3, 6, concentration=0.5, rng=7)
-
-
-def pmf_moments(pmf):
-    k = np.arange(len(pmf))
-    mean = k @ pmf
-    return mean, k**2 @ pmf - mean**2
 
 
 def count_checks(samples, pmf, label):

@@ -272,3 +272,39 @@ def test_trie_weights_equal_the_direct_binomial_sum_for_many_drafts(n_drafts, ex
     else:
         p, q = rng.dirichlet(np.full(6, 0.7), size=(2, 4))
     assert_same_trie_branches(p, q, n_drafts)
+
+
+def test_absurd_numbers_of_drafts_are_refused_before_any_work(monkeypatch):
+    import time
+
+    from gpu_kernels import simulate as simulate_torch
+    from sim import simulate
+
+    draft, target = fig2_pair()
+    started = time.perf_counter()
+    for call in (lambda: simulate(draft, target, BatchSpeculative(10_000), n_trials=10, rng=0),
+                 lambda: simulate_torch(draft, target, BatchSpeculative(10_000), n_trials=10,
+                                        rng=0, device="cpu"),
+                 lambda: expected_rejections(draft, target, BatchSpeculative(2_000, "trie"))):
+        with pytest.raises(ValueError, match=r"n_drafts = \d+ on T = 50, S = 7, V = 7: .* GB "
+                                             r"of tables, above BatchSpeculative\."
+                                             r"max_table_bytes = 1\.07 GB"):
+            call()
+    assert time.perf_counter() - started < 5  # refused up front, not after minutes
+    # the limit is the user's to raise (and to lower)
+    monkeypatch.setattr(BatchSpeculative, "max_table_bytes", 10_000)
+    with pytest.raises(ValueError, match="max_table_bytes = 1e-05 GB"):
+        expected_rejections(draft, target, BatchSpeculative(2))
+    monkeypatch.setattr(BatchSpeculative, "max_table_bytes", 1 << 40)
+    assert BatchSpeculative(10_000).table_bytes(draft, target, "engine") > 1 << 30
+
+
+def test_table_estimate_covers_the_engine_tables():
+    from sim.engine import make_tables
+
+    draft, target = fig2_pair()
+    algorithm = BatchSpeculative(8)
+    tables = make_tables(draft, target, algorithm)
+    stored = sum(array.nbytes for array in (tables.acceptance, tables.residual.entries,
+                                            tables.draft.entries, tables.draft_probs))
+    assert stored <= algorithm.table_bytes(draft, target, "engine") <= 8 * stored
