@@ -40,6 +40,7 @@ from theory._arrays import zeros_like_kind
 from theory.algorithms import Branch, Speculative
 from theory.models import MarkovLM, check_compatible, context_transition
 from theory.onestep import _rejection_mass
+from theory.verification import checked_verification
 
 __all__ = ["WindowPolicy", "optimal_window_policy"]
 
@@ -145,7 +146,7 @@ class WindowPolicy(Speculative):
 
     def branches_at(self, position, p, q):
         p, q = np.asarray(p), np.asarray(q)
-        accept, law = self.verification(p, q)
+        accept, law = checked_verification(self, p, q)  # the DP adds the position to errors
         accepted = accept * p
         rejected = _rejection_mass(p, accept)[..., None] * law
         bonus = self.bonus_state
