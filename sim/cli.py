@@ -1,6 +1,8 @@
 """The ``specdec`` command: ``specdec reproduce`` and ``specdec simulate``.
 
-Errors in the arguments end the command with one line on stderr and exit status 2.
+Errors in the arguments (and requests that would not fit in memory, or an output folder another
+run is writing into) end the command with one line on stderr and exit status 2; Ctrl-C ends it
+with one line and status 130; status 1 means a check failed.
 """
 
 from __future__ import annotations
@@ -112,12 +114,30 @@ def _algorithm(args):
     return LossySpeculative(args.eps, args.rejection)
 
 
+def _model_bytes(args) -> float:
+    """Memory the model pair of ``args`` would take (two float64 (T, S, V) arrays, with the
+    temporaries of their construction), before anything is built."""
+    horizon, vocab = args.horizon, args.vocab
+    if args.model == "random":  # first order: S = V, a new kernel per position
+        return 4.0 * 8 * horizon * vocab * vocab
+    if args.model == "hidden":  # 8 contexts, stored once for every position
+        return 4.0 * 8 * 8 * vocab
+    if args.model == "ngram":  # up to 2,000 contexts, stored once
+        return 4.0 * 8 * 2000 * vocab
+    return 0.0
+
+
 def _simulate(args) -> int:
-    from sim.engine import simulate
+    from sim.engine import check_memory, simulate
     from sim.stats import DEFAULT_ALPHA, mean_check, pmf_moments
     from theory import rejection_pmf, target_calls_pmf
 
+    check_memory(_model_bytes(args), f"--model {args.model} with --vocab {args.vocab} and "
+                 f"--horizon {args.horizon}", "choose a smaller --vocab or --horizon")
     draft, target = _model(args)
+    if args.window is not None and args.window > target.horizon:
+        raise ValueError(f"--window {args.window} exceeds the horizon T = {target.horizon}: "
+                         f"omit --window to draft to the horizon")
     algorithm = _algorithm(args)
     result = simulate(draft, target, algorithm, n_trials=args.trials, rng=args.seed,
                       progress=args.progress)
@@ -245,9 +265,12 @@ def main(argv=None) -> int:
         _apply_option_scopes(args.scoped, args)
     try:
         return args.handler(args)
-    except (ValueError, TypeError, OSError) as error:
+    except (ValueError, TypeError, OSError, MemoryError) as error:
         print(f"specdec {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"specdec {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import numbers
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -324,7 +325,22 @@ def _size(n_bytes: float) -> str:
 
 
 def check_memory(estimate: float, what: str, advice: str) -> None:
-    """Refuse, with a one-line ``MemoryError``, to allocate more than :data:`MEMORY_LIMIT`."""
+    """Refuse, with a one-line ``MemoryError``, to allocate more than :data:`MEMORY_LIMIT`.
+
+    Parameters
+    ----------
+    estimate : float
+        Bytes the allocation would take.
+    what : str
+        What would be allocated (the message's subject).
+    advice : str
+        What the user can do instead (the message's end).
+
+    Raises
+    ------
+    MemoryError
+        If ``estimate`` exceeds :data:`MEMORY_LIMIT` (read at call time: users may set it).
+    """
     if estimate > MEMORY_LIMIT:
         raise MemoryError(f"{what} would need about {_size(estimate)}, over the limit of "
                           f"{_size(MEMORY_LIMIT)} (sim.engine.MEMORY_LIMIT); {advice}")
@@ -333,6 +349,20 @@ def check_memory(estimate: float, what: str, advice: str) -> None:
 def table_bytes(draft: MarkovLM, target: MarkovLM, algorithm) -> float:
     """A generous estimate of the memory that building the sampling tables takes (bytes).
 
+    Parameters
+    ----------
+    draft, target : MarkovLM
+        The model pair.
+    algorithm : Algorithm
+        The algorithm whose tables are estimated.
+
+    Returns
+    -------
+    float
+        Bytes.
+
+    Notes
+    -----
     An algorithm that knows its tables (``BatchSpeculative.table_bytes``) gives its own
     estimate; otherwise rows R = S (time-homogeneous pair) or T·S, and ≈ 80 bytes per row and
     token (alias records of proposals and rejection law, acceptance, and the temporaries of
@@ -345,7 +375,28 @@ def table_bytes(draft: MarkovLM, target: MarkovLM, algorithm) -> float:
     return float(cells) * 80
 
 
-def chunk_bounds(n_trials: int, chunk_size: int) -> list[tuple[int, int]]:
+class ChunkBounds(Sequence):
+    """(first trial, number of trials) of the consecutive chunks of ``n_trials``: a lazy
+    sequence, so a huge ``n_trials`` costs nothing until its chunks run."""
+
+    def __init__(self, n_trials: int, chunk_size: int):
+        self.n_trials, self.chunk_size = int(n_trials), int(chunk_size)
+
+    def __len__(self) -> int:
+        return -(-self.n_trials // self.chunk_size)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        first = index * self.chunk_size
+        return first, min(self.chunk_size, self.n_trials - first)
+
+
+def chunk_bounds(n_trials: int, chunk_size: int) -> ChunkBounds:
     """(first trial, number of trials) of the consecutive chunks of ``n_trials``.
 
     Parameters
@@ -357,10 +408,16 @@ def chunk_bounds(n_trials: int, chunk_size: int) -> list[tuple[int, int]]:
 
     Returns
     -------
-    list of (int, int)
+    ChunkBounds
+        A lazy sequence of (first, n) pairs.
+
+    Examples
+    --------
+    >>> from sim.engine import chunk_bounds
+    >>> list(chunk_bounds(10, 4))
+    [(0, 4), (4, 4), (8, 2)]
     """
-    return [(first, min(chunk_size, n_trials - first))
-            for first in range(0, n_trials, chunk_size)]
+    return ChunkBounds(n_trials, chunk_size)
 
 
 def _outputs(layout: Layout, n: int, record_tokens: bool):

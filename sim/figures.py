@@ -6,6 +6,7 @@ on the same axes; functions only plot — the numbers come from :mod:`sim.reprod
 
 from __future__ import annotations
 
+import os
 import pathlib
 
 import matplotlib
@@ -31,9 +32,14 @@ def save(figure, directory: pathlib.Path, name: str) -> list[str]:
     """Write ``name``.png and ``name``.pdf into ``directory``; returns the file names."""
     directory.mkdir(parents=True, exist_ok=True)
     files = []
-    for suffix in ("png", "pdf"):
+    for suffix in ("png", "pdf"):  # atomically: a killed run never leaves half a figure
         path = directory / f"{name}.{suffix}"
-        figure.savefig(path, dpi=130, bbox_inches="tight")
+        temporary = directory / f".{name}.{suffix}.tmp"
+        # no creation date in PDFs: the same data give the same bytes (content hashes)
+        metadata = {"CreationDate": None} if suffix == "pdf" else None
+        figure.savefig(temporary, dpi=130, bbox_inches="tight", format=suffix,
+                       metadata=metadata)
+        os.replace(temporary, path)
         files.append(path.name)
     plt.close(figure)
     return files

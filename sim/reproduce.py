@@ -21,6 +21,7 @@ import json
 import os
 import pathlib
 import platform
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -658,7 +659,7 @@ INSTANCES = (
 
 
 def write_report(out: pathlib.Path, results: dict, settings: Settings, seed: int,
-                 reused=()) -> int:
+                 reused=(), recomputed=None) -> int:
     """Write ``report.md``: a summary, the figures, then every check; returns the failures.
 
     ``reused`` names the experiments taken from a previous run in ``out`` (resume).
@@ -680,6 +681,9 @@ def write_report(out: pathlib.Path, results: dict, settings: Settings, seed: int
         ("Reused from a previous run in this folder (same seed and sizes, not recomputed): "
          + ", ".join(reused) + "." if reused else
          "Every experiment was computed in this run."),
+        *(["", "Recomputed because the stored results could not be trusted: "
+           + "; ".join(f"{name} ({why})" for name, why in recomputed.items()) + "."]
+          if recomputed else []),
         "",
         "| experiment | checks | passed | this run |",
         "|---|---|---|---|",
@@ -727,25 +731,107 @@ def write_report(out: pathlib.Path, results: dict, settings: Settings, seed: int
     return failed
 
 
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def _content_hash(checks, data) -> str:
+    """SHA-256 of the checks and data of a record, as canonical JSON."""
+    return _sha256(json.dumps({"checks": checks, "data": data}, sort_keys=True,
+                              default=float).encode())
+
+
+def package_version() -> str:
+    """The installed version of specdec-theory, and the record format of the experiments."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("specdec-theory")
+    except PackageNotFoundError:  # pragma: no cover - running from an uninstalled tree
+        installed = "unknown"
+    return f"{installed}+records{RECORD_FORMAT}"
+
+
 def _completed(out: pathlib.Path, name: str, seed: int, settings: Settings):
-    """The outcome of an experiment a previous run finished with the same seed and sizes.
+    """``(outcome, None)`` for an experiment a previous run finished with the same seed and
+    sizes, intact; ``(None, reason)`` when a data file exists but cannot be trusted
+    (unreadable, malformed, edited or damaged — its content hash does not match —, a figure
+    missing or damaged, written by another version); ``(None, None)`` when there is none.
 
     An experiment is complete once its JSON exists (written atomically, after its figures).
     """
     path = out / "data" / f"{name}.json"
+    if not path.exists():
+        return None, None
     try:
-        record = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    if record.get("format") != RECORD_FORMAT:  # written by an older version of the experiments
-        return None
+        record = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        return None, f"unreadable data file ({type(error).__name__})"
+    if not isinstance(record, dict) or not isinstance(record.get("checks"), list) \
+            or not isinstance(record.get("data"), dict) \
+            or not all(isinstance(row, dict) and "passed" in row for row in record["checks"]):
+        return None, "malformed data file"
+    if record.get("format") != RECORD_FORMAT or record.get("package") != package_version():
+        return None, (f"written by another version ({record.get('package', 'unrecorded')}, "
+                      f"this is {package_version()})")
     same_sizes = {k: v for k, v in record.get("settings", {}).items() if k != "dask_scheduler"} \
         == {k: v for k, v in settings.describe().items() if k != "dask_scheduler"}
-    figures_exist = all((out / "figures" / f"{name}.{suffix}").exists()
-                        for suffix in ("png", "pdf"))
-    if record.get("seed") != seed or not same_sizes or not figures_exist:
-        return None
-    return Outcome(record["checks"], record["data"])
+    if record.get("seed") != seed or not same_sizes:
+        return None, "another seed or other sizes"
+    if record.get("content_sha256") != _content_hash(record["checks"], record["data"]):
+        return None, "content hash mismatch (edited or damaged numbers)"
+    figure_hashes = record.get("figure_sha256")
+    if not isinstance(figure_hashes, dict) or set(figure_hashes) != {f"{name}.png",
+                                                                     f"{name}.pdf"}:
+        return None, "malformed data file (figure hashes)"
+    for file, digest in figure_hashes.items():
+        try:
+            intact = _sha256((out / "figures" / file).read_bytes()) == digest
+        except OSError:
+            intact = False
+        if not intact:
+            return None, f"figure {file} missing or damaged"
+    return Outcome(record["checks"], record["data"]), None
+
+
+class OutputFolderBusy(OSError):
+    """Another ``specdec reproduce`` holds the output folder's lock."""
+
+
+class _FolderLock:
+    """An exclusive, non-blocking lock on ``out/.specdec.lock`` for the whole run: one writer
+    per output folder.  The lock dies with its process (even on SIGKILL)."""
+
+    def __init__(self, out: pathlib.Path):
+        self.path = out / ".specdec.lock"
+
+    def __enter__(self):
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.path, "a+")  # held for the whole run
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "unknown"
+            self.file.close()
+            raise OutputFolderBusy(
+                f"another specdec reproduce (pid {holder}) is writing into "
+                f"{self.path.parent}; wait for it to finish or choose another --out") from None
+        self.file.truncate(0)
+        self.file.write(str(os.getpid()))
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc):
+        import fcntl
+
+        fcntl.flock(self.file, fcntl.LOCK_UN)
+        self.file.close()
+        return False
 
 
 def reproduce(out="results", *, quick: bool = False, seed: int = 0, only=None,
@@ -768,7 +854,14 @@ def reproduce(out="results", *, quick: bool = False, seed: int = 0, only=None,
     ...     reproduce(folder, quick=True, only=["gap"], progress=False)
     0
     """
+    if not str(out).strip():
+        raise ValueError(f"out must name a folder; got {str(out)!r}")
     out = pathlib.Path(out)
+    with _FolderLock(out):
+        return _run(out, quick, seed, only, progress, client, resume)
+
+
+def _run(out, quick, seed, only, progress, client, resume) -> int:
     settings = Settings.make(quick, client)
     names = list(EXPERIMENTS) if only is None else list(only)
     unknown = [name for name in names if name not in EXPERIMENTS]
@@ -781,22 +874,30 @@ def reproduce(out="results", *, quick: bool = False, seed: int = 0, only=None,
         from tqdm.auto import tqdm
 
         iterator = tqdm(names, desc="reproduce", unit="experiment")
-    results, reused = {}, []
+    results, reused, recomputed = {}, [], {}
     for name in iterator:
-        previous = _completed(out, name, seed, settings) if resume else None
+        previous, reason = _completed(out, name, seed, settings) if resume else (None, None)
         if previous is not None:
             results[name] = previous
             reused.append(name)
             continue
+        if reason is not None:
+            recomputed[name] = reason
+            print(f"reproduce: recomputing {name}: {reason}", file=sys.stderr)
         started = time.perf_counter()
         outcome = EXPERIMENTS[name](settings, streams[name])
         draw, title = figures.FIGURES[name]
         files = figures.save(draw(outcome.data, title), out / "figures", name)
+        # round-trip through JSON first, so the hash covers exactly what is stored
+        checks, data = json.loads(json.dumps([outcome.rows, outcome.data], default=float))
         write_json_atomically(out / "data" / f"{name}.json", {
-            "experiment": name, "format": RECORD_FORMAT, "seed": seed,
-            "settings": settings.describe(),
+            "experiment": name, "format": RECORD_FORMAT, "package": package_version(),
+            "seed": seed, "settings": settings.describe(),
             "versions": versions(), "git": git_commit(),
             "seconds": time.perf_counter() - started,
-            "checks": outcome.rows, "figures": files, "data": outcome.data})
+            "content_sha256": _content_hash(checks, data),
+            "figure_sha256": {file: _sha256((out / "figures" / file).read_bytes())
+                              for file in files},
+            "checks": checks, "figures": files, "data": data})
         results[name] = outcome
-    return write_report(out, results, settings, seed, reused)
+    return write_report(out, results, settings, seed, reused, recomputed)

@@ -100,4 +100,6 @@ def check_problem(draft: MarkovLM, target: MarkovLM, algorithm, n_trials) -> int
         raise TypeError(f"n_trials must be an integer; got {n_trials!r}")
     if n_trials < 1:
         raise ValueError(f"n_trials must be >= 1; got {n_trials}")
+    if n_trials >= 2**63:  # trial indices are 64-bit Philox counters
+        raise ValueError(f"n_trials must be < 2**63; got {n_trials}")
     return int(n_trials)

@@ -122,11 +122,12 @@ def test_resume_recomputes_records_of_an_older_format(tmp_path):
     assert reproduce(tmp_path, quick=True, only=["gap"], progress=False) == 0
     path = tmp_path / "data" / "gap.json"
     settings = Settings.make(quick=True)
-    assert _completed(tmp_path, "gap", 0, settings) is not None
+    assert _completed(tmp_path, "gap", 0, settings)[0] is not None
     record = json.loads(path.read_text())
     assert record.pop("format") == RECORD_FORMAT
     path.write_text(json.dumps(record))
-    assert _completed(tmp_path, "gap", 0, settings) is None
+    outcome, reason = _completed(tmp_path, "gap", 0, settings)
+    assert outcome is None and "another version" in reason
 
 
 def test_report_summary_first_statistics_shown_reuse_named_and_series_in_json(tmp_path):

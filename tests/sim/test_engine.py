@@ -287,9 +287,9 @@ def test_allocations_beyond_the_memory_limit_are_refused_before_they_start(monke
     with pytest.raises(MemoryError, match=r"results of 100,000,000,000 trials would need "
                                           r"about .* over the limit of .*MEMORY_LIMIT"):
         simulate(draft, target, Speculative(), n_trials=10**11, rng=0)
-    with pytest.raises(MemoryError, match=r"sampling tables of BatchSpeculative\(n_drafts="
-                                          r"100000000"):
-        simulate(draft, target, BatchSpeculative(10**8), n_trials=10, rng=0)
+    monkeypatch.setattr(sim.engine, "MEMORY_LIMIT", 1000)
+    with pytest.raises(MemoryError, match=r"sampling tables of Speculative\(window=None"):
+        simulate(draft, target, Speculative(), n_trials=10, rng=0)
     monkeypatch.setattr(sim.engine, "MEMORY_LIMIT", 10**12)  # the user raises the limit
     sim.engine.check_memory(10**11, "a plan", "")
     monkeypatch.setattr(sim.engine, "MEMORY_LIMIT", 50_000)  # tables ≈ 20 kB fit, results not

@@ -1,0 +1,157 @@
+"""Faults: resume never reuses damaged or stale results, one writer per output folder, and the
+CLI answers hostile sizes, an empty --out and Ctrl-C with one line (real processes)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sim.reproduce import Settings, _completed, reproduce
+
+CLI = [sys.executable, "-m", "sim.cli"]
+
+
+def _damage_invalid_utf8(folder):
+    (folder / "data" / "pmf.json").write_bytes(b"\xff\xfe{not json")
+
+
+def _damage_empty_list(folder):
+    (folder / "data" / "pmf.json").write_text("[]")
+
+
+def _edit(folder, change):
+    path = folder / "data" / "pmf.json"
+    record = json.loads(path.read_text())
+    change(record)
+    path.write_text(json.dumps(record))
+
+
+def _drop_passed(record):
+    del record["checks"][0]["passed"]
+
+
+def _null_checks(record):
+    record["checks"] = None
+
+
+def _edit_number(record):
+    record["checks"][0]["z"] = 0.0
+
+
+def _nan_number(record):
+    record["data"]["pmf"][3] = float("nan")
+
+
+def _older_version(record):
+    record["package"] = "0.0.1+records1"
+
+
+def _truncate_png(folder):
+    path = folder / "figures" / "pmf.png"
+    path.write_bytes(path.read_bytes()[:100])
+
+
+DAMAGES = {
+    "invalid UTF-8": (_damage_invalid_utf8, "unreadable data file"),
+    "a list, not a record": (_damage_empty_list, "malformed data file"),
+    "a row without 'passed'": (lambda f: _edit(f, _drop_passed), "malformed data file"),
+    "checks null": (lambda f: _edit(f, _null_checks), "malformed data file"),
+    "an edited number": (lambda f: _edit(f, _edit_number), "content hash mismatch"),
+    "a NaN number": (lambda f: _edit(f, _nan_number), "content hash mismatch"),
+    "an older package": (lambda f: _edit(f, _older_version), "written by another version"),
+    "a truncated PNG": (_truncate_png, "figure pmf.png missing or damaged"),
+}
+
+
+@pytest.fixture(scope="module")
+def intact(tmp_path_factory):
+    """A quick run of one small experiment, and its data file (the reference)."""
+    folder = tmp_path_factory.mktemp("intact")
+    assert reproduce(folder, quick=True, only=["pmf"], progress=False) == 0
+    return folder, json.loads((folder / "data" / "pmf.json").read_text())
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_resume_recomputes_damaged_results_and_says_so(tmp_path, intact, damage, capsys):
+    source, reference = intact
+    folder = tmp_path / "run"
+    subprocess.run(["cp", "-r", str(source), str(folder)], check=True)
+    settings = Settings.make(quick=True)
+    assert _completed(folder, "pmf", 0, settings)[0] is not None  # intact: would be reused
+    apply, reason = DAMAGES[damage]
+    apply(folder)
+    outcome, why = _completed(folder, "pmf", 0, settings)
+    assert outcome is None and why.startswith(reason)
+    assert reproduce(folder, quick=True, only=["pmf"], progress=False) == 0
+    assert f"recomputing pmf: {reason}" in capsys.readouterr().err
+    report = (folder / "report.md").read_text()
+    assert "Recomputed because the stored results could not be trusted: pmf (" + reason \
+        in report
+    repaired = json.loads((folder / "data" / "pmf.json").read_text())
+    for key in ("checks", "data", "content_sha256", "figure_sha256"):
+        assert repaired[key] == reference[key]  # recomputed: identical to the intact run
+    assert _completed(folder, "pmf", 0, settings)[0] is not None
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_folder(tmp_path):
+    """A real process holds the folder's lock; a second `specdec reproduce` into the same
+    folder exits 2 with one line naming the holder; once the holder is SIGKILLed the lock is
+    gone with it and a run goes through."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import pathlib, sys, time\n"
+         "from sim.reproduce import _FolderLock\n"
+         "with _FolderLock(pathlib.Path(sys.argv[1])):\n"
+         "    print('locked', flush=True)\n    time.sleep(60)\n", str(tmp_path)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        second = subprocess.run([*CLI, "reproduce", "--out", str(tmp_path), "--quick",
+                                 "--only", "gap", "--no-progress"], capture_output=True,
+                                text=True, check=False)
+        assert second.returncode == 2
+        assert second.stderr.count("\n") == 1
+        assert f"another specdec reproduce (pid {holder.pid}) is writing into" in second.stderr
+        assert not (tmp_path / "report.md").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        holder.stdout.close()
+    assert reproduce(tmp_path, quick=True, only=["gap"], progress=False) == 0
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["reproduce", "--out", "", "--only", "gap"], "out must name a folder"),
+    (["simulate", "--model", "random", "--vocab", "100000"], "--model random with --vocab "
+                                                            "100000 and --horizon 20 would need"),
+    (["simulate", "--model", "hidden", "--vocab", "1000000000"], "would need about"),
+    (["simulate", "--model", "random", "--horizon", "100000000"], "would need about"),
+    (["simulate", "--trials", "99999999999999999999"], "n_trials must be < 2**63"),
+    (["simulate", "--trials", "1e11"], "the results of 100,000,000,000 trials would need"),
+    (["simulate", "--window", "1000000000"], "--window 1000000000 exceeds the horizon"),
+    (["simulate", "--algorithm", "batch", "--drafts", "1000000"], "n_drafts = 1000000"),
+])
+def test_hostile_sizes_are_refused_with_one_line(argv, message):
+    started = time.monotonic()
+    result = subprocess.run([*CLI, *argv], capture_output=True, text=True, check=False,
+                            timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and message in result.stderr
+    assert time.monotonic() - started < 60  # refused before any work, not after
+
+
+def test_ctrl_c_ends_the_command_with_one_line_and_status_130(tmp_path):
+    process = subprocess.Popen([*CLI, "reproduce", "--out", str(tmp_path), "--no-progress"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / ".specdec.lock").exists():  # the run has started
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(1.0)
+    os.kill(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert stderr.strip().splitlines() == ["specdec reproduce: interrupted"]
