@@ -170,7 +170,18 @@ def _reproduce(args) -> int:
         except ImportError:
             raise ValueError("--dask needs the dask extra; from the checkout: "
                              "pip install -e '.[dask]'") from None
-        client = Client(args.dask)
+        if not str(args.dask).startswith(("tcp://", "tls://", "ucx://")) \
+                and ":" not in str(args.dask):
+            raise ValueError(f"--dask {args.dask!r}: give the address of a running dask "
+                             f"scheduler, e.g. tcp://127.0.0.1:8786 (or HOST:PORT)")
+        if str(args.dask).startswith("inproc://"):
+            raise ValueError(f"--dask {args.dask!r}: an inproc:// scheduler lives inside "
+                             f"another process; give its tcp://HOST:PORT address")
+        try:
+            client = Client(args.dask, timeout="10s")
+        except (OSError, TimeoutError) as error:
+            raise OSError(f"--dask {args.dask}: no dask scheduler answered within 10 s "
+                          f"({type(error).__name__})") from None
     try:
         failed = reproduce(args.out, quick=args.quick, seed=args.seed, only=args.only,
                            progress=not args.no_progress, client=client,

@@ -9,6 +9,8 @@ import sys
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sim.reproduce import Settings, _completed, reproduce
 
@@ -133,6 +135,8 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_folder(tmp_path):
     (["simulate", "--trials", "1e11"], "the results of 100,000,000,000 trials would need"),
     (["simulate", "--window", "1000000000"], "--window 1000000000 exceeds the horizon"),
     (["simulate", "--algorithm", "batch", "--drafts", "1000000"], "n_drafts = 1000000"),
+    (["reproduce", "--out", "x", "--dask", "inproc://x"], "give its tcp://HOST:PORT address"),
+    (["reproduce", "--out", "x", "--dask", "nonsense"], "address of a running dask scheduler"),
 ])
 def test_hostile_sizes_are_refused_with_one_line(argv, message):
     started = time.monotonic()
@@ -155,3 +159,41 @@ def test_ctrl_c_ends_the_command_with_one_line_and_status_130(tmp_path):
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130
     assert stderr.strip().splitlines() == ["specdec reproduce: interrupted"]
+
+
+_VALUES = ["0", "1", "2", "7", "-1", "1e6", "1e12", "99999999999999999999", "nan", "inf", "",
+           "abc", "0.5", "1.5"]
+_OPTIONS = ["--trials", "--seed", "--window", "--drafts", "--eps", "--vocab", "--horizon",
+            "--u", "--v"]
+
+
+@st.composite
+def simulate_argv(draw):
+    """`specdec simulate` with a random model, algorithm and options, values from a pool of
+    valid, malformed, negative, huge and non-finite strings."""
+    argv = ["simulate", "--model", draw(st.sampled_from(
+        ["fig2", "random", "bernoulli", "hidden"])), "--algorithm", draw(st.sampled_from(
+            ["autoregressive", "speculative", "batch", "lossy"]))]
+    for option in draw(st.lists(st.sampled_from(_OPTIONS), unique=True, max_size=4)):
+        argv += [option, draw(st.sampled_from(_VALUES))]
+    if "--trials" not in argv:  # keep the correct runs short
+        argv += ["--trials", "200"]
+    return argv
+
+
+@settings(max_examples=40, deadline=None)
+@given(simulate_argv())
+def test_cli_fuzz_clear_error_or_result_never_a_traceback(argv):
+    """Budget: 40 drawn command lines per run (≈ 10 s).  Every one ends with status 0 (all
+    checks passed), 1 (a check failed — possible only for valid runs, at level 1e-6 each) or
+    2 (one-line error); any other exception fails the test."""
+    from sim.cli import main
+
+    trials = argv[argv.index("--trials") + 1]
+    if trials in ("1e6",):  # valid but slow to simulate on some models: keep the budget
+        argv[argv.index("--trials") + 1] = "200"
+    try:
+        status = main(argv)
+    except SystemExit as exit_:  # argparse's usage errors
+        status = exit_.code
+    assert status in (0, 1, 2)
