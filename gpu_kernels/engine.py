@@ -25,6 +25,7 @@ import numpy as np
 
 from sim.engine import (
     BatchTables,
+    RootTables,
     TokenTables,
     chunk_bounds,
     count_dtype,
@@ -259,6 +260,7 @@ class _TokenRun(_Run):
         self.after_accept = _torch().as_tensor(tables.after_accept, device=device).to(
             self.index_dtype)
         self.bonus_state, self.bonus_offset = tables.bonus_state, tables.bonus_offset
+        self.rejection_offset = tables.rejection_offset
         self.round_start = None if tables.round_start.size == 0 else _torch().as_tensor(
             tables.round_start, device=device).to(self.index_dtype)
 
@@ -274,7 +276,9 @@ class _TokenRun(_Run):
         token = self.proposal.draw(proposed, u_token)
         accepted = u_test < self.acceptance.index_select(
             0, proposed * self.layout.vocab_size + token)
-        fallback = self.rejection.draw(rows, self.pair(trial, position, 1)[0])
+        in_bonus = (state == self.bonus_state).to(rows.dtype)
+        fallback = self.rejection.draw(rows + self.rejection_offset * in_bonus,
+                                       self.pair(trial, position, 1)[0])
         following = self.after_accept.index_select(0, state)
         return (torch.where(accepted, token, fallback), torch.where(accepted, following, 0),
                 ~accepted)
@@ -328,7 +332,7 @@ class _BatchRun(_Run):
         return token, torch.where(pending, 0, stay), pending
 
 
-_RUNS = {TokenTables: _TokenRun, BatchTables: _BatchRun}
+_RUNS = {TokenTables: _TokenRun, RootTables: _TokenRun, BatchTables: _BatchRun}
 
 
 def simulate(draft, target, algorithm, *, n_trials: int, rng=None, device=None,

@@ -19,6 +19,7 @@ from theory.batch import (
     batch_improvement,
     batch_rejection_limit,
     optimal_multidraft_acceptance,
+    root_acceptance,
     theorem3_rejections,
 )
 from theory.exact import (
@@ -77,6 +78,7 @@ __all__ = [
     "rejection_pmf",
     "rejection_profile",
     "residual_distribution",
+    "root_acceptance",
     "round_length_pmf",
     "target_calls_pmf",
     "theorem1_rejections",

@@ -36,6 +36,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from theory.multidraft import ROOT_VERIFIERS, root_law
 from theory.onestep import (
     _acceptance,
     _rejection_law,
@@ -45,7 +46,6 @@ from theory.onestep import (
     positive_part,
     safe_ratio,
 )
-from theory.multidraft import ROOT_VERIFIERS, root_law
 
 __all__ = [
     "Algorithm",

@@ -86,17 +86,33 @@ def _all_fail(p, q, n_drafts):
     return product, np.asarray(product)[..., None] * residuals[-1]
 
 
-def root_acceptance(p, q, n_drafts: int):
-    """1 − Π_{m≤M} TV(q^m, p): the root acceptance of the "paper" and "trie" verifiers.
+def root_acceptance(p, q, algorithm):
+    r"""P(the root's emitted token is one of the drafts') for a :class:`BatchSpeculative`.
+
+    ``algorithm`` is a ``BatchSpeculative`` or an int M (meaning ``BatchSpeculative(M)``, the
+    paper's Algorithm 4).  "paper" and "trie": 1 − Π_{m≤M} TV(q^m, p) (Theorem 3's root);
+    the verifiers of :mod:`theory.multidraft`: Σ_x a(x) of their root law.  Leading axes of
+    p, q broadcast; Fractions give exact results except for "spectr" (ρ* is found by
+    bisection) and "optimal" (an LP).
 
     Examples
     --------
-    >>> from theory.batch import root_acceptance
+    >>> from theory import BatchSpeculative, root_acceptance
     >>> round(float(root_acceptance([0.5, 0.5], [0.9, 0.1], 2)), 12)  # 1 − 0.4 · 0.5
     0.8
+    >>> round(float(root_acceptance([0.5, 0.5], [0.9, 0.1], BatchSpeculative(2, "topk"))), 12)
+    1.0
     """
     p, q = checked_pair(p, q)
-    return as_scalar(1 - _all_fail(p, q, _n_drafts(n_drafts))[0])
+    if isinstance(algorithm, BatchSpeculative):
+        if algorithm.verifier in ("paper", "trie"):
+            return as_scalar(1 - _all_fail(p, q, algorithm.n_drafts)[0])
+        p, q = np.broadcast_arrays(p, q)
+        return as_scalar(algorithm.root_law(p, q)[0].sum(axis=-1))
+    if isinstance(algorithm, numbers.Integral) and not isinstance(algorithm, bool):
+        return as_scalar(1 - _all_fail(p, q, _n_drafts(algorithm))[0])
+    raise TypeError(f"algorithm must be a BatchSpeculative or an int n_drafts >= 1; "
+                    f"got {algorithm!r}")
 
 
 def batch_improvement(p, q, n_drafts: int):

@@ -229,32 +229,33 @@ def swor_root_law(p, q, n_drafts: int, *, exclude=_exclude_renormalized,
             f"verifier 'swor' sums over {nodes} sequences of tried drafts for n_drafts = "
             f"{n_drafts} and {support} tokens with draft mass; the limit is max_nodes = "
             f"{max_nodes}: use fewer drafts or a smaller vocabulary")
+    shape = p.shape
+    p, q = np.broadcast_arrays(p, q)
+    p, q = p.reshape(-1, shape[-1]), q.reshape(-1, shape[-1])
     accepted, rejected = _zeros(p), _zeros(p)
-    reach = (1 + 0 * p[..., 0])[..., None]
 
     def visit(draft_k, target_k, reach, depth):
         nonlocal accepted, rejected
-        total = draft_k.sum(axis=-1, keepdims=True)
-        draw = safe_ratio(draft_k, total)
+        draw = safe_ratio(draft_k, draft_k.sum(axis=-1, keepdims=True))
         accept = _acceptance(draft_k, target_k)
         accepted = accepted + reach * draw * accept
         following = _residual(draft_k, target_k)
-        for token in range(p.shape[-1]):
-            failed = reach[..., 0] * draw[..., token] * (1 - accept[..., token])
-            if not np.any(failed != 0):
-                continue
-            failed = failed[..., None]
+        failed = reach * draw * (1 - accept)  # the k-th draft is `token` and fails
+        if depth == n_drafts:  # M failures: the last residual is drawn
+            rejected = rejected + failed.sum(axis=-1, keepdims=True) * following
+            return
+        for token in np.flatnonzero((failed != 0).any(axis=0)):
+            reach_next = failed[:, token:token + 1]
             draft_next = exclude(draft_k, token)
-            if depth == n_drafts or not np.any(draft_next.sum(axis=-1) != 0):
-                rejected = rejected + failed * following
-                continue
             # rows whose p^{k+1} has no mass stop here: their last residual is drawn
             empty = draft_next.sum(axis=-1, keepdims=True) == 0
-            rejected = rejected + np.where(empty, failed, 0 * failed) * following
-            visit(draft_next, following, np.where(empty, 0 * failed, failed), depth + 1)
+            rejected = rejected + np.where(empty, reach_next, 0 * reach_next) * following
+            if not empty.all():
+                visit(draft_next, following, np.where(empty, 0 * reach_next, reach_next),
+                      depth + 1)
 
-    visit(p, q, reach, 1)
-    return accepted, rejected
+    visit(p, q, (1 + 0 * p[:, :1]), 1)
+    return accepted.reshape(shape), rejected.reshape(shape)
 
 
 def _beta(p, q, rho):
@@ -443,8 +444,27 @@ _LAWS = {"swor": swor_root_law, "spectr": spectr_root_law, "greedy": greedy_root
          "topk": topk_root_law, "optimal": optimal_root_law}
 
 
+_CACHE: dict = {}
+_CACHE_SIZE = 16
+
+
 def root_law(verifier: str, p, q, n_drafts: int):
-    """(a, r) of root verifier ``verifier`` (one of :data:`ROOT_VERIFIERS`) for rows p, q."""
+    """(a, r) of root verifier ``verifier`` (one of :data:`ROOT_VERIFIERS`) for rows p, q.
+
+    float64 results are cached (the last :data:`_CACHE_SIZE` inputs, keyed by their bytes):
+    the DPs, the engines and :func:`theory.root_acceptance` ask for the same rows.
+    """
     if verifier not in _LAWS:
         raise ValueError(f"verifier must be one of {ROOT_VERIFIERS}; got {verifier!r}")
-    return _LAWS[verifier](np.asarray(p), np.asarray(q), n_drafts)
+    p, q = np.asarray(p), np.asarray(q)
+    if p.dtype == object or q.dtype == object:
+        return _LAWS[verifier](p, q, n_drafts)
+    key = (verifier, int(n_drafts), p.shape, q.shape, p.tobytes(), q.tobytes())
+    if key not in _CACHE:
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+        accepted, rejected = _LAWS[verifier](p, q, n_drafts)
+        accepted.setflags(write=False)
+        rejected.setflags(write=False)
+        _CACHE[key] = accepted, rejected
+    return _CACHE[key]
