@@ -66,6 +66,7 @@ __all__ = [
     "multidraft_acceptance_lp",
     "optimal_multidraft_acceptance",
     "root_acceptance",
+    "root_theorem3_rejections",
     "theorem3_rejections",
     "uniform_subset_batch_improvement",
 ]
@@ -181,6 +182,53 @@ def theorem3_rejections(draft: MarkovLM, target: MarkovLM, n_drafts: int | None)
         distance = _tv_distance(p, q)
         fail, fail_mass = _root_rejection(p, q, n_drafts)
         total = total + (marginals[n] * distance).sum() - (root * (distance - fail)).sum()
+        rejected = root[:, None] * fail_mass + (marginals[n] - root)[:, None] * \
+            positive_part(q - p)
+        root = _push(rejected, target)
+    return as_scalar(total)
+
+
+def root_theorem3_rejections(draft: MarkovLM, target: MarkovLM, algorithm: BatchSpeculative):
+    r"""Theorem 3's form of E[N_rej] for any root verifier of :class:`BatchSpeculative`.
+
+    A root (probability f_n(s) of being one, recursion (22)) rejects with Σ_x r(x) of the
+    verifier's root law and a non-root with TV(p, q), so
+
+    .. math::  E[N_{rej}] = \sum_n \sum_s \Big[f_n(s) \sum_x r_n(s, x)
+               + (μ^q_n(s) - f_n(s))\,\mathrm{TV}(p_n(s), q_n(s))\Big],\qquad
+               f_{n+1}(s') = \sum_{\mathrm{next}(s, x) = s'} f_n(s)\,r_n(s, x)
+               + (μ^q_n(s) - f_n(s))\,[q_n - p_n]_+(x),
+
+    valid for lossless verifiers (the context marginals are the target's).  ``"paper"`` is
+    :func:`theorem3_rejections`.  Equal to ``expected_rejections(draft, target, algorithm)``.
+
+    Examples
+    --------
+    >>> from sim.models import fig2_pair
+    >>> from theory import BatchSpeculative, expected_rejections
+    >>> from theory.batch import root_theorem3_rejections
+    >>> draft, target = fig2_pair()
+    >>> topk = BatchSpeculative(3, "topk")
+    >>> abs(root_theorem3_rejections(draft, target, topk)
+    ...     - expected_rejections(draft, target, topk)) < 1e-12
+    True
+    """
+    check_compatible(draft, target)
+    if not isinstance(algorithm, BatchSpeculative):
+        raise TypeError(f"algorithm must be a BatchSpeculative; got {algorithm!r}")
+    if algorithm.verifier in ("paper", "trie"):
+        if algorithm.verifier == "trie":
+            raise ValueError("the trie verifier has no root law: every position may branch")
+        return theorem3_rejections(draft, target, algorithm.n_drafts)
+    marginals = target.context_marginals()
+    root = marginals[0]
+    total = 0 * marginals[0, 0]
+    for n in range(target.horizon):
+        p, q = np.broadcast_arrays(draft.probs[n], target.probs[n])
+        _, fail_mass = algorithm.root_law(p, q)
+        distance = _tv_distance(p, q)
+        total = total + (root * fail_mass.sum(axis=-1)).sum() + \
+            ((marginals[n] - root) * distance).sum()
         rejected = root[:, None] * fail_mass + (marginals[n] - root)[:, None] * \
             positive_part(q - p)
         root = _push(rejected, target)
