@@ -36,7 +36,9 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 ALGORITHMS = [Autoregressive(), Speculative(), Speculative(window=2),
               Speculative(window=3, bonus=False), UnbiasedSpeculative.scaled(0.7),
               BatchSpeculative(3), BatchSpeculative(3, "trie"), LossySpeculative(0.1),
-              LossySpeculative(0.3, "target")]
+              LossySpeculative(0.3, "target"),
+              *(BatchSpeculative(3, verifier)  # root laws on the token kernel
+                for verifier in ("swor", "spectr", "greedy", "topk", "optimal"))]
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -183,3 +185,19 @@ def test_window_policies_on_the_torch_engine(data, pair):
     np.testing.assert_array_equal(got.tokens, expected.tokens)
     np.testing.assert_array_equal(got.rejections, expected.rejections)
     np.testing.assert_array_equal(got.target_calls, expected.target_calls)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("verifier", ["swor", "spectr", "greedy", "topk", "optimal"])
+def test_multidraft_root_verifiers_match_the_cpu_engine(device, verifier):
+    """Every root verifier of issue #14, M = 4 on Fig. 2 (and its known-wrong control too)."""
+    from tests.sim.test_multidraft_statistical import CONTROLS
+
+    draft, target = fig2_pair(horizon=20)
+    for algorithm in (BatchSpeculative(4, verifier), CONTROLS[verifier](4)):
+        a = simulate(draft, target, algorithm, n_trials=3000, rng=7, record_tokens=True)
+        b = simulate_torch(draft, target, algorithm, n_trials=3000, rng=7, device=device,
+                           chunk_size=1000, record_tokens=True)
+        np.testing.assert_array_equal(b.tokens, a.tokens)
+        np.testing.assert_array_equal(b.rejections, a.rejections)
+        np.testing.assert_array_equal(b.target_calls, a.target_calls)
