@@ -235,6 +235,34 @@ def window_policies(data, title):
     return figure
 
 
+_VERIFIER_STYLE = {"paper": ("-o", 0), "trie": ("-s", 1), "swor": ("-^", 2),
+                   "spectr": ("-v", 3), "greedy": ("-D", 4), "topk": ("-x", 5),
+                   "optimal": (":P", 6)}
+
+
+def multidraft_zoo(data, title):
+    """Root acceptance vs M on four chains (α* in black) and E[N_rej] vs M on two."""
+    m = data["m"]
+    figure, axes = plt.subplots(2, 3, figsize=(15, 8.5))
+    panels = list(data["acceptance"].items())
+    for ax, (name, curves) in zip(axes.ravel()[:4], panels, strict=True):
+        ax.plot(m, curves["alpha_star"], "k--", lw=2, label="α* (i.i.d. drafts' bound)")
+        for verifier, (marker, color) in _VERIFIER_STYLE.items():
+            values = [np.nan if v is None else v for v in curves[verifier]]
+            ax.plot(m, values, marker, ms=4, lw=1, color=COLORS[color % len(COLORS)],
+                    label=verifier)
+        _label(ax, "number of drafts M", "root acceptance", name, legend_size=6)
+    for ax, (name, curves) in zip(axes.ravel()[4:], data["rejections"].items(), strict=True):
+        for verifier, (marker, color) in _VERIFIER_STYLE.items():
+            values = [np.nan if v is None else v for v in curves[verifier]]
+            ax.plot(m, values, marker, ms=4, lw=1, color=COLORS[color % len(COLORS)],
+                    label=verifier)
+        _label(ax, "number of drafts M", "E[N_rej] (exact DP)", name, legend_size=6)
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
 FIGURES = {
     "fig2a": (running_means,
               "Fig. 2(a): speculative decoding vs Theorem 1 (paper's instance, T = 50)"),
@@ -252,4 +280,6 @@ FIGURES = {
     "walltime": (walltime, "Target calls and walltime vs window γ (Fig. 2 chains)"),
     "gap": (multidraft_gap, "Root acceptance: recursive verifiers vs the optimal one"),
     "windows": (window_policies, "Draft length: optimal policy vs fixed γ vs Leviathan's rule"),
+    "multidraft": (multidraft_zoo, "Multi-draft verifiers: root acceptance vs α* and E[N_rej] "
+                                   "vs M"),
 }

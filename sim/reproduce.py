@@ -36,6 +36,7 @@ from sim.models import (
     temperature_pair,
     uniform_subset_pair,
 )
+from sim.multidraft_experiment import multidraft
 from sim.stats import DEFAULT_ALPHA, counts_check, mean_check, pmf_check
 from theory import (
     BatchSpeculative,
@@ -399,7 +400,8 @@ def windows(settings, rng) -> Outcome:
 EXPERIMENTS = {"fig2a": fig2a, "fig2b": fig2b, "fig2c": fig2c,
                "fig2_dirichlet": fig2_dirichlet, "fig5": fig5, "fig3": fig3,
                "fig4a": fig4a, "fig4bc": fig4bc, "pmf": pmf_experiment,
-               "walltime": walltime, "gap": gap, "windows": windows}
+               "walltime": walltime, "gap": gap, "windows": windows,
+               "multidraft": multidraft}
 
 
 # ---------------------------------------------------------------------- the run
@@ -485,6 +487,9 @@ def write_report(out: pathlib.Path, results: dict, settings: Settings, seed: int
         verdict = "pass" if row["passed"] else "**FAIL**"
         lines.append(f"| {name} | {row['quantity']} | {closed} | {paper} | {simulated} | "
                      f"{_number(row['z'], 3)} | {_number(row['p_value'], 3)} | {verdict} |")
+    for name, outcome in results.items():  # an experiment's own table, if it has one
+        if isinstance(outcome.data, dict) and outcome.data.get("markdown"):
+            lines += ["", f"### {figures.FIGURES[name][1]}", "", outcome.data["markdown"]]
     lines += ["", "## Figures", ""]
     for name in results:
         lines += [f"### {figures.FIGURES[name][1]}", "", f"![{name}](figures/{name}.png)", ""]

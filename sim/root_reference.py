@@ -49,7 +49,8 @@ def swor_root(p, q, n_drafts, choose, *, exclude=_exclude_renormalized):
         if choose.bernoulli(_acceptance(draft_law, residual)[token]):  # min(1, q^k/p^k)
             return token, True
         residual = _residual(draft_law, residual)  # q^{k+1} = [q^k − p^k]₊ normalized
-        draft_law = exclude(draft_law, token)  # p^{k+1}: p^k without X_k, renormalized
+        draft_law = exclude(draft_law, np.arange(len(draft_law)) == token)  # p^{k+1}: p^k
+        # without X_k, renormalized
         if not any(draft_law != 0):  # no draft token left: fewer than M candidates
             break
     return choose.categorical(residual), False

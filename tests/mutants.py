@@ -94,10 +94,9 @@ def context_blind(policy: WindowPolicy) -> WindowPolicy:
 # -- multi-draft root verifiers (issue #14): each mutant has its root law (DP, engines) and
 #    its literal reference routine, registered with the reference engine.
 
-def _exclude_without_renormalizing(p, token):
-    p = np.array(p, copy=True)
-    p[..., token] = 0 * p[..., token]
-    return p
+def _exclude_without_renormalizing(p, removed):
+    p = np.asarray(p)
+    return np.where(removed, 0 * p, p)
 
 
 @dataclass(frozen=True)

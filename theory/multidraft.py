@@ -175,15 +175,20 @@ def greedy_root_law(p, q, n_drafts: int):
     return np.where(drafted, q, below), np.where(drafted, 0 * q, positive_part(q - rest))
 
 
-def _exclude_renormalized(p, token: int):
-    """p without ``token``, renormalized (0 when nothing is left): the "swor" draft update."""
-    p = np.array(p, copy=True)
-    p[..., token] = 0 * p[..., token]
+def _exclude_renormalized(p, removed):
+    """p with the tokens of the boolean mask ``removed`` set to 0, renormalized (0 when nothing
+    is left): the "swor" draft update p^{k+1} (any leading axes)."""
+    p = np.asarray(p)
+    p = np.where(removed, 0 * p, p)
     return safe_ratio(p, p.sum(axis=-1, keepdims=True))
 
 
 def _swor_nodes(support: int, n_drafts: int) -> int:
     return sum(math.perm(support, k) for k in range(1, min(n_drafts, support) + 1))
+
+
+#: Entries of the stacked (sequences, rows, V) arrays "swor" expands at once.
+_SWOR_BATCH = 1 << 20
 
 
 def swor_root_law(p, q, n_drafts: int, *, exclude=_exclude_renormalized,
@@ -200,15 +205,17 @@ def swor_root_law(p, q, n_drafts: int, *, exclude=_exclude_renormalized,
                q^{k+1} = \frac{[q^k - p^k]_+}{\sum [q^k - p^k]_+},\quad
                p^{k+1} = \mathrm{exclude}(p^k, x);
 
-    after M failures, or when p^{k+1} has no mass, r += R · q^{k+1}.
+    after M failures, or when p^{k+1} has no mass, r += R · q^{k+1}.  The sequences of one
+    length are expanded together, as stacked arrays (in batches of about 10⁶ entries).
 
     Parameters
     ----------
     p, q : array_like (..., V)
         Draft and target rows (float64 or Fractions: exact).
     n_drafts : int >= 1
-    exclude : callable (p^k, x) -> p^{k+1}
-        The draft update (default: remove x and renormalize).
+    exclude : callable (p^k, removed) -> p^{k+1}
+        The draft update, ``removed`` a boolean mask of the tried token (default: set it to 0
+        and renormalize).
     max_nodes : int
         Largest number of sequences Σ_{k ≤ M} V!/(V − k)! (V = tokens with draft mass in some
         row) summed over; larger cases raise ``ValueError``.
@@ -232,29 +239,38 @@ def swor_root_law(p, q, n_drafts: int, *, exclude=_exclude_renormalized,
     shape = p.shape
     p, q = np.broadcast_arrays(p, q)
     p, q = p.reshape(-1, shape[-1]), q.reshape(-1, shape[-1])
+    vocab = shape[-1]
     accepted, rejected = _zeros(p), _zeros(p)
 
-    def visit(draft_k, target_k, reach, depth):
+    def expand(draft_k, target_k, reach, depth):  # (N, R, V), (N, R, V), (N, R, 1)
         nonlocal accepted, rejected
         draw = safe_ratio(draft_k, draft_k.sum(axis=-1, keepdims=True))
         accept = _acceptance(draft_k, target_k)
-        accepted = accepted + reach * draw * accept
+        accepted = accepted + (reach * draw * accept).sum(axis=0)
         following = _residual(draft_k, target_k)
-        failed = reach * draw * (1 - accept)  # the k-th draft is `token` and fails
+        failed = reach * draw * (1 - accept)  # the k-th draft is x and fails
         if depth == n_drafts:  # M failures: the last residual is drawn
-            rejected = rejected + failed.sum(axis=-1, keepdims=True) * following
+            rejected = rejected + (failed.sum(axis=-1, keepdims=True) * following).sum(axis=0)
             return
-        for token in np.flatnonzero((failed != 0).any(axis=0)):
-            reach_next = failed[:, token:token + 1]
-            draft_next = exclude(draft_k, token)
+        parents, tokens = np.nonzero((failed != 0).any(axis=1))  # children worth following
+        step = max(1, _SWOR_BATCH // (p.size or 1))
+        for lo in range(0, parents.size, step):
+            parent, token = parents[lo:lo + step], tokens[lo:lo + step]
+            reach_next = failed[parent, :, token][..., None]
+            removed = np.zeros((parent.size, 1, vocab), dtype=bool)
+            removed[np.arange(parent.size), 0, token] = True
+            draft_next = exclude(draft_k[parent], removed)
+            residual = following[parent]
             # rows whose p^{k+1} has no mass stop here: their last residual is drawn
             empty = draft_next.sum(axis=-1, keepdims=True) == 0
-            rejected = rejected + np.where(empty, reach_next, 0 * reach_next) * following
-            if not empty.all():
-                visit(draft_next, following, np.where(empty, 0 * reach_next, reach_next),
-                      depth + 1)
+            rejected = rejected + (np.where(empty, reach_next, 0 * reach_next)
+                                   * residual).sum(axis=0)
+            going = ~empty.all(axis=(1, 2))
+            if going.any():
+                expand(draft_next[going], residual[going],
+                       np.where(empty, 0 * reach_next, reach_next)[going], depth + 1)
 
-    visit(p, q, (1 + 0 * p[:, :1]), 1)
+    expand(p[None], q[None], (1 + 0 * p[:, :1])[None], 1)
     return accepted.reshape(shape), rejected.reshape(shape)
 
 
@@ -364,7 +380,7 @@ def _check_optimal_size(p, n_drafts: int) -> None:
             f"OPTIMAL_MAX_SETS = {OPTIMAL_MAX_SETS}: use fewer drafts or a smaller vocabulary")
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=16384)
 def _flow_cached(p_key: tuple, q_key: tuple, n_drafts: int):
     p_row, q_row = np.array(p_key), np.array(q_key)
     sets, weights = _draft_sets(p_row, n_drafts)
