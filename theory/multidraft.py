@@ -69,7 +69,6 @@ Examples
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 from fractions import Fraction
 
@@ -349,20 +348,23 @@ def _draft_sets(p_row, n_drafts: int):
     """(sets S, w(S)): the non-empty sets of distinct tokens of M i.i.d. draws from p_row.
 
     w(S) = Σ_{T ⊆ S} (−1)^{|S| − |T|} p(T)^M (inclusion–exclusion: all draws in S, each token
-    of S drawn at least once).
+    of S drawn at least once), computed for every subset of the support at once by the
+    Möbius transform over bitmasks (float64; O(V 2^V)).  Only |S| ≤ M can occur.
     """
+    p_row = np.asarray(p_row, dtype=np.float64)
     support = [x for x in range(len(p_row)) if p_row[x] != 0]
-    sets, weights = [], []
-    for size in range(1, min(n_drafts, len(support)) + 1):
-        for subset in itertools.combinations(support, size):
-            weight = 0 * p_row[0]
-            for inner in range(1, size + 1):
-                for sub in itertools.combinations(subset, inner):
-                    weight = weight + (-1) ** (size - inner) * sum(p_row[x] for x in sub) \
-                        ** n_drafts
-            sets.append(subset)
-            weights.append(weight)
-    return sets, weights
+    size = len(support)
+    masks = np.arange(1 << size)
+    bits = (masks[:, None] >> np.arange(size)) & 1  # (2^V', V')
+    weights = (bits @ p_row[support]) ** n_drafts  # g(T) = p(T)^M
+    for bit in range(size):  # Möbius inversion of the subset sums
+        has = (masks >> bit) & 1 == 1
+        weights[has] = weights[has] - weights[masks[has] ^ (1 << bit)]
+    counts = bits.sum(axis=1)
+    order = sorted((int(c), tuple(support[i] for i in range(size) if m >> i & 1), int(m))
+                   for m, c in zip(masks, counts, strict=True) if 1 <= c <= n_drafts)
+    return [subset for _, subset, _ in order], [max(float(weights[m]), 0.0)
+                                                for _, _, m in order]
 
 
 def _count_sets(support: int, n_drafts: int) -> int:
