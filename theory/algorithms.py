@@ -390,7 +390,8 @@ class BatchSpeculative(Algorithm):
     Parameters
     ----------
     n_drafts : int >= 1
-        M.  ``n_drafts=1`` is ``Speculative()``.
+        M.  ``n_drafts=1`` is ``Speculative()`` (except for "topk", whose one draft is the
+        most probable token, and "spectr"/"optimal", equal to it up to rounding).
     verifier : {'paper', 'trie', 'swor', 'spectr', 'greedy', 'topk', 'optimal'}
 
     Examples

@@ -70,10 +70,12 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from fractions import Fraction
 
 import numpy as np
 
+from theory._arrays import checked_pair
 from theory.onestep import _acceptance, _residual, positive_part, safe_ratio
 
 __all__ = [
@@ -102,6 +104,23 @@ FLOW_TOLERANCE = 1e-12
 OPTIMAL_MAX_SETS = 4096
 
 
+def _checked(p, q, n_drafts):
+    """Validated (p, q, M): probability rows (float64 or Fractions) and an int M >= 1."""
+    if not isinstance(n_drafts, numbers.Integral) or isinstance(n_drafts, bool) \
+            or n_drafts < 1:
+        raise ValueError(f"n_drafts must be an integer >= 1; got {n_drafts!r}")
+    p, q = checked_pair(p, q)
+    return p, q, int(n_drafts)
+
+
+def _validated(law):
+    """Wrap a root law: validate (p, q, n_drafts) first (see :func:`_checked`)."""
+    @functools.wraps(law)
+    def wrapper(p, q, n_drafts, **options):
+        return law(*_checked(p, q, n_drafts), **options)
+    return wrapper
+
+
 def _zeros(p):
     return 0 * np.asarray(p)
 
@@ -128,6 +147,7 @@ def _top_mask(p, size: int):
     return (ranks < size) & (p > 0)
 
 
+@_validated
 def topk_root_law(p, q, n_drafts: int):
     r"""Root law of "topk" point drafts: a = q·1_D, r = q·1_{Dᶜ}, D = the M most probable.
 
@@ -149,6 +169,7 @@ def topk_root_law(p, q, n_drafts: int):
     return np.where(drafted, q, 0 * q), np.where(drafted, 0 * q, q)
 
 
+@_validated
 def greedy_root_law(p, q, n_drafts: int):
     r"""Root law of Hu et al.'s greedy drafts (ICLR 2025, arXiv:2502.18779, §3).
 
@@ -190,6 +211,7 @@ def _swor_nodes(support: int, n_drafts: int) -> int:
 _SWOR_BATCH = 1 << 20
 
 
+@_validated
 def swor_root_law(p, q, n_drafts: int, *, exclude=_exclude_renormalized,
                   max_nodes: int = SWOR_MAX_NODES):
     r"""Root law of recursive rejection sampling without replacement (Jeon et al. 2024).
@@ -277,6 +299,7 @@ def _beta(p, q, rho):
     return np.minimum(p, q / rho).sum(axis=-1)
 
 
+@_validated
 def spectr_rho(p, q, n_drafts: int, *, iterations: int = 200):
     r"""ρ* ∈ [1, M] with 1 − (1 − β(ρ))^M = ρ β(ρ), β(ρ) = Σ min(p, q/ρ) (Sun et al. 2023).
 
@@ -309,6 +332,7 @@ def spectr_rho(p, q, n_drafts: int, *, iterations: int = 200):
     return np.where(done, 1.0, hi)
 
 
+@_validated
 def spectr_root_law(p, q, n_drafts: int, *, rho=None):
     r"""Root law of K-SEQ (Sun et al., NeurIPS 2023, arXiv:2310.15141, Alg. 3) for a given ρ.
 
@@ -431,6 +455,7 @@ def optimal_flow(p_row, q_row, n_drafts: int):
     return _flow_cached(tuple(p_row.tolist()), tuple(q_row.tolist()), int(n_drafts))
 
 
+@_validated
 def optimal_root_law(p, q, n_drafts: int):
     r"""Root law of the verifier attaining α*: a = inflow of :func:`optimal_flow`, r = q − a.
 
