@@ -4,7 +4,10 @@ The sampling tables are built once by :func:`sim.engine.make_tables` (numpy) and
 device; then all trials of a chunk advance one position per step, every branch evaluated for
 every trial and selected with ``torch.where`` — no host synchronisation inside the position
 loop except, for batches of more than :data:`SYNC_FROM` candidates, one check per extra
-candidate that some trial still needs it (so untried candidates cost nothing).
+candidate that some trial still needs it (so untried candidates cost nothing).  The
+multi-draft root verifiers ("swor", "spectr", "greedy", "topk", "optimal") run on the token
+step with :class:`sim.engine.RootTables`: like the CPU engine, they sample each verifier's exact
+root law, not its draw-by-draw procedure.
 
 **Same randomness as the CPU engine, bit for bit.**  Every uniform is Philox4x32-10 of
 (seed, trial, position, slot) with the slots of :mod:`sim.kernels`; this module computes the
