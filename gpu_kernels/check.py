@@ -44,7 +44,8 @@ from theory.onestep import acceptance_probability, residual_distribution
 ALGORITHMS = [Autoregressive(), Speculative(), Speculative(window=4),
               Speculative(window=4, bonus=False), BatchSpeculative(4),
               BatchSpeculative(4, "trie"), LossySpeculative(0.1),
-              LossySpeculative(0.1, "target")]
+              LossySpeculative(0.1, "target"),
+              BatchSpeculative(4, "spectr"), BatchSpeculative(4, "greedy")]  # root laws
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,10 @@ The sampling tables are built once by :func:`sim.engine.make_tables` (numpy) and
 device; then all trials of a chunk advance one position per step, every branch evaluated for
 every trial and selected with ``torch.where`` — no host synchronisation inside the position
 loop except, for batches of more than :data:`SYNC_FROM` candidates, one check per extra
-candidate that some trial still needs it (so untried candidates cost nothing).
+candidate that some trial still needs it (so untried candidates cost nothing).  The
+multi-draft root verifiers ("swor", "spectr", "greedy", "topk", "optimal") run on the token
+step with :class:`sim.engine.RootTables`: like the CPU engine, they sample each verifier's exact
+root law, not its draw-by-draw procedure.
 
 **Same randomness as the CPU engine, bit for bit.**  Every uniform is Philox4x32-10 of
 (seed, trial, position, slot) with the slots of :mod:`sim.kernels`; this module computes the
@@ -26,6 +29,7 @@ import numpy as np
 from sim.engine import (
     BatchTables,
     BlockTables,
+    RootTables,
     TokenTables,
     _outputs,
     chunk_bounds,
@@ -266,6 +270,7 @@ class _TokenRun(_Run):
         self.after_accept = _torch().as_tensor(tables.after_accept, device=device).to(
             self.index_dtype)
         self.bonus_state, self.bonus_offset = tables.bonus_state, tables.bonus_offset
+        self.rejection_offset = tables.rejection_offset
         self.round_start = None if tables.round_start.size == 0 else _torch().as_tensor(
             tables.round_start, device=device).to(self.index_dtype)
 
@@ -281,7 +286,9 @@ class _TokenRun(_Run):
         token = self.proposal.draw(proposed, u_token)
         accepted = u_test < self.acceptance.index_select(
             0, proposed * self.layout.vocab_size + token)
-        fallback = self.rejection.draw(rows, self.pair(trial, position, 1)[0])
+        in_bonus = (state == self.bonus_state).to(rows.dtype)
+        fallback = self.rejection.draw(rows + self.rejection_offset * in_bonus,
+                                       self.pair(trial, position, 1)[0])
         following = self.after_accept.index_select(0, state)
         return (torch.where(accepted, token, fallback), torch.where(accepted, following, 0),
                 ~accepted)
@@ -480,7 +487,8 @@ class _BlockRun(_Run):
                          tokens.cpu().numpy() if record_tokens else None)
 
 
-_RUNS = {TokenTables: _TokenRun, BatchTables: _BatchRun, BlockTables: _BlockRun}
+_RUNS = {TokenTables: _TokenRun, RootTables: _TokenRun, BatchTables: _BatchRun,
+         BlockTables: _BlockRun}
 
 
 def simulate(draft, target, algorithm, *, n_trials: int, rng=None, device=None,

@@ -4,7 +4,8 @@ r"""The CPU engine: sampling tables built once, compiled per-trial loops, counte
 
 1. builds the sampling tables of the algorithm's *family* once per call (:func:`make_tables`):
    token-wise verifiers (``Speculative`` and every verifier with a table (b, 𝒫), lossy rules,
-   class ℱ, ``Autoregressive``), multi-draft root verifiers (``BatchSpeculative``) and block
+   class ℱ, ``Autoregressive``, and the root laws of :mod:`theory.multidraft`, see
+   :class:`RootTables`), multi-draft root verifiers (``BatchSpeculative``) and block
    verification (``BlockSpeculative``: p and q as alias tables and as rows) — laws
    as alias tables (:mod:`sim.tables`), acceptance probabilities as flat float64 arrays;
 2. runs the compiled kernel of the family (:mod:`sim.kernels`) over the trials, in chunks
@@ -38,6 +39,7 @@ from sim.philox import philox_key
 from sim.result import SimCounts, SimResult, check_problem
 from sim.tables import AliasTable, build_alias
 from theory import Autoregressive, BatchSpeculative, BlockSpeculative, MarkovLM, Speculative
+from theory.multidraft import ROOT_VERIFIERS
 from theory.onestep import _acceptance
 from theory.verification import checked_verification
 
@@ -46,6 +48,7 @@ __all__ = [
     "MEMORY_LIMIT",
     "BatchTables",
     "BlockTables",
+    "RootTables",
     "TokenTables",
     "check_memory",
     "chunk_bounds",
@@ -158,6 +161,9 @@ class TokenTables:
     bonus_state: int  # -1: none
     bonus_offset: int
     round_start: np.ndarray  # (T·S,) state a round starting at (n, s) is in; empty: state 0
+    #: rows of ``rejection`` used in the bonus state are ``rejection_offset`` rows later
+    #: (:class:`RootTables`); 0 for every token-wise verifier
+    rejection_offset: int = 0
 
     @classmethod
     def build(cls, draft: MarkovLM, target: MarkovLM, algorithm) -> TokenTables:
@@ -189,8 +195,43 @@ class TokenTables:
         kernels.token_kernel(
             key[0], key[1], first_trial, *self.layout.common_arguments(),
             self.proposal.entries, self.acceptance, self.rejection.entries, self.after_accept,
-            self.bonus_state, self.bonus_offset, self.round_start, rejections, target_calls,
-            tokens)
+            self.bonus_state, self.bonus_offset, self.rejection_offset, self.round_start,
+            rejections, target_calls, tokens)
+
+
+@dataclass(frozen=True)
+class RootTables(TokenTables):
+    """Tables of a root verifier of :mod:`theory.multidraft` ("swor", "spectr", …), run by the
+    token-wise kernel.
+
+    The engines sample the verifier's **exact root law** (a, r) — validated against its literal
+    routine (:mod:`sim.root_reference`) by exact enumeration — not its draw-by-draw procedure.
+    At a root (round state 0, used as the kernel's bonus state) the token is proposed from
+    a/α (α = Σa), accepted with probability α (the same for every token of the row) and else
+    replaced by a draw from r/(1 − α): P(token x, accepted) = a(x), P(token x, rejected) = r(x),
+    exactly the root law.  The root rows sit ``bonus_offset`` = R rows after the draft's rows in
+    ``proposal`` and ``rejection_offset`` = R rows after the residuals [q − p]₊ in
+    ``rejection``; state 1 is standard speculative sampling.  Where α = 0 (or 1) the unused
+    law is q.
+    """
+
+    @classmethod
+    def build(cls, draft: MarkovLM, target: MarkovLM, algorithm) -> RootTables:
+        layout = Layout.of(draft, target)
+        p, q = layout.rows(draft), layout.rows(target)
+        accepted, rejected = (np.asarray(law, dtype=np.float64)
+                              for law in algorithm.root_law(p, q))
+        alpha = np.clip(accepted.sum(axis=-1, keepdims=True), 0.0, 1.0)
+        root_proposal = np.where(alpha > 0, accepted / np.where(alpha > 0, alpha, 1.0), q)
+        root_rejection = np.where(alpha < 1, rejected / np.where(alpha < 1, 1 - alpha, 1.0), q)
+        standard = Speculative()
+        accept, residual = standard.verification(p, q)
+        acceptance = np.concatenate([np.ascontiguousarray(accept, dtype=np.float64).ravel(),
+                                     np.repeat(alpha.ravel(), layout.vocab_size)])
+        rows = p.shape[0]
+        return cls(algorithm, layout, build_alias(np.concatenate([p, root_proposal])),
+                   acceptance, build_alias(np.concatenate([residual, root_rejection])),
+                   np.ones(2, dtype=np.int64), 0, rows, np.empty(0, dtype=np.int64), rows)
 
 
 @dataclass(frozen=True)
@@ -210,7 +251,9 @@ class BatchTables:
     residual: AliasTable  # M·R rows
 
     @classmethod
-    def build(cls, draft: MarkovLM, target: MarkovLM, algorithm) -> BatchTables:
+    def build(cls, draft: MarkovLM, target: MarkovLM, algorithm) -> BatchTables | RootTables:
+        if algorithm.verifier in ROOT_VERIFIERS:  # a root law, then standard SD
+            return RootTables.build(draft, target, algorithm)
         layout = Layout.of(draft, target)
         p, q = layout.rows(draft), layout.rows(target)
         residuals, _ = algorithm.residuals(p, q)

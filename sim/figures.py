@@ -328,6 +328,34 @@ def block_verification(data, title):
     return figure
 
 
+_VERIFIER_STYLE = {"paper": ("-o", 0), "trie": ("-s", 1), "swor": ("-^", 2),
+                   "spectr": ("-v", 3), "greedy": ("-D", 4), "topk": ("-x", 5),
+                   "optimal": (":P", 6)}
+
+
+def multidraft_zoo(data, title):
+    """Root acceptance vs M on four chains (α* in black) and E[N_rej] vs M on two."""
+    m = data["m"]
+    figure, axes = plt.subplots(2, 3, figsize=(15, 8.5))
+    panels = list(data["acceptance"].items())
+    for ax, (name, curves) in zip(axes.ravel()[:4], panels, strict=True):
+        ax.plot(m, curves["alpha_star"], "k--", lw=2, label="α* (i.i.d. drafts' bound)")
+        for verifier, (marker, color) in _VERIFIER_STYLE.items():
+            values = [np.nan if v is None else v for v in curves[verifier]]
+            ax.plot(m, values, marker, ms=4, lw=1, color=COLORS[color % len(COLORS)],
+                    label=verifier)
+        _label(ax, "number of drafts M", "root acceptance", name, legend_size=6)
+    for ax, (name, curves) in zip(axes.ravel()[4:], data["rejections"].items(), strict=True):
+        for verifier, (marker, color) in _VERIFIER_STYLE.items():
+            values = [np.nan if v is None else v for v in curves[verifier]]
+            ax.plot(m, values, marker, ms=4, lw=1, color=COLORS[color % len(COLORS)],
+                    label=verifier)
+        _label(ax, "number of drafts M", "E[N_rej] (exact DP)", name, legend_size=6)
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
 FIGURES = {
     "fig2a": (running_means,
               "Fig. 2(a): speculative decoding vs Theorem 1 (paper's instance, T = 50)"),
@@ -348,4 +376,6 @@ FIGURES = {
     "lossy_zoo": (lossy_zoo, "Lossy zoo against Theorem 5's line (Fig. 4(a) extended)"),
     "block": (block_verification, "Token-wise vs block verification (Sun et al. 2025): "
                                   "Fig. 2 chains and the n-gram pair"),
+    "multidraft": (multidraft_zoo, "Multi-draft verifiers: root acceptance vs α* and E[N_rej] "
+                                   "vs M"),
 }

@@ -18,8 +18,9 @@ Slots (the counter's last word) — the contract the torch engine reproduces:
 kernel                 slots at position n
 =====================  =======================================================================
 token-wise             0: the draft token (the token from q at a bonus position and for
-                       ``Autoregressive``), 1: the acceptance test u < b(x̃), 2: the draw from
-                       the rejection law
+                       ``Autoregressive``; from a/α at the root of a multi-draft root
+                       verifier), 1: the acceptance test u < b(x̃) (u < α at such a root),
+                       2: the draw from the rejection law (r/(1 − α) at such a root)
 batch (M candidates)   2m, 2m + 1: draw and test candidate m; 2M: the draw from the last
                        residual after every candidate failed; trie only, 2M + i: whether untried
                        candidate i shares the accepted token (u < p(x)), 1 ≤ i < M
@@ -127,8 +128,8 @@ def _first_pairs(key0, key1, first, position, even, odd):
 @njit(parallel=True, cache=True)
 def token_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_stride,
                  start, start_cdf, next_context, proposal, acceptance, rejection,
-                 after_accept, bonus_state, bonus_offset, round_start, rejections, target_calls,
-                 tokens):
+                 after_accept, bonus_state, bonus_offset, rejection_offset, round_start,
+                 rejections, target_calls, tokens):
     """Token-wise verification (``Speculative`` and every (b, 𝒫) verifier; ``Autoregressive``).
 
     Round state j: 0 = a round (target call) starts; ``after_accept[j]`` follows an accepted
@@ -140,7 +141,10 @@ def token_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_s
     table reads of many trials are in flight at once.  ``next_context`` of size 0 means a
     first-order chain; ``tokens`` of size 0 means "do not record".  A non-empty
     ``round_start[n·S + s]`` is the state a round starting at (n, s) begins in (a window
-    policy: its window, or the bonus state for a plain target step).
+    policy: its window, or the bonus state for a plain target step).  In the bonus state the
+    rejection law's row is ``rejection_offset`` rows later (0 except for the root verifiers of
+    :class:`sim.engine.RootTables`, whose root is the bonus state: proposal a/α, acceptance α,
+    rejection r/(1 − α)).
     """
     record = tokens.shape[0] > 0
     first_order = next_context.size == 0
@@ -174,7 +178,8 @@ def token_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_s
                 proposed_row = row + bonus_offset * (current == bonus_state)
                 token = alias_draw(proposal, proposed_row, vocab_size, u_token[j])
                 accepted = u_test[j] < acceptance[proposed_row * vocab_size + token]
-                fallback = alias_draw(rejection, row, vocab_size, u_rejection[j])
+                fallback = alias_draw(rejection, row + rejection_offset * (current == bonus_state),
+                                      vocab_size, u_rejection[j])
                 token = token if accepted else fallback
                 state[j] = after_accept[current] if accepted else 0
                 rejected[j] += not accepted

@@ -30,6 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 from sim.result import SimResult, check_problem
+from sim.root_reference import ROOT_PROCEDURES, rooted_rounds
 from theory import (
     Autoregressive,
     BatchSpeculative,
@@ -176,8 +177,13 @@ def _try_candidates(algorithm, n_candidates: int, p, q, choose):
 
 @run_algorithm.register
 def _batch_speculative(algorithm: BatchSpeculative, draft, target, choose) -> Outcome:
-    """Algorithm 4 ("paper") and the trie verifier, with M i.i.d. drafts per round."""
+    """Algorithm 4 ("paper") and the trie verifier, with M i.i.d. drafts per round; the root
+    verifiers of :mod:`sim.root_reference` ("swor", "spectr", …) by their literal routines."""
     trace = _Trace(target, choose)
+    if algorithm.verifier in ROOT_PROCEDURES:
+        root = functools.partial(ROOT_PROCEDURES[algorithm.verifier],
+                                 n_drafts=algorithm.n_drafts)
+        return rooted_rounds(draft, target, choose, lambda p, q, c: root(p, q, choose=c), trace)
     while not trace.done:  # one round per iteration: one target call, M fresh drafts
         trace.target_calls += 1
         live = algorithm.n_drafts  # drafts whose prefix equals the accepted prefix

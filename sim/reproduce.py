@@ -39,6 +39,7 @@ from sim.models import (
     temperature_pair,
     uniform_subset_pair,
 )
+from sim.multidraft_experiment import multidraft
 from sim.stats import DEFAULT_ALPHA, counts_check, mean_check, pmf_check, pmf_moments
 from theory import (
     BatchSpeculative,
@@ -595,7 +596,8 @@ EXPERIMENTS = {"fig2a": fig2a, "fig2b": fig2b, "fig2c": fig2c,
                "fig2_dirichlet": fig2_dirichlet, "fig5": fig5, "fig3": fig3,
                "fig4a": fig4a, "fig4bc": fig4bc, "pmf": pmf_experiment,
                "walltime": walltime, "gap": gap, "windows": windows,
-               "lossy_zoo": lossy_zoo, "block": block_verification}
+               "lossy_zoo": lossy_zoo, "block": block_verification,
+               "multidraft": multidraft}
 
 
 # ---------------------------------------------------------------------- the run
@@ -706,7 +708,8 @@ def write_report(out: pathlib.Path, results: dict, settings: Settings, seed: int
     for name in results:
         lines += [f"### {figures.FIGURES[name][1]}", "", f'<a id="{name}"></a>', "",
                   f"![{name}](figures/{name}.png)", ""]
-        lines += results[name].data.get("markdown", [])
+        markdown = results[name].data.get("markdown", [])  # an experiment's own tables
+        lines += [markdown, ""] if isinstance(markdown, str) else markdown
     lines += [
         "## Every check",
         "",

@@ -4,10 +4,13 @@ Each is a small subclass of :class:`theory.Speculative` that changes one line of
 verification rule, the way a real implementation bug would.  Every engine runs them.
 """
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
+from sim.reference import _Trace, run_algorithm
+from sim.root_reference import rooted_rounds, spectr_root, swor_root
 from theory import (
     BatchSpeculative,
     BlockSpeculative,
@@ -17,7 +20,13 @@ from theory import (
     TypicalAcceptance,
     WindowPolicy,
 )
-from theory.onestep import acceptance_probability, positive_part, residual_distribution
+from theory.multidraft import _top_mask, draft_order, spectr_root_law, swor_root_law
+from theory.onestep import (
+    acceptance_probability,
+    positive_part,
+    residual_distribution,
+    safe_ratio,
+)
 
 
 @dataclass(frozen=True)
@@ -123,3 +132,133 @@ class CumulativeProductBlock(BlockSpeculative):
     """Bug: τ = max{i : Π_{j≤i} q/p(X_j) ≥ Π_{j≤i} η_j} (cumulative products; engines only)."""
 
     selection = "cumulative_product"
+
+
+# -- multi-draft root verifiers (issue #14): each mutant has its root law (DP, engines) and
+#    its literal reference routine, registered with the reference engine.
+
+def _exclude_without_renormalizing(p, removed):
+    p = np.asarray(p)
+    return np.where(removed, 0 * p, p)
+
+
+@dataclass(frozen=True)
+class SworUnnormalized(BatchSpeculative):
+    """Bug: "swor" removes the tried draft from p^k but does not renormalize p^{k+1}."""
+
+    verifier: str = "swor"
+
+    def root_law(self, p, q):
+        return swor_root_law(p, q, self.n_drafts, exclude=_exclude_without_renormalizing)
+
+
+@dataclass(frozen=True)
+class SpectrNaive(BatchSpeculative):
+    """Bug: K-SEQ with ρ = 1 (acceptance min(1, q/p)) and residual [q − p]₊."""
+
+    verifier: str = "spectr"
+
+    def root_law(self, p, q):
+        return spectr_root_law(p, q, self.n_drafts, rho=1.0)
+
+
+def _greedy_parts(p, q, n_drafts):
+    drafted = _top_mask(p, n_drafts - 1)
+    rest = np.where(drafted, 0 * p, p)
+    rest = safe_ratio(rest, rest.sum(axis=-1, keepdims=True))
+    return drafted, rest
+
+
+@dataclass(frozen=True)
+class GreedyWithoutDraftedMass(BatchSpeculative):
+    """Bug: greedy drafts whose residual omits q·1_D (only [q − p']₊ outside D)."""
+
+    verifier: str = "greedy"
+
+    def root_law(self, p, q):
+        p, q = np.asarray(p), np.asarray(q)
+        drafted, rest = _greedy_parts(p, q, self.n_drafts)
+        accepted = np.where(drafted | (q > rest), 0 * q, q) + \
+            np.where(~drafted & (q > rest), rest, 0 * q)
+        gap = np.where(drafted, 0 * q, positive_part(q - rest))
+        law = np.where(gap.sum(axis=-1, keepdims=True) > 0,
+                       safe_ratio(gap, gap.sum(axis=-1, keepdims=True)), q)
+        rejected = (1 - accepted.sum(axis=-1, keepdims=True)) * law
+        none_left = rest.sum(axis=-1, keepdims=True) == 0  # no random draft: emit from q
+        return (np.where(none_left, np.where(drafted, q, 0 * q), accepted),
+                np.where(none_left, np.where(drafted, 0 * q, q), rejected))
+
+
+def _greedy_without_drafted_mass_root(p, q, n_drafts, choose):
+    p, q = np.asarray(p), np.asarray(q)
+    drafted = [int(x) for x in draft_order(p)[:n_drafts - 1] if p[x] != 0]
+    rest = p.copy()
+    rest[drafted] = 0 * rest[drafted]
+    if sum(rest) == 0:
+        token = choose.categorical(q)
+        return token, token in drafted
+    rest = rest / sum(rest)
+    token = choose.categorical(rest)
+    if choose.bernoulli(min(1, q[token] / rest[token])):
+        return token, True
+    law = positive_part(q - rest)
+    law[drafted] = 0 * law[drafted]  # the bug: q·1_D is missing
+    token = choose.categorical(law if any(law != 0) else q)
+    return token, token in drafted
+
+
+@dataclass(frozen=True)
+class TopkRatioTest(BatchSpeculative):
+    """Bug: top-k point drafts accepted with min(1, q^k(x)/p(x)) instead of q^k(x)."""
+
+    verifier: str = "topk"
+
+    def root_law(self, p, q):
+        p, q = np.asarray(p), np.asarray(q)
+        order = draft_order(p)
+        accepted, residual = 0 * q, q
+        reach = 1 + 0 * q[..., :1]
+        for k in range(min(self.n_drafts, p.shape[-1])):
+            token = order[..., k:k + 1]
+            p_x = np.take_along_axis(p, token, axis=-1)
+            q_x = np.take_along_axis(residual, token, axis=-1)
+            ratio = np.where(p_x > 0, np.minimum(1, safe_ratio(q_x, p_x)), 0 * p_x)
+            hit = np.zeros(p.shape, dtype=bool)
+            np.put_along_axis(hit, token, True, axis=-1)
+            accepted = accepted + np.where(hit, reach * ratio, 0 * q)
+            reach = reach * (1 - ratio)
+            residual = np.where(hit, 0 * residual, residual)
+            residual = safe_ratio(residual, residual.sum(axis=-1, keepdims=True))
+        return accepted, reach * residual
+
+
+def _topk_ratio_test_root(p, q, n_drafts, choose):
+    p, q = np.asarray(p), np.asarray(q)
+    residual = q
+    for token in [int(x) for x in draft_order(p)[:n_drafts] if p[x] != 0]:
+        if choose.bernoulli(min(1, residual[token] / p[token])):  # the bug
+            return token, True
+        residual = residual.copy()
+        residual[token] = 0 * residual[token]
+        residual = residual / sum(residual)
+    return choose.categorical(residual), False
+
+
+_MUTANT_ROOTS = {
+    SworUnnormalized: functools.partial(swor_root, exclude=_exclude_without_renormalizing),
+    SpectrNaive: functools.partial(spectr_root, rho=1),
+    GreedyWithoutDraftedMass: _greedy_without_drafted_mass_root,
+    TopkRatioTest: _topk_ratio_test_root,
+}
+
+
+def _register(kind, root):
+    @run_algorithm.register(kind)
+    def _routine(algorithm, draft, target, choose):
+        trace = _Trace(target, choose)
+        return rooted_rounds(draft, target, choose,
+                             lambda p, q, c: root(p, q, algorithm.n_drafts, c), trace)
+
+
+for _kind, _root in _MUTANT_ROOTS.items():
+    _register(_kind, _root)

@@ -22,6 +22,7 @@ from theory.batch import (
     batch_improvement,
     batch_rejection_limit,
     optimal_multidraft_acceptance,
+    root_acceptance,
     theorem3_rejections,
 )
 from theory.exact import (
@@ -84,6 +85,7 @@ __all__ = [
     "rejection_pmf",
     "rejection_profile",
     "residual_distribution",
+    "root_acceptance",
     "round_length_pmf",
     "target_calls_pmf",
     "theorem1_rejections",

@@ -39,6 +39,7 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 
 from theory.models import MarkovLM
+from theory.multidraft import ROOT_VERIFIERS, root_law
 from theory.onestep import (
     _acceptance,
     _pair,
@@ -641,7 +642,7 @@ class UnbiasedSpeculative(Speculative):
         return accept, _rejection_law(p, q, accept)
 
 
-_VERIFIERS = ("paper", "trie")
+_VERIFIERS = ("paper", "trie", *ROOT_VERIFIERS)
 
 
 @dataclass(frozen=True)
@@ -662,7 +663,14 @@ class BatchSpeculative(Algorithm):
       accepting x, the candidates whose token here is x stay candidates.  Never worse than
       ``"paper"``.
 
-    Both emit exactly the law q.  Round states: 0 = a round starts (M candidates); k ≥ 1 =
+    * ``verifier`` in ``("swor", "spectr", "greedy", "topk", "optimal")``: the root tries the
+      M drafts with that verifier's rule (:mod:`theory.multidraft`: recursive rejection
+      sampling without replacement, SpecTr's K-SEQ, Hu et al.'s greedy drafts, top-k point
+      drafts, a verifier attaining α*); an emitted drafted token accepts and the round follows
+      that draft alone like ``"paper"``.  Only the verifier's root law (a, r) enters the DPs:
+      branches (0 → 1, a), (0 → 0 rejected, r) and standard SD in state 1.
+
+    All emit exactly the law q.  Round states: 0 = a round starts (M candidates); k ≥ 1 =
     k live candidates continue (``"paper"`` uses only k = 1).  Given k live candidates
     sharing a prefix, their next tokens are i.i.d. p, so acceptance at candidate i with token x
     has weight (Π_{j<i} r_j) min(p, q^i)(x), r_j = TV(q^j, p), and the number of later
@@ -673,8 +681,9 @@ class BatchSpeculative(Algorithm):
     Parameters
     ----------
     n_drafts : int >= 1
-        M.  ``n_drafts=1`` is ``Speculative()``.
-    verifier : {'paper', 'trie'}
+        M.  ``n_drafts=1`` is ``Speculative()`` (except for "topk", whose one draft is the
+        most probable token, and "spectr"/"optimal", equal to it up to rounding).
+    verifier : {'paper', 'trie', 'swor', 'spectr', 'greedy', 'topk', 'optimal'}
 
     Raises
     ------
@@ -724,7 +733,14 @@ class BatchSpeculative(Algorithm):
             raise ValueError(f"verifier must be one of {_VERIFIERS}; got {self.verifier!r}")
 
     def n_round_states(self) -> int:
-        return 2 if self.verifier == "paper" else self.n_drafts + 1
+        return self.n_drafts + 1 if self.verifier == "trie" else 2
+
+    def root_law(self, p, q):
+        """(a, r) of a root verifier: P(root emits x and accepts / rejects), shaped like p.
+
+        Only for the verifiers of :mod:`theory.multidraft` (not "paper" or "trie").
+        """
+        return root_law(self.verifier, p, q, self.n_drafts)
 
     def table_bytes(self, draft, target, consumer: str) -> int:
         """Estimated peak bytes of the tables ``consumer`` ('dp' or 'engine') builds (Notes)."""
@@ -764,6 +780,10 @@ class BatchSpeculative(Algorithm):
 
     def branches(self, p, q):
         p, q = np.asarray(p), np.asarray(q)
+        if self.verifier in ROOT_VERIFIERS:  # root law, then standard SD on the winner
+            accepted, rejected = self.root_law(p, q)
+            following = [b for b in Speculative().branches(p, q) if b.source == 1]
+            return [Branch(0, 1, False, accepted), Branch(0, 0, True, rejected), *following]
         residuals, failures = self.residuals(p, q)
         reach = [1]  # P(the first i − 1 candidates failed) = Π_{j<i} r_j
         for failure in failures:

@@ -66,6 +66,7 @@ __all__ = [
     "multidraft_acceptance_lp",
     "optimal_multidraft_acceptance",
     "root_acceptance",
+    "root_theorem3_rejections",
     "theorem3_rejections",
     "uniform_subset_batch_improvement",
 ]
@@ -86,17 +87,33 @@ def _all_fail(p, q, n_drafts):
     return product, np.asarray(product)[..., None] * residuals[-1]
 
 
-def root_acceptance(p, q, n_drafts: int):
-    """1 − Π_{m≤M} TV(q^m, p): the root acceptance of the "paper" and "trie" verifiers.
+def root_acceptance(p, q, algorithm):
+    r"""P(the root's emitted token is one of the drafts') for a :class:`BatchSpeculative`.
+
+    ``algorithm`` is a ``BatchSpeculative`` or an int M (meaning ``BatchSpeculative(M)``, the
+    paper's Algorithm 4).  "paper" and "trie": 1 − Π_{m≤M} TV(q^m, p) (Theorem 3's root);
+    the verifiers of :mod:`theory.multidraft`: Σ_x a(x) of their root law.  Leading axes of
+    p, q broadcast; Fractions give exact results except for "spectr" (ρ* is found by
+    bisection) and "optimal" (an LP).
 
     Examples
     --------
-    >>> from theory.batch import root_acceptance
+    >>> from theory import BatchSpeculative, root_acceptance
     >>> round(float(root_acceptance([0.5, 0.5], [0.9, 0.1], 2)), 12)  # 1 − 0.4 · 0.5
     0.8
+    >>> round(float(root_acceptance([0.5, 0.5], [0.9, 0.1], BatchSpeculative(2, "topk"))), 12)
+    1.0
     """
     p, q = checked_pair(p, q)
-    return as_scalar(1 - _all_fail(p, q, _n_drafts(n_drafts))[0])
+    if isinstance(algorithm, BatchSpeculative):
+        if algorithm.verifier in ("paper", "trie"):
+            return as_scalar(1 - _all_fail(p, q, algorithm.n_drafts)[0])
+        p, q = np.broadcast_arrays(p, q)
+        return as_scalar(algorithm.root_law(p, q)[0].sum(axis=-1))
+    if isinstance(algorithm, numbers.Integral) and not isinstance(algorithm, bool):
+        return as_scalar(1 - _all_fail(p, q, _n_drafts(algorithm))[0])
+    raise TypeError(f"algorithm must be a BatchSpeculative or an int n_drafts >= 1; "
+                    f"got {algorithm!r}")
 
 
 def batch_improvement(p, q, n_drafts: int):
@@ -190,6 +207,53 @@ def theorem3_rejections(draft: MarkovLM, target: MarkovLM, n_drafts: int | None)
         distance = _tv_distance(p, q)
         fail, fail_mass = _root_rejection(p, q, n_drafts)
         total = total + (marginals[n] * distance).sum() - (root * (distance - fail)).sum()
+        rejected = root[:, None] * fail_mass + (marginals[n] - root)[:, None] * \
+            positive_part(q - p)
+        root = _push(rejected, target)
+    return as_scalar(total)
+
+
+def root_theorem3_rejections(draft: MarkovLM, target: MarkovLM, algorithm: BatchSpeculative):
+    r"""Theorem 3's form of E[N_rej] for any root verifier of :class:`BatchSpeculative`.
+
+    A root (probability f_n(s) of being one, recursion (22)) rejects with Σ_x r(x) of the
+    verifier's root law and a non-root with TV(p, q), so
+
+    .. math::  E[N_{rej}] = \sum_n \sum_s \Big[f_n(s) \sum_x r_n(s, x)
+               + (μ^q_n(s) - f_n(s))\,\mathrm{TV}(p_n(s), q_n(s))\Big],\qquad
+               f_{n+1}(s') = \sum_{\mathrm{next}(s, x) = s'} f_n(s)\,r_n(s, x)
+               + (μ^q_n(s) - f_n(s))\,[q_n - p_n]_+(x),
+
+    valid for lossless verifiers (the context marginals are the target's).  ``"paper"`` is
+    :func:`theorem3_rejections`.  Equal to ``expected_rejections(draft, target, algorithm)``.
+
+    Examples
+    --------
+    >>> from sim.models import fig2_pair
+    >>> from theory import BatchSpeculative, expected_rejections
+    >>> from theory.batch import root_theorem3_rejections
+    >>> draft, target = fig2_pair()
+    >>> topk = BatchSpeculative(3, "topk")
+    >>> abs(root_theorem3_rejections(draft, target, topk)
+    ...     - expected_rejections(draft, target, topk)) < 1e-12
+    True
+    """
+    check_compatible(draft, target)
+    if not isinstance(algorithm, BatchSpeculative):
+        raise TypeError(f"algorithm must be a BatchSpeculative; got {algorithm!r}")
+    if algorithm.verifier in ("paper", "trie"):
+        if algorithm.verifier == "trie":
+            raise ValueError("the trie verifier has no root law: every position may branch")
+        return theorem3_rejections(draft, target, algorithm.n_drafts)
+    marginals = target.context_marginals()
+    root = marginals[0]
+    total = 0 * marginals[0, 0]
+    for n in range(target.horizon):
+        p, q = np.broadcast_arrays(draft.probs[n], target.probs[n])
+        _, fail_mass = algorithm.root_law(p, q)
+        distance = _tv_distance(p, q)
+        total = total + (root * fail_mass.sum(axis=-1)).sum() + \
+            ((marginals[n] - root) * distance).sum()
         rejected = root[:, None] * fail_mass + (marginals[n] - root)[:, None] * \
             positive_part(q - p)
         root = _push(rejected, target)

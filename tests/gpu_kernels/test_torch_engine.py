@@ -49,7 +49,9 @@ ALGORITHMS = [Autoregressive(), Speculative(), Speculative(window=2),
               BatchSpeculative(3), BatchSpeculative(3, "trie"), LossySpeculative(0.1),
               LossySpeculative(0.3, "target"), TypicalAcceptance(0.3, 0.6),
               TypicalAcceptance(0.09, 0.3, "opt"), TruncatedSpeculative(top_k=2, window=2),
-              TruncatedSpeculative(top_p=0.7)]
+              TruncatedSpeculative(top_p=0.7),
+              *(BatchSpeculative(3, verifier)  # root laws on the token kernel
+                for verifier in ("swor", "spectr", "greedy", "topk", "optimal"))]
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -241,3 +243,19 @@ def test_the_torch_engine_refuses_what_would_not_fit():
     draft, target = fig2_pair(horizon=5)
     with pytest.raises(MemoryError, match="results of 100,000,000,000 trials"):
         simulate_torch(draft, target, Speculative(), n_trials=10**11, rng=0, device="cpu")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("verifier", ["swor", "spectr", "greedy", "topk", "optimal"])
+def test_multidraft_root_verifiers_match_the_cpu_engine(device, verifier):
+    """Every root verifier of issue #14, M = 4 on Fig. 2 (and its known-wrong control too)."""
+    from tests.sim.test_multidraft_statistical import CONTROLS
+
+    draft, target = fig2_pair(horizon=20)
+    for algorithm in (BatchSpeculative(4, verifier), CONTROLS[verifier](4)):
+        a = simulate(draft, target, algorithm, n_trials=3000, rng=7, record_tokens=True)
+        b = simulate_torch(draft, target, algorithm, n_trials=3000, rng=7, device=device,
+                           chunk_size=1000, record_tokens=True)
+        np.testing.assert_array_equal(b.tokens, a.tokens)
+        np.testing.assert_array_equal(b.rejections, a.rejections)
+        np.testing.assert_array_equal(b.target_calls, a.target_calls)
