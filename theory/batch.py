@@ -96,6 +96,23 @@ def root_acceptance(p, q, algorithm):
     p, q broadcast; Fractions give exact results except for "spectr" (ρ* is found by
     bisection) and "optimal" (an LP).
 
+    Parameters
+    ----------
+    p, q : array_like (..., V)
+        Draft and target laws at the root (validated probability vectors).
+    algorithm : BatchSpeculative or int
+        The multi-draft verifier, or M for Algorithm 4.
+
+    Returns
+    -------
+    float, Fraction or ndarray
+        The root acceptance probability, one per leading index.
+
+    Raises
+    ------
+    TypeError
+        If ``algorithm`` is neither a ``BatchSpeculative`` nor an int.
+
     Examples
     --------
     >>> from theory import BatchSpeculative, root_acceptance
