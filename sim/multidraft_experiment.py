@@ -26,6 +26,7 @@ import numpy as np
 
 from sim.engine import simulate
 from sim.models import bernoulli_pair, fig2_pair, ngram_pair, uniform_subset_pair
+from sim.stats import pmf_moments
 from theory import (
     BatchSpeculative,
     expected_rejections,
@@ -80,7 +81,7 @@ def _star_curve(draft, target, m_values):
 
 def multidraft(settings, rng):
     """Root acceptance and E[N_rej] vs M for every verifier, the gap to α*, checks."""
-    from sim.reproduce import Outcome, _mean_row, _moments
+    from sim.reproduce import Outcome, _mean_row
 
     m_values = [1, 2, 4] if settings.quick else list(range(1, 9))
     gap_drafts = [m for m in GAP_DRAFTS if m in m_values]
@@ -112,7 +113,7 @@ def multidraft(settings, rng):
     for v in VERIFIERS:
         for m in gap_drafts:
             algorithm = BatchSpeculative(m, v)
-            mean, variance = _moments(rejection_pmf(draft, target, algorithm))
+            mean, variance = pmf_moments(rejection_pmf(draft, target, algorithm))
             samples = simulate(draft, target, algorithm, n_trials=settings.trials // 4,
                                rng=next(streams), client=settings.client).rejections
             rows.append(_mean_row(f"E[N_rej] {v} M={m} (Fig. 2)", samples, mean, variance))
