@@ -106,57 +106,49 @@ def _autoregressive(algorithm: Autoregressive, draft, target, choose) -> Outcome
     return trace.outcome()
 
 
+def _token_wise_round(algorithm, draft, target, trace, choose, window, bonus) -> None:
+    """One round of token-wise verification: draft and test up to ``window`` tokens (None: to
+    the horizon), (b, 𝒫) from ``algorithm.verification``; when every draft was accepted and
+    ``bonus`` holds, one free token from ``algorithm.bonus_law(q)`` (q, or q̂ when truncated)."""
+    trace.target_calls += 1
+    drafted = 0
+    while not trace.done:
+        q = target.probs[trace.position, trace.context]
+        if window is not None and drafted == window:
+            if bonus:  # every draft accepted (or none asked for): one free token
+                trace.emit(choose.categorical(algorithm.bonus_law(q)))
+            return
+        p = draft.probs[trace.position, trace.context]
+        accept, rejection_law = checked_verification(
+            algorithm, p, q, position=trace.position, context=trace.context)
+        draft_token = choose.categorical(p)  # drafted lazily, when verification reads it
+        drafted += 1
+        if choose.bernoulli(accept[draft_token]):
+            trace.emit(draft_token)
+        else:
+            trace.emit(choose.categorical(rejection_law))
+            trace.rejections += 1
+            return
+
+
 @run_algorithm.register
 def _speculative(algorithm: Speculative, draft, target, choose) -> Outcome:
     """Algorithm 1 (and its finite-window variants); ``algorithm.verification`` gives (b, 𝒫)."""
     trace = _Trace(target, choose)
     while not trace.done:  # one round per iteration: one target call
-        trace.target_calls += 1
-        drafted = 0
-        while not trace.done:
-            q = target.probs[trace.position, trace.context]
-            if algorithm.window is not None and drafted == algorithm.window:
-                if algorithm.bonus:  # every draft accepted: one free token (from q, or q̂)
-                    trace.emit(choose.categorical(algorithm.bonus_law(q)))
-                break
-            p = draft.probs[trace.position, trace.context]
-            accept, rejection_law = checked_verification(
-                algorithm, p, q, position=trace.position, context=trace.context)
-            draft_token = choose.categorical(p)  # drafted lazily, when verification reads it
-            drafted += 1
-            if choose.bernoulli(accept[draft_token]):
-                trace.emit(draft_token)
-            else:
-                trace.emit(choose.categorical(rejection_law))
-                trace.rejections += 1
-                break
+        _token_wise_round(algorithm, draft, target, trace, choose, algorithm.window,
+                          algorithm.bonus)
     return trace.outcome()
 
 
 @run_algorithm.register
 def _window_policy(algorithm: WindowPolicy, draft, target, choose) -> Outcome:
     """Rounds of ``Speculative(window=table[n, s], bonus=True)``, the window read at each
-    round's start; a window of 0 is one plain target step."""
+    round's start; a window of 0 is one plain target step (a token from q)."""
     trace = _Trace(target, choose)
     while not trace.done:  # one round per iteration: one target call
-        trace.target_calls += 1
         window = int(algorithm.table[trace.position, trace.context])
-        drafted = 0
-        while not trace.done:
-            q = target.probs[trace.position, trace.context]
-            if drafted == window:  # all drafts accepted (or none asked for): a token from q
-                trace.emit(choose.categorical(q))
-                break
-            p = draft.probs[trace.position, trace.context]
-            accept, rejection_law = algorithm.verification(p, q)
-            draft_token = choose.categorical(p)
-            drafted += 1
-            if choose.bernoulli(accept[draft_token]):
-                trace.emit(draft_token)
-            else:
-                trace.emit(choose.categorical(rejection_law))
-                trace.rejections += 1
-                break
+        _token_wise_round(algorithm, draft, target, trace, choose, window, True)
     return trace.outcome()
 
 
