@@ -13,6 +13,9 @@ suite of K checks has a false-positive budget of at most K·alpha.
   (SciPy's ``check_discrete_chisquare`` practice).  An observation in a category of probability
   0 fails at once (p = 0).
 * :func:`pmf_check` — :func:`counts_check` for integer samples against a pmf.
+* :func:`cells_check` — Pearson's test pooled over many independent multinomial cells (the
+  transition counts of a Markov chain: Anderson & Goodman, 1957), with :func:`chi2_power`
+  and :func:`detectable_noncentrality` for the power of such tests.
 
 Checks never retry; seeds are fixed by the caller.  Every check in the test suite sits beside a
 *negative control*: a known-wrong algorithm that the same check, at the same sample size, fails.
@@ -28,7 +31,10 @@ from scipy import stats
 __all__ = [
     "DEFAULT_ALPHA",
     "CheckResult",
+    "cells_check",
+    "chi2_power",
     "counts_check",
+    "detectable_noncentrality",
     "mean_check",
     "merge_small_bins",
     "pmf_check",
@@ -332,3 +338,121 @@ def pmf_check(samples, pmf, *, alpha: float = DEFAULT_ALPHA, name: str = "pmf") 
         raise ValueError(f"samples must lie in range(0, {pmf.size}); got "
                          f"[{samples.min()}, {samples.max()}]")
     return counts_check(np.bincount(samples, minlength=pmf.size), pmf, alpha=alpha, name=name)
+
+
+def cells_check(observed, probabilities, *, alpha: float = DEFAULT_ALPHA, name: str = "cells",
+                min_expected: float = 5.0) -> CheckResult:
+    r"""Pearson's χ² pooled over cells: row c of ``observed`` counts outcomes of N_c draws from
+    row c of ``probabilities``.
+
+    Each row is binned as in :func:`counts_check` (categories merged until every bin expects
+    ≥ ``min_expected``); the statistic is the sum of the rows' statistics and the degrees of
+    freedom the sum of (bins − 1).  For the transition counts of a Markov chain — N_c random,
+    each draw from the row of its current state — the statistic is asymptotically χ² with these
+    degrees of freedom (Anderson & Goodman, 1957; Billingsley, 1961), which is how
+    :mod:`sim.conformance` tests whole generations.  An observation in a zero-probability
+    category fails at once (p = 0).
+
+    Parameters
+    ----------
+    observed : int array (C, K)
+        Counts per cell and category.
+    probabilities : array (C, K)
+        H₀ law of each cell (rows with no observation are ignored).
+    alpha : float in (0, 1)
+        False-positive level.
+    name : str
+        Label of the check.
+    min_expected : float
+        Least expected count of a bin after merging.
+
+    Returns
+    -------
+    CheckResult
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sim.stats import cells_check
+    >>> rng = np.random.default_rng(0)
+    >>> laws = np.array([[0.5, 0.5, 0.0], [0.1, 0.3, 0.6]])
+    >>> counts = np.stack([rng.multinomial(n, law) for n, law in zip([300, 500], laws)])
+    >>> cells_check(counts, laws).passed, cells_check(counts, laws[::-1]).passed
+    (True, False)
+    """
+    alpha = _alpha(alpha)
+    observed = np.asarray(observed)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if observed.dtype.kind not in "iu":
+        raise TypeError(f"observed must be integer counts; got dtype {observed.dtype}")
+    if observed.ndim != 2 or probabilities.shape != observed.shape:
+        raise ValueError(f"observed and probabilities must be (cells, categories) arrays of one "
+                         f"shape; got {observed.shape} and {probabilities.shape}")
+    totals = observed.sum(axis=1)
+    statistic, dof, impossible = 0.0, 0, 0
+    for row in np.flatnonzero(totals):
+        expected = totals[row] * probabilities[row]
+        labels = merge_small_bins(expected, min_expected)
+        impossible += int(observed[row][labels < 0].sum())
+        n_bins = int(labels.max()) + 1
+        if n_bins < 2:
+            continue
+        kept = labels >= 0
+        binned_observed = np.bincount(labels[kept], weights=observed[row][kept],
+                                      minlength=n_bins)
+        binned_expected = np.bincount(labels[kept], weights=expected[kept], minlength=n_bins)
+        statistic += float(((binned_observed - binned_expected) ** 2 / binned_expected).sum())
+        dof += n_bins - 1
+    if impossible:
+        return _finish(CheckResult(
+            f"{name} ({impossible} observations in zero-probability categories)", np.inf, 0.0,
+            alpha, degrees_of_freedom=dof))
+    p_value = float(stats.chi2.sf(statistic, dof)) if dof else 1.0
+    return _finish(CheckResult(name, statistic, p_value, alpha, degrees_of_freedom=dof))
+
+
+def chi2_power(degrees_of_freedom: int, noncentrality: float, alpha: float) -> float:
+    """P(a level-``alpha`` χ² test with ``degrees_of_freedom`` rejects) when the statistic is
+    noncentral χ² with ``noncentrality`` λ (Pearson's statistic under a fixed alternative:
+    λ = N · χ²(alternative ‖ H₀)).
+
+    Examples
+    --------
+    >>> from sim.stats import chi2_power
+    >>> round(chi2_power(10, 0.0, 0.05), 6), chi2_power(10, 60.0, 1e-6) > 0.9
+    (0.05, True)
+    """
+    alpha = _alpha(alpha)
+    if degrees_of_freedom < 1:
+        return 0.0
+    if noncentrality == np.inf:
+        return 1.0
+    critical = stats.chi2.isf(alpha, degrees_of_freedom)
+    if noncentrality <= 0:
+        return float(stats.chi2.sf(critical, degrees_of_freedom))
+    return float(stats.ncx2.sf(critical, degrees_of_freedom, noncentrality))
+
+
+def detectable_noncentrality(degrees_of_freedom: int, alpha: float, power: float = 0.9) -> float:
+    """The least noncentrality λ at which a level-``alpha`` χ² test with these degrees of
+    freedom rejects with probability ≥ ``power`` (the inverse of :func:`chi2_power` in λ).
+
+    Examples
+    --------
+    >>> from sim.stats import chi2_power, detectable_noncentrality
+    >>> lam = detectable_noncentrality(10, 1e-6)
+    >>> round(chi2_power(10, lam, 1e-6), 6)
+    0.9
+    """
+    from scipy.optimize import brentq
+
+    alpha = _alpha(alpha)
+    if not 0 < power < 1:
+        raise ValueError(f"power must be in (0, 1); got {power!r}")
+    if degrees_of_freedom < 1:
+        raise ValueError(f"degrees_of_freedom must be >= 1; got {degrees_of_freedom!r}")
+    upper = 1.0
+    while chi2_power(degrees_of_freedom, upper, alpha) < power:
+        upper *= 2
+    return float(brentq(lambda lam: chi2_power(degrees_of_freedom, lam, alpha) - power,
+                        0.0, upper, xtol=1e-10))

@@ -1,0 +1,740 @@
+r"""Conformance harness: test any speculative-decoding verifier for losslessness and efficiency.
+
+**The convention** (framework-neutral, batched).  A verifier is a callable
+
+``verifier(draft_tokens, draft_probs, target_probs, rng) -> emitted``
+
+* ``draft_tokens`` int64 (B, γ): the drafted tokens of B independent rounds;
+* ``draft_probs`` float64 (B, γ, V): row i is the law ``draft_tokens[:, i]`` was drawn from
+  (given the drafts before it);
+* ``target_probs`` float64 (B, γ + 1, V): the target q at each drafted position and at the
+  bonus position (row γ);
+* ``rng``: a numpy ``Generator`` (a verifier with its own RNG should seed it from ``rng``, so
+  that a run is reproducible from the harness's seed);
+* returns int64 (B, γ + 1): the tokens the round emits — the accepted drafts, then one token
+  (a correction, or the bonus when every draft is accepted) — and −1 after the last one.
+
+Rows may hold exact zeros (in p or q), one-hot rows and p = q.  Torch verifiers are wrapped by
+:func:`torch_verifier`; Hugging Face transformers' ``_speculative_sampling`` by
+:func:`sim.clients.transformers_verifier`.
+
+**What the harness does** (:func:`check_verifier`).  Over a suite of Markov-chain pairs
+(:func:`conformance_suite`: non-stationary, zeros and one-hot rows, second-order contexts,
+context-free) it runs whole generations of T tokens: each round drafts k = min(γ, T − n)
+tokens from p (the package's horizon convention: a round that drafts to the horizon has no
+bonus position, and a token the verifier emits there is dropped), calls the verifier on the
+batch of all unfinished generations with the same k, and advances every generation by what it
+emitted.  A lossless verifier emits sequences with the target's law, so given the prefix, the
+token at position n in context s is a draw from qₙ(·|s): the counts per (n, s) are tested by
+Pearson's χ² pooled over cells (:func:`sim.stats.cells_check`, the Markov-chain transition
+test), one test per pair at level α/K (Bonferroni over K pairs: the whole report has
+false-positive level ≤ α).  A token of target probability 0 fails at once (the **support
+check**, reported with its position, context and token).  Conditioning on round offsets is
+deliberately *not* done: lossless verifiers such as block verification are exact only for
+the sequence, not per offset.
+
+**Efficiency**: accepted draft tokens per round (the common prefix of the emitted tokens and the
+drafts, at most the number emitted − 1) summed over rounds, divided by the exact expected
+number under standard verification from the same round starts
+(:func:`theory.conformance.expected_accepted`; Theorem 2 makes it the token-wise optimum).
+Block verification, which is not token-wise, can exceed 1.
+
+**Power**: ``min_detectable_tv`` is the per-position TV δ that the run detects with probability
+≥ 0.9: a deviation of TV δ at every tested position adds at least 4δ² per token to the
+statistic's noncentrality (χ² ≥ 4 TV² by Cauchy–Schwarz), so δ = √(λ*/(4N)) with λ* from
+:func:`sim.stats.detectable_noncentrality` and N the tokens tested (the best pair).
+:func:`detection_rounds` gives, for the exactly known law of a bug
+(:data:`theory.conformance.FAILURE_MODES`), the rounds needed to catch it with power 0.9.
+
+Examples
+--------
+>>> from sim.conformance import check_verifier, reference_verifier
+>>> report = check_verifier(reference_verifier, window=3, n_rounds=4000, rng=0)
+>>> report.passed, round(report.efficiency, 1)
+(True, 1.0)
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.stats import (
+    DEFAULT_ALPHA,
+    cells_check,
+    chi2_power,
+    detectable_noncentrality,
+    merge_small_bins,
+)
+from theory.algorithms import Speculative
+from theory.conformance import (
+    FAILURE_MODES,
+    FailureMode,
+    deviation,
+    expected_accepted,
+)
+from theory.exact import expected_target_calls
+from theory.models import MarkovLM, check_compatible
+
+__all__ = [
+    "DEFAULT_ROUNDS",
+    "ConformanceReport",
+    "PairCheck",
+    "SuitePair",
+    "VerifierError",
+    "assert_lossless",
+    "check_verifier",
+    "conformance_suite",
+    "detection_rounds",
+    "failure_verifier",
+    "reference_verifier",
+    "rule_verifier",
+    "torch_verifier",
+]
+
+#: Default number of verifier rounds of :func:`check_verifier` (over the whole suite).
+DEFAULT_ROUNDS = 20_000
+#: Power at which ``min_detectable_tv`` and :func:`detection_rounds` are stated.
+POWER = 0.9
+#: Most floats of the arrays passed in one verifier call (B·(γ + 1)·V); larger batches split.
+CALL_FLOATS = 1 << 22
+
+
+class VerifierError(ValueError):
+    """The verifier under test raised, or returned something outside the convention."""
+
+
+# ------------------------------------------------------------------ the suite
+@dataclass(frozen=True)
+class SuitePair:
+    """One (draft, target) pair of the suite, with a name for reports."""
+
+    name: str
+    draft: MarkovLM
+    target: MarkovLM
+    description: str = ""
+
+
+def _dirichlet(rng, shape, concentration, zero_share=0.0, one_hot_share=0.0):
+    """Dirichlet rows along the last axis; a share of entries zeroed (each row keeps ≥ 1) and a
+    share of rows made one-hot."""
+    rows = rng.dirichlet(np.full(shape[-1], concentration), size=shape[:-1])
+    if zero_share:
+        mask = rng.random(shape) < zero_share
+        keep = rng.integers(shape[-1], size=shape[:-1])
+        np.put_along_axis(mask, keep[..., None], False, axis=-1)
+        rows = np.where(mask, 0.0, rows)
+    if one_hot_share:
+        hot = rng.random(shape[:-1]) < one_hot_share
+        index = rows.argmax(axis=-1)
+        one_hot = np.zeros(shape)
+        np.put_along_axis(one_hot, index[..., None], 1.0, axis=-1)
+        rows = np.where(hot[..., None], one_hot, rows)
+    return rows / rows.sum(axis=-1, keepdims=True)
+
+
+@functools.lru_cache(maxsize=1)
+def conformance_suite() -> tuple[SuitePair, ...]:
+    """The harness's default pairs (fixed seeds; T = 8, the prompt random):
+
+    * ``nonstationary`` — first order, V = 4, a different kernel at every position;
+    * ``zeros`` — first order, V = 5, 35% of entries zero in p and in q independently (so q
+      has mass where p has none and the reverse), 15% one-hot rows, p = q at position 3;
+    * ``second_order`` — V = 3 with S = 9 contexts (the last two tokens): hidden state;
+    * ``context_free`` — S = 1, V = 6, non-stationary (the next law depends on the position
+      only), peaked rows.
+
+    Examples
+    --------
+    >>> from sim.conformance import conformance_suite
+    >>> [(pair.name, pair.target.vocab_size, pair.target.n_contexts)
+    ...  for pair in conformance_suite()]  # doctest: +NORMALIZE_WHITESPACE
+    [('nonstationary', 4, 4), ('zeros', 5, 5), ('second_order', 3, 9),
+     ('context_free', 6, 1)]
+    """
+    rng = np.random.default_rng(20241101)
+    horizon = 8
+    pairs = []
+    shape = (horizon, 4, 4)
+    pairs.append(SuitePair("nonstationary", MarkovLM(_dirichlet(rng, shape, 1.0)),
+                           MarkovLM(_dirichlet(rng, shape, 1.0)),
+                           "first order, V = 4, a kernel per position"))
+    shape = (horizon, 5, 5)
+    p = _dirichlet(rng, shape, 0.8, zero_share=0.35, one_hot_share=0.15)
+    q = _dirichlet(rng, shape, 0.8, zero_share=0.35, one_hot_share=0.15)
+    p[3] = q[3]
+    pairs.append(SuitePair("zeros", MarkovLM(p), MarkovLM(q),
+                           "first order, V = 5, zeros, one-hot rows, p = q at n = 3"))
+    vocab = 3
+    contexts = vocab * vocab
+    next_context = (np.arange(contexts)[:, None] % vocab) * vocab + np.arange(vocab)[None, :]
+    shape = (horizon, contexts, vocab)
+    start = np.full(contexts, 1 / contexts)
+    pairs.append(SuitePair(
+        "second_order", MarkovLM(_dirichlet(rng, shape, 1.0), next_context, start),
+        MarkovLM(_dirichlet(rng, shape, 1.0), next_context, start),
+        "V = 3, context = the last two tokens (S = 9)"))
+    shape = (horizon, 1, 6)
+    free = np.zeros((1, 6), dtype=np.int64)
+    pairs.append(SuitePair("context_free", MarkovLM(_dirichlet(rng, shape, 0.5), free),
+                           MarkovLM(_dirichlet(rng, shape, 0.5), free),
+                           "S = 1, V = 6, position-dependent, peaked"))
+    return tuple(pairs)
+
+
+def _pairs(models) -> tuple[SuitePair, ...]:
+    if models is None:
+        return conformance_suite()
+    if isinstance(models, (SuitePair, tuple)) and len(models) in (2, 3) and \
+            isinstance(models[-1], MarkovLM):
+        models = [models]
+    pairs = []
+    for index, item in enumerate(models):
+        if isinstance(item, SuitePair):
+            pair = item
+        elif isinstance(item, tuple) and len(item) == 2:
+            pair = SuitePair(f"pair {index}", *item)
+        elif isinstance(item, tuple) and len(item) == 3:
+            pair = SuitePair(*item)
+        else:
+            raise TypeError(f"models[{index}] must be a (draft, target) or (name, draft, "
+                            f"target) tuple of MarkovLM or a SuitePair; got {item!r}")
+        if not isinstance(pair.draft, MarkovLM) or not isinstance(pair.target, MarkovLM):
+            raise TypeError(f"models[{index}] must hold MarkovLM models")
+        check_compatible(pair.draft, pair.target)
+        pairs.append(pair)
+    if not pairs:
+        raise ValueError("models must hold at least one (draft, target) pair")
+    return tuple(pairs)
+
+
+# ------------------------------------------------------------------ reports
+@dataclass(frozen=True)
+class PairCheck:
+    """The test of one suite pair."""
+
+    name: str
+    passed: bool  #: at level alpha / K
+    p_value: float
+    statistic: float
+    degrees_of_freedom: int
+    generations: int
+    rounds: int
+    tokens: int
+    accepted: int  #: accepted draft tokens, all rounds
+    optimum: float  #: E[accepted] under standard verification from the same round starts
+    min_detectable_tv: float
+    support_violations: tuple  #: (position, context, token) of tokens with q = 0 (first 10)
+
+    @property
+    def efficiency(self) -> float:
+        return _ratio(self.accepted, self.optimum)
+
+
+def _ratio(accepted, optimum) -> float:
+    if optimum > 0:
+        return accepted / optimum
+    return 1.0 if accepted == 0 else float("inf")
+
+
+@dataclass(frozen=True)
+class ConformanceReport:
+    """Result of :func:`check_verifier`.
+
+    ``passed`` — the emitted-token law equals the target's at false-positive level ``alpha``;
+    ``p_value`` — Bonferroni over the pairs (K · the least pair p-value, at most 1);
+    ``efficiency`` — accepted drafts ÷ the token-wise optimum, all rounds;
+    ``min_detectable_tv`` — per-position TV detected with power ≥ 0.9 at this size;
+    ``checks`` — one :class:`PairCheck` per suite pair.
+    """
+
+    verifier: str
+    window: int
+    alpha: float
+    passed: bool
+    p_value: float
+    efficiency: float
+    min_detectable_tv: float
+    checks: tuple[PairCheck, ...]
+
+    @property
+    def rounds(self) -> int:
+        return sum(check.rounds for check in self.checks)
+
+    @property
+    def support_violations(self) -> tuple:
+        return tuple((check.name, *violation) for check in self.checks
+                     for violation in check.support_violations)
+
+    def table(self) -> list[dict]:
+        """The per-pair table as a list of dicts (for pandas or JSON)."""
+        return [{"pair": c.name, "passed": c.passed, "p_value": c.p_value,
+                 "statistic": c.statistic, "dof": c.degrees_of_freedom, "rounds": c.rounds,
+                 "tokens": c.tokens, "efficiency": c.efficiency,
+                 "min_detectable_tv": c.min_detectable_tv,
+                 "support_violations": len(c.support_violations)} for c in self.checks]
+
+    def __str__(self) -> str:
+        verdict = "PASSED" if self.passed else "FAILED"
+        relation = "≥" if self.passed else "<"
+        lines = [f"{self.verifier}, γ = {self.window}: {verdict} (p = {self.p_value:.3g} "
+                 f"{relation} α = {self.alpha:g}); {self.rounds} rounds; efficiency "
+                 f"{self.efficiency:.4f} of the token-wise optimum; detects a per-position TV "
+                 f"≥ {self.min_detectable_tv:.3g} with power {POWER}",
+                 f"  {'pair':<14}{'rounds':>8}{'tokens':>8}{'χ²':>10}{'dof':>6}"
+                 f"{'p-value':>11}{'efficiency':>11}{'min TV':>8}"]
+        for c in self.checks:
+            lines.append(f"  {c.name:<14}{c.rounds:>8}{c.tokens:>8}{c.statistic:>10.1f}"
+                         f"{c.degrees_of_freedom:>6}{c.p_value:>11.3g}{c.efficiency:>11.4f}"
+                         f"{c.min_detectable_tv:>8.3f}")
+        for name, position, context, token in self.support_violations[:10]:
+            lines.append(f"  support: {name}: token {token} emitted at position {position} in "
+                         f"context {context}, where the target gives it probability 0")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ running generations
+def _name(verifier) -> str:
+    return getattr(verifier, "__qualname__", None) or getattr(verifier, "__name__", None) \
+        or type(verifier).__name__
+
+
+def _sample(rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One token from each row (rows need not be normalized; all-zero rows are refused
+    upstream)."""
+    cdf = np.cumsum(rows, axis=1)
+    point = rng.random(rows.shape[0]) * cdf[:, -1]
+    index = (cdf <= point[:, None]).sum(axis=1)
+    last = rows.shape[1] - 1 - np.argmax(rows[:, ::-1] > 0, axis=1)
+    return np.minimum(index, last)
+
+
+def _checked_output(emitted, rows: int, k: int, vocab: int, where: str) -> np.ndarray:
+    if hasattr(emitted, "detach"):  # a torch tensor
+        emitted = emitted.detach().cpu().numpy()
+    try:
+        array = np.asarray(emitted)
+    except Exception as error:
+        raise VerifierError(f"{where}: returned {type(emitted).__name__}, which is not an "
+                            f"array ({error})") from None
+    if array.dtype.kind not in "iu":
+        raise VerifierError(f"{where}: returned dtype {array.dtype}; expected integer tokens "
+                            "(int64)")
+    if array.shape != (rows, k + 1):
+        raise VerifierError(f"{where}: returned shape {array.shape}; expected (B, γ + 1) = "
+                            f"{(rows, k + 1)}")
+    array = array.astype(np.int64)
+    bad = (array < -1) | (array >= vocab)
+    if bad.any():
+        row, column = np.argwhere(bad)[0]
+        raise VerifierError(f"{where}: token {array[row, column]} at row {row}, column "
+                            f"{column} is outside [0, {vocab}) (−1 only pads after the last "
+                            "token)")
+    padded = array == -1
+    if padded[:, 0].any():
+        raise VerifierError(f"{where}: row {np.flatnonzero(padded[:, 0])[0]} emits no token; "
+                            "a round emits at least one")
+    after = np.diff(padded.astype(np.int8), axis=1) < 0
+    if after.any():
+        raise VerifierError(f"{where}: row {np.argwhere(after)[0][0]} has a token after the "
+                            "−1 padding")
+    return array
+
+
+@dataclass
+class _PairRun:
+    counts: np.ndarray
+    rounds: int = 0
+    accepted: int = 0
+    optimum: float = 0.0
+    violations: list = None
+
+
+def _run_pair(verifier, pair: SuitePair, window: int, generations: int, draft_rng,
+              verify_rng, draft_processor, batch_rows) -> _PairRun:
+    draft, target = pair.draft, pair.target
+    horizon, vocab = target.horizon, target.vocab_size
+    p_all = np.asarray(draft.probs, dtype=np.float64)
+    q_all = np.asarray(target.probs, dtype=np.float64)
+    following = target.next_context
+    optimum_table = expected_accepted(draft, target, window)
+    start = np.asarray(target.start_distribution, dtype=np.float64)
+    context = draft_rng.choice(start.size, size=generations, p=start)
+    position = np.zeros(generations, dtype=np.int64)
+    run = _PairRun(np.zeros((horizon, target.n_contexts, vocab), dtype=np.int64), violations=[])
+    name = _name(verifier)
+    while True:
+        active = np.flatnonzero(position < horizon)
+        if active.size == 0:
+            return run
+        windows = np.minimum(window, horizon - position[active])
+        for k in np.unique(windows):
+            rows = active[windows == k]
+            size = max(1, batch_rows // int(k + 1))
+            for first in range(0, rows.size, size):
+                chunk = rows[first:first + size]
+                start_n, start_s = position[chunk], context[chunk]
+                emitted, drafts = _one_round(verifier, name, pair, int(k), start_n, start_s,
+                                             p_all, q_all, following, draft_rng, verify_rng,
+                                             draft_processor)
+                length = (emitted >= 0).sum(axis=1)
+                usable = np.minimum(length, horizon - start_n)
+                state = start_s.copy()
+                for i in range(int(k) + 1):
+                    live = np.flatnonzero(i < usable)
+                    if live.size == 0:
+                        break
+                    token, at, here = emitted[live, i], start_n[live] + i, state[live]
+                    zero = np.flatnonzero(q_all[at, here, token] == 0)
+                    for j in zero[:10 - len(run.violations)]:
+                        run.violations.append((int(at[j]), int(here[j]), int(token[j])))
+                    np.add.at(run.counts, (at, here, token), 1)
+                    state[live] = following[here, token]
+                position[chunk] = start_n + usable
+                context[chunk] = state
+                same = np.cumprod(emitted[:, :int(k)] == drafts, axis=1).sum(axis=1)
+                run.accepted += int(np.minimum(same, length - 1).sum())
+                run.optimum += float(optimum_table[start_n, start_s].sum())
+                run.rounds += chunk.size
+
+
+def _one_round(verifier, name, pair, k, start_n, start_s, p_all, q_all, following, draft_rng,
+               verify_rng, draft_processor):
+    rows, horizon, vocab = start_n.size, pair.target.horizon, pair.target.vocab_size
+    along = np.empty((rows, k + 1), dtype=np.int64)
+    along[:, 0] = start_s
+    drafts = np.empty((rows, k), dtype=np.int64)
+    p_rows = np.empty((rows, k, vocab))
+    q_rows = np.empty((rows, k + 1, vocab))
+    for i in range(k):
+        p_rows[:, i] = p_all[start_n + i, along[:, i]]
+        q_rows[:, i] = q_all[start_n + i, along[:, i]]
+        law = p_rows[:, i] if draft_processor is None else draft_processor(p_rows[:, i])
+        drafts[:, i] = _sample(law, draft_rng)
+        along[:, i + 1] = following[along[:, i], drafts[:, i]]
+    bonus = start_n + k
+    inside = bonus < horizon
+    q_rows[:, k] = 1.0 / vocab  # no bonus position at the horizon: a placeholder row
+    q_rows[inside, k] = q_all[bonus[inside], along[inside, k]]
+    where = (f"verifier {name} on suite pair {pair.name!r} (B = {rows}, γ = {k}, "
+             f"V = {vocab})")
+    try:
+        emitted = verifier(drafts.copy(), p_rows, q_rows, verify_rng)
+    except Exception as error:
+        raise VerifierError(f"{where} raised {type(error).__name__}: {error}") from error
+    return _checked_output(emitted, rows, k, vocab, where), drafts
+
+
+# ------------------------------------------------------------------ the public checks
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+    return int(value)
+
+
+def _checked_alpha(alpha) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < alpha < 1:
+        raise ValueError(f"alpha must be a number in (0, 1); got {alpha!r}")
+    return float(alpha)
+
+
+def _generations(pair: SuitePair, window: int, rounds: int) -> int:
+    """Whole generations that give ≈ ``rounds`` rounds under standard verification."""
+    expected = float(expected_target_calls(pair.draft, pair.target, Speculative(window=window)))
+    return max(1, math.ceil(rounds / expected))
+
+
+def check_verifier(verifier, *, window: int, n_rounds: int = DEFAULT_ROUNDS, models=None,
+                   rng=None, alpha: float = DEFAULT_ALPHA, draft_processor=None,
+                   batch_floats: int = CALL_FLOATS) -> ConformanceReport:
+    """Test ``verifier`` (the module's convention) for losslessness and efficiency.
+
+    Parameters
+    ----------
+    verifier : callable
+        ``verifier(draft_tokens, draft_probs, target_probs, rng) -> emitted`` (module doc).
+    window : int >= 1
+        γ, drafts per round (fewer near the horizon).
+    n_rounds : int
+        Verifier rounds to run, split evenly over the pairs (whole generations: each pair runs
+        ⌈n_rounds / K / E[rounds per generation]⌉ generations, E under standard verification).
+    models : sequence of (draft, target), (name, draft, target) or SuitePair, optional
+        The pairs to test on; default :func:`conformance_suite`.
+    rng : int seed, numpy Generator or None
+        Seeds the drafts and the ``rng`` handed to the verifier (two independent streams).
+    alpha : float in (0, 1)
+        False-positive level of the whole report (each of K pairs is tested at alpha / K).
+    draft_processor : callable, optional
+        Draw the drafts from ``draft_processor(p_rows)`` while still handing the verifier p —
+        reproduces a serving stack that drafts with top-k/temperature and passes raw
+        probabilities (:func:`theory.conformance.top_k` …); None draws from p.
+    batch_floats : int
+        Split a verifier call whose arrays would hold more floats than this.
+
+    Returns
+    -------
+    ConformanceReport
+
+    Raises
+    ------
+    VerifierError
+        The verifier raised, or returned a wrong shape, dtype, out-of-range token or padding.
+    ValueError, TypeError
+        Invalid arguments (named).
+
+    Examples
+    --------
+    >>> from sim.conformance import check_verifier, failure_verifier
+    >>> report = check_verifier(failure_verifier("resample_from_target"), window=2,
+    ...                         n_rounds=8000, rng=1)
+    >>> report.passed
+    False
+    """
+    if not callable(verifier):
+        raise TypeError(f"verifier must be callable (the module's convention); got "
+                        f"{verifier!r}")
+    window = _positive_int(window, "window")
+    alpha = _checked_alpha(alpha)
+    pairs = _pairs(models)
+    n_rounds = _positive_int(n_rounds, "n_rounds")
+    batch_floats = _positive_int(batch_floats, "batch_floats")
+    if draft_processor is not None and not callable(draft_processor):
+        raise TypeError(f"draft_processor must be callable or None; got {draft_processor!r}")
+    if isinstance(rng, bool):
+        raise TypeError("rng must be an int seed, a numpy Generator or None; got a bool")
+    seed = np.random.default_rng(rng).integers(2 ** 63)
+    level = alpha / len(pairs)
+    checks = []
+    for index, pair in enumerate(pairs):
+        draft_rng, verify_rng = (np.random.default_rng(s) for s in
+                                 np.random.SeedSequence([int(seed), index]).spawn(2))
+        generations = _generations(pair, window, -(-n_rounds // len(pairs)))
+        run = _run_pair(verifier, pair, window, generations, draft_rng, verify_rng,
+                        draft_processor, batch_floats // pair.target.vocab_size)
+        counts = run.counts.reshape(-1, pair.target.vocab_size)
+        laws = np.asarray(pair.target.probs, dtype=np.float64).reshape(counts.shape)
+        result = cells_check(counts, laws, alpha=level, name=pair.name)
+        tokens = int(counts.sum())
+        if result.degrees_of_freedom and tokens:
+            lam = detectable_noncentrality(result.degrees_of_freedom, level, POWER)
+            detectable = math.sqrt(lam / (4 * tokens))
+        else:
+            detectable = float("inf")
+        checks.append(PairCheck(
+            pair.name, result.passed and not run.violations,
+            0.0 if run.violations else result.p_value, result.statistic,
+            result.degrees_of_freedom, generations, run.rounds, tokens, run.accepted,
+            run.optimum, detectable, tuple(run.violations)))
+    p_value = min(1.0, len(pairs) * min(check.p_value for check in checks))
+    return ConformanceReport(
+        _name(verifier), window, alpha, all(check.passed for check in checks), p_value,
+        _ratio(sum(c.accepted for c in checks), sum(c.optimum for c in checks)),
+        min(check.min_detectable_tv for check in checks), tuple(checks))
+
+
+def assert_lossless(verifier, *, window: int, n_rounds: int = DEFAULT_ROUNDS, models=None,
+                    rng=0, alpha: float = DEFAULT_ALPHA, **options) -> ConformanceReport:
+    """:func:`check_verifier` for a pytest suite: raise ``AssertionError`` with the report
+    when the verifier is not lossless, return the report otherwise (seed 0 by default, so the
+    test is deterministic).
+
+    Examples
+    --------
+    >>> from sim.conformance import assert_lossless, reference_verifier
+    >>> assert_lossless(reference_verifier, window=2, n_rounds=2000).passed
+    True
+    """
+    report = check_verifier(verifier, window=window, n_rounds=n_rounds, models=models, rng=rng,
+                            alpha=alpha, **options)
+    if not report.passed:
+        raise AssertionError(f"verifier is not lossless:\n{report}")
+    return report
+
+
+# ------------------------------------------------------------------ verifiers
+def reference_verifier(draft_tokens, draft_probs, target_probs, rng):
+    """Standard speculative verification in numpy — the convention's worked example.
+
+    Draft i is kept iff uᵢ · p(dᵢ) < q(dᵢ) (i.e. uᵢ < min(1, q/p)); at the first failure the
+    round emits a token from [q − p]₊ normalized; if every draft is kept, a bonus token from
+    the last target row.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sim.conformance import reference_verifier
+    >>> p = np.array([[[0.5, 0.5]]]); q = np.array([[[0.0, 1.0], [0.3, 0.7]]])
+    >>> reference_verifier(np.array([[0]]), p, q, np.random.default_rng(0))  # 0 is rejected
+    array([[ 1, -1]])
+    """
+    draft_tokens = np.asarray(draft_tokens, dtype=np.int64)
+    rows, k = draft_tokens.shape
+    p_x = np.take_along_axis(draft_probs, draft_tokens[..., None], axis=-1)[..., 0]
+    q_x = np.take_along_axis(target_probs[:, :k], draft_tokens[..., None], axis=-1)[..., 0]
+    kept = rng.random((rows, k)) * p_x < q_x
+    accepted = np.where(kept.all(axis=1), k, np.argmin(kept, axis=1))
+    everything = accepted == k
+    law = np.empty((rows, draft_probs.shape[-1]))
+    law[everything] = target_probs[everything, k]
+    failed = np.flatnonzero(~everything)
+    at = accepted[failed]
+    law[failed] = np.maximum(target_probs[failed, at] - draft_probs[failed, at], 0.0)
+    emitted = np.full((rows, k + 1), -1, dtype=np.int64)
+    columns = np.arange(k)[None, :]
+    emitted[:, :k] = np.where(columns < accepted[:, None], draft_tokens, -1)
+    emitted[np.arange(rows), accepted] = _sample(law, rng)
+    return emitted
+
+
+def rule_verifier(rule, name: str | None = None):
+    """A verifier in the convention that samples the exact round law of ``rule``
+    (:mod:`theory.conformance`): E[j, v] = P(emit d₁ … d_j, then v).
+
+    Examples
+    --------
+    >>> from sim.conformance import check_verifier, rule_verifier
+    >>> from theory.conformance import block_rule
+    >>> check_verifier(rule_verifier(block_rule), window=3, n_rounds=4000, rng=2).passed
+    True
+    """
+    def verifier(draft_tokens, draft_probs, target_probs, rng):
+        draft_tokens = np.asarray(draft_tokens, dtype=np.int64)
+        rows, k = draft_tokens.shape
+        law = np.asarray(rule(draft_tokens, np.asarray(draft_probs, dtype=np.float64),
+                              np.asarray(target_probs, dtype=np.float64)))
+        vocab = law.shape[-1]
+        outcome = _sample(law.reshape(rows, -1), rng)
+        accepted, token = np.divmod(outcome, vocab)
+        emitted = np.full((rows, k + 1), -1, dtype=np.int64)
+        emitted[:, :k] = np.where(np.arange(k)[None, :] < accepted[:, None], draft_tokens, -1)
+        emitted[np.arange(rows), accepted] = token
+        return emitted
+
+    verifier.__qualname__ = name or f"rule_verifier({getattr(rule, '__qualname__', rule)})"
+    return verifier
+
+
+def _mode(failure) -> FailureMode:
+    if isinstance(failure, FailureMode):
+        return failure
+    if failure not in FAILURE_MODES:
+        raise ValueError(f"failure must be one of {sorted(FAILURE_MODES)} or a FailureMode; "
+                         f"got {failure!r}")
+    return FAILURE_MODES[failure]
+
+
+def failure_verifier(failure):
+    """A verifier with a known bug (:data:`theory.conformance.FAILURE_MODES`), sampled from its
+    exact law.  A mode whose bug is in the drafting (``drafter``) returns the correct verifier:
+    run it with ``check_verifier(..., draft_processor=mode.drafter)``."""
+    mode = _mode(failure)
+    return rule_verifier(mode.rule, name=f"failure_verifier({mode.name!r})")
+
+
+def torch_verifier(function, *, device=None):
+    """Adapt a torch verifier ``function(draft_tokens, draft_probs, target_probs, generator)``
+    (tensors of the convention's shapes on ``device``, float64; a ``torch.Generator`` seeded
+    from the harness's rng) to the convention.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sim.conformance import check_verifier, torch_verifier
+    >>> def greedy_bonus(tokens, p, q, generator):  # not lossless: always emits argmax q
+    ...     return torch.cat([q[:, :1].argmax(-1), torch.full_like(tokens, -1)], dim=1)
+    >>> check_verifier(torch_verifier(greedy_bonus), window=2, n_rounds=2000, rng=0).passed
+    False
+    """
+    import torch
+
+    def verifier(draft_tokens, draft_probs, target_probs, rng):
+        generator = torch.Generator(device=device or "cpu")
+        generator.manual_seed(int(rng.integers(2 ** 63)))
+        tensors = (torch.as_tensor(draft_tokens, device=device),
+                   torch.as_tensor(draft_probs, device=device),
+                   torch.as_tensor(target_probs, device=device))
+        return function(*tensors, generator)
+
+    verifier.__qualname__ = f"torch_verifier({_name(function)})"
+    return verifier
+
+
+# ------------------------------------------------------------------ power of the harness
+def _merged_noncentrality(exact, target: MarkovLM, generations: int) -> tuple[float, int]:
+    """(noncentrality, degrees of freedom) of a pair's statistic at the expected visits."""
+    q = np.asarray(target.probs, dtype=np.float64)
+    visits = generations * exact.context_marginals
+    noncentrality, dof = 0.0, 0
+    for n, s in zip(*np.nonzero(visits), strict=True):
+        labels = merge_small_bins(visits[n, s] * q[n, s])
+        bins = int(labels.max()) + 1
+        if bins < 2:
+            continue
+        kept = labels >= 0
+        merged_q = np.bincount(labels[kept], weights=q[n, s][kept], minlength=bins)
+        merged_r = np.bincount(labels[kept], weights=exact.conditional[n, s][kept],
+                               minlength=bins)
+        noncentrality += visits[n, s] * float(((merged_r - merged_q) ** 2 / merged_q).sum())
+        dof += bins - 1
+    return noncentrality, dof
+
+
+def detection_rounds(failure, *, window: int | None = None, models=None,
+                     alpha: float = DEFAULT_ALPHA, power: float = POWER) -> int:
+    """The least ``n_rounds`` at which :func:`check_verifier` catches a failure mode with
+    probability ≥ ``power``, from its exact law (:func:`theory.conformance.deviation`).
+
+    Each pair k runs Gₖ generations (as :func:`check_verifier` allocates them).  At the
+    expected visits Nₙₛ = Gₖ μₙ(s) of every cell the harness's bins are formed as it forms them
+    (:func:`sim.stats.merge_small_bins` on Nₙₛ qₙ(·|s)); the pair's Pearson statistic is then
+    approximately noncentral χ² with the merged bins' degrees of freedom and noncentrality
+    Σ Nₙₛ χ²(merged law ‖ merged qₙ(·|s)), and the run catches the bug unless every pair misses:
+    P = 1 − Πₖ (1 − powerₖ).  A bug that emits tokens the target excludes is also caught when
+    one is emitted (Poisson approximation: 1 − exp(−Gₖ mₖ), mₖ the expected number per
+    generation).  The README lists, beside each stated size, the detection rate observed at
+    it.
+
+    Examples
+    --------
+    >>> from sim.conformance import detection_rounds
+    >>> 1000 < detection_rounds("resample_from_target", window=3) < 20000
+    True
+    """
+    mode = _mode(failure)
+    window = _positive_int(window if window is not None else (mode.window or 3), "window")
+    alpha = _checked_alpha(alpha)
+    pairs = _pairs(models)
+    level = alpha / len(pairs)
+    parts = []
+    for pair in pairs:
+        exact = deviation(pair.draft, pair.target, window, mode.rule, drafter=mode.drafter,
+                          max_sequences=0)
+        rounds = float(expected_target_calls(pair.draft, pair.target,
+                                             Speculative(window=window)))
+        parts.append((exact, rounds))
+
+    def caught(n_rounds: int) -> float:
+        share = -(-n_rounds // len(pairs))
+        miss = 1.0
+        for pair, (exact, rounds) in zip(pairs, parts, strict=True):
+            generations = max(1, math.ceil(share / rounds))
+            if exact.zero_target_tokens > 0:
+                miss *= math.exp(-generations * exact.zero_target_tokens)
+            noncentrality, dof = _merged_noncentrality(exact, pair.target, generations)
+            miss *= 1 - chi2_power(dof, noncentrality, level)
+        return 1 - miss
+
+    if caught(10 ** 12) < power:
+        raise ValueError(f"{mode.name} is not detectable by this suite (its output law equals "
+                         "the target's on every pair)")
+    low, high = 0, len(pairs)
+    while caught(high) < power:
+        low, high = high, high * 2
+    while high - low > max(1, high // 1000):
+        middle = (low + high) // 2
+        low, high = (low, middle) if caught(middle) >= power else (middle, high)
+    return high
