@@ -1,4 +1,5 @@
-"""The ``specdec`` command: ``specdec reproduce`` and ``specdec simulate``.
+"""The ``specdec`` command: ``specdec reproduce``, ``specdec simulate`` and
+``specdec check-verifier``.
 
 Errors in the arguments (and requests that would not fit in memory, or an output folder another
 run is writing into) end the command with one line on stderr and exit status 2; Ctrl-C ends it
@@ -210,6 +211,53 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _load_verifier(spec: str):
+    """``module:attribute`` or ``path/to/file.py:attribute`` → the object (one-line errors)."""
+    import importlib
+    import importlib.util
+    import os
+
+    module_name, colon, attribute = spec.rpartition(":")
+    if not colon or not module_name or not attribute:
+        raise ValueError(f"VERIFIER must be MODULE:FUNCTION or FILE.py:FUNCTION; got {spec!r}")
+    try:
+        if module_name.endswith(".py"):
+            if not os.path.isfile(module_name):
+                raise ValueError(f"no such file: {module_name}")
+            loader_spec = importlib.util.spec_from_file_location("_specdec_verifier",
+                                                                 module_name)
+            module = importlib.util.module_from_spec(loader_spec)
+            loader_spec.loader.exec_module(module)
+        else:
+            if "" not in sys.path and os.getcwd() not in sys.path:
+                sys.path.insert(0, os.getcwd())  # as `python -m` does: local modules import
+            module = importlib.import_module(module_name)
+    except ValueError:
+        raise
+    except Exception as error:  # any failure of the user's module is one line
+        raise ValueError(f"cannot import {module_name}: {type(error).__name__}: {error}") \
+            from None
+    try:
+        function = getattr(module, attribute)
+    except AttributeError:
+        raise ValueError(f"{module_name} has no attribute {attribute!r}") from None
+    if not callable(function):
+        raise ValueError(f"{spec} is a {type(function).__name__}, not a callable verifier")
+    return function
+
+
+def _check_verifier(args) -> int:
+    from sim.conformance import check_verifier, torch_verifier
+
+    verifier = _load_verifier(args.verifier)
+    if args.adapter == "torch":
+        verifier = torch_verifier(verifier)
+    report = check_verifier(verifier, window=args.window, n_rounds=args.rounds, rng=args.seed,
+                            alpha=args.alpha)
+    print(report)
+    return 0 if report.passed else 1
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="specdec", description="Speculative decoding theory "
                                      "and simulation (Yin et al., NeurIPS 2024).")
@@ -266,6 +314,33 @@ def _parser() -> argparse.ArgumentParser:
                      help="[model bernoulli] target P(token 1) (default: 0.5)")
     sim.add_argument("--progress", action="store_true", help="show a progress bar")
     sim.set_defaults(handler=_simulate, scoped=sim)
+
+    from sim.conformance import DEFAULT_ROUNDS
+
+    check = commands.add_parser(
+        "check-verifier", help="test a verifier for losslessness and efficiency",
+        formatter_class=_HelpFormatter,
+        description="Run a speculative-decoding verifier through the conformance harness "
+                    "(sim.conformance): whole generations over a suite of Markov-chain pairs, "
+                    "the emitted-token law tested against the target at false-positive level "
+                    "--alpha, the efficiency against the token-wise optimum. The verifier "
+                    "follows the convention verifier(draft_tokens, draft_probs, target_probs, "
+                    "rng) -> emitted (README: 'Check your implementation'). Exit status 0: "
+                    "passed; 1: not lossless; 2: the verifier could not be loaded or broke the "
+                    "convention.")
+    check.add_argument("verifier", metavar="VERIFIER",
+                       help="MODULE:FUNCTION or FILE.py:FUNCTION")
+    check.add_argument("--window", type=_integer(1, "the window"), required=True,
+                       help="γ, drafts per round")
+    check.add_argument("--rounds", type=_integer(1, "the number of rounds"),
+                       default=DEFAULT_ROUNDS, help="verifier rounds over the whole suite")
+    check.add_argument("--seed", type=_integer(0, "the seed"), default=0, help="seed")
+    check.add_argument("--alpha", type=_real(1e-300, 0.5, "alpha"), default=1e-6,
+                       help="false-positive level of the whole check")
+    check.add_argument("--adapter", choices=("numpy", "torch"), default="numpy",
+                       help="numpy arrays and a numpy Generator, or torch tensors and a "
+                            "torch.Generator")
+    check.set_defaults(handler=_check_verifier)
     return parser
 
 

@@ -131,6 +131,11 @@ def round_law(draft: MarkovLM, target: MarkovLM, algorithm: BlockSpeculative, po
     check_compatible(draft, target)
     if not isinstance(algorithm, BlockSpeculative):
         raise TypeError(f"algorithm must be a BlockSpeculative; got {algorithm!r}")
+    if algorithm.selection != "block":  # the recursion below holds for independent η's only
+        raise ValueError(f"the exact round law is derived for block verification's selection "
+                         f"of τ only; {type(algorithm).__name__} selects by "
+                         f"{algorithm.selection!r} (theory.conformance.block_rule has one "
+                         "shared uniform; sim.reference.enumerate_outcomes any selection)")
     horizon = target.horizon
     if not isinstance(position, numbers.Integral) or isinstance(position, bool) \
             or not 0 <= position < horizon:

@@ -65,6 +65,7 @@ __all__ = [
     "temperature",
     "top_k",
     "top_p",
+    "verification_rule",
 ]
 
 #: Largest number of enumerated draft paths of one position (all start contexts together).
@@ -126,6 +127,43 @@ def _rejection_law(p_rows, q_rows):
     residual = _residual(p_rows, q_rows)
     empty = residual.sum(axis=-1, keepdims=True) == 0
     return np.where(empty, q_rows, residual)
+
+
+def verification_rule(algorithm) -> RoundRule:
+    """The round rule of a token-wise verifier of the package (:class:`theory.Speculative` or a
+    subclass: class ℱ, lossy, typical, truncated, a user's own): draft i is kept with the
+    algorithm's acceptance b(dᵢ), a failure emits from its rejection law 𝒫, and the bonus comes
+    from its :meth:`~theory.Speculative.bonus_law`.  The window is the harness's; the
+    algorithm's own ``window`` is ignored.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from theory import UnbiasedSpeculative
+    >>> from theory.conformance import standard_rule, verification_rule
+    >>> p, q = np.array([[[0.5, 0.5]]]), np.array([[[0.9, 0.1], [0.2, 0.8]]])
+    >>> half = verification_rule(UnbiasedSpeculative.scaled(0.5))(np.array([[0]]), p, q)
+    >>> half.sum(-1).round(3).tolist(), standard_rule(np.array([[0]]), p, q).sum(-1).tolist()
+    ([[0.5, 0.5]], [[0.0, 1.0]])
+    """
+    from theory.algorithms import Speculative
+    from theory.verification import checked_verification
+
+    if not isinstance(algorithm, Speculative):
+        raise TypeError(f"algorithm must be a token-wise verifier (theory.Speculative or a "
+                        f"subclass); got {algorithm!r}")
+
+    def rule(drafts, p_rows, q_rows):
+        vocab = p_rows.shape[-1]
+        accept, law = checked_verification(algorithm, p_rows.reshape(-1, vocab),
+                                           q_rows[:, :-1].reshape(-1, vocab))
+        accept = np.asarray(accept, dtype=np.float64).reshape(p_rows.shape)
+        law = np.asarray(law, dtype=np.float64).reshape(p_rows.shape)
+        bonus = np.asarray(algorithm.bonus_law(q_rows[:, -1]), dtype=np.float64)
+        return _token_wise(_picked(accept, drafts), law, bonus)
+
+    rule.__qualname__ = f"verification_rule({algorithm!r})"
+    return rule
 
 
 def resample_from_target_rule(drafts, p_rows, q_rows) -> np.ndarray:
