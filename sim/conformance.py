@@ -139,7 +139,8 @@ def _dirichlet(rng, shape, concentration, zero_share=0.0, one_hot_share=0.0):
 
 @functools.lru_cache(maxsize=1)
 def conformance_suite() -> tuple[SuitePair, ...]:
-    """The harness's default pairs (fixed seeds; T = 8, the prompt random):
+    """The harness's default pairs (fixed seeds; T = 8; the prompt is context 0, except for
+    ``second_order``, whose start context is uniform over its 9 contexts):
 
     * ``nonstationary`` — first order, V = 4, a different kernel at every position;
     * ``zeros`` — first order, V = 5, 35% of entries zero in p and in q independently (so q

@@ -123,10 +123,18 @@ def standard_rule(drafts, p_rows, q_rows) -> np.ndarray:
 
 
 def _rejection_law(p_rows, q_rows):
-    """[q − p]₊ normalized; q where there is no residual (rejection then has mass 0)."""
+    """[q − p]₊ normalized; q normalized where there is no residual (for valid laws rejection
+    then has mass 0; for the rows of a buggy verifier it may not, and the law stays a law)."""
     residual = _residual(p_rows, q_rows)
     empty = residual.sum(axis=-1, keepdims=True) == 0
-    return np.where(empty, q_rows, residual)
+    return np.where(empty, q_rows / q_rows.sum(axis=-1, keepdims=True), residual)
+
+
+def _ratio_test(p_rows, q_rows):
+    """P(u < q/p) for u ∼ U(0, 1), as an implementation computes it from possibly
+    inconsistent rows: min(1, q/p); q/0 = ∞ is kept, 0/0 (NaN) is rejected."""
+    kept = np.minimum(1.0, safe_ratio(q_rows, p_rows))
+    return np.where(p_rows == 0, (q_rows > 0).astype(np.float64), kept)
 
 
 def verification_rule(algorithm) -> RoundRule:
@@ -183,7 +191,8 @@ def bonus_from_wrong_row_rule(drafts, p_rows, q_rows) -> np.ndarray:
 def processed_rule(process: Callable[[np.ndarray], np.ndarray]) -> RoundRule:
     """Bug: the verifier applies ``process`` (top-k, top-p, temperature) to the draft rows it
     is given before the ratio and the residual, although the drafts came from the unprocessed
-    rows.  The reverse mismatch — drafts from a processed law, verification with the raw one —
+    rows.  A draft the processed law excludes (p̂(d) = 0) is kept when q(d) > 0 (q/0 = ∞) and
+    rejected when q(d) = 0 (0/0), as a test u < q/p̂ in floating point does.  The reverse mismatch — drafts from a processed law, verification with the raw one —
     is :func:`round_laws`' ``drafter`` with :func:`standard_rule`.
 
     Examples
@@ -195,7 +204,9 @@ def processed_rule(process: Callable[[np.ndarray], np.ndarray]) -> RoundRule:
     array([0. , 0.7])
     """
     def rule(drafts, p_rows, q_rows):
-        return standard_rule(drafts, process(p_rows), q_rows)
+        told = process(p_rows)
+        return _token_wise(_picked(_ratio_test(told, q_rows[:, :-1]), drafts),
+                           _rejection_law(told, q_rows[:, :-1]), q_rows[:, -1])
 
     rule.__qualname__ = f"processed_rule({getattr(process, '__qualname__', process)})"
     return rule
@@ -224,7 +235,7 @@ def round_to(values, dtype: str) -> np.ndarray:
 def rounded_rule(dtype: str) -> RoundRule:
     """Bug: p and q rounded to ``dtype`` ("bfloat16" or "float16") before the ratio, the
     residual and the bonus draw (each law renormalized when sampled, as a multinomial draw
-    does).
+    does; a rejection whose rounded residual is empty draws from the rounded q).
 
     Examples
     --------
@@ -240,9 +251,8 @@ def rounded_rule(dtype: str) -> RoundRule:
     def rule(drafts, p_rows, q_rows):
         p_low, q_low = round_to(p_rows, dtype), round_to(q_rows, dtype)
         bonus = q_low[:, -1] / q_low[:, -1].sum(axis=-1, keepdims=True)
-        ratio = np.minimum(1, safe_ratio(q_low[:, :-1], p_low))
-        accept = np.where(p_low == 0, 1, ratio)
-        return _token_wise(_picked(accept, drafts), _rejection_law(p_low, q_low[:, :-1]), bonus)
+        return _token_wise(_picked(_ratio_test(p_low, q_low[:, :-1]), drafts),
+                           _rejection_law(p_low, q_low[:, :-1]), bonus)
 
     rule.__qualname__ = f"rounded_rule({dtype!r})"
     return rule
@@ -251,7 +261,7 @@ def rounded_rule(dtype: str) -> RoundRule:
 def block_rule(drafts, p_rows, q_rows, *, shared_uniform: bool = False) -> np.ndarray:
     r"""Block verification (Sun et al., arXiv:2403.10444, Algorithm 2), the notation of
     :class:`theory.BlockSpeculative`: π₀ = 1, πᵢ = min(1, πᵢ₋₁ qᵢ(dᵢ)/pᵢ(dᵢ)),
-    rᵢ = Σₓ[πᵢ q_{i+1}(x) − p_{i+1}(x)]₊, hᵢ = rᵢ/(rᵢ + 1 − πᵢ) (1 < i < k), h_k = π_k, h₀ = 1;
+    rᵢ = Σₓ[πᵢ q_{i+1}(x) − p_{i+1}(x)]₊, hᵢ = rᵢ/(rᵢ + 1 − πᵢ) (1 ≤ i < k), h_k = π_k, h₀ = 1;
     τ = max{i : ηᵢ ≤ hᵢ}, then the residual [π_τ q_{τ+1} − p_{τ+1}]₊ (τ < k) or the bonus.
 
     With independent η's, P(τ = i) = hᵢ Πⱼ>ᵢ (1 − hⱼ) — lossless.  ``shared_uniform=True`` is
@@ -406,7 +416,8 @@ class RoundLaws:
 
     joint: np.ndarray  #: (T, S, V): P(context at n is s and token n is v)
     round_starts: np.ndarray  #: (T, S): P(a round starts at n in context s)
-    accepted: np.ndarray  #: (T, S): E[accepted drafts | a round starts at (n, s)]
+    accepted: np.ndarray  #: (T, S): E[accepted drafts | a round starts at (n, s)]; 0 where
+    #: no round starts
 
     @property
     def context_marginals(self) -> np.ndarray:

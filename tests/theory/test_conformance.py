@@ -119,9 +119,13 @@ def test_sequence_laws_of_lossless_rules_are_the_target_sequence_law():
 def test_every_failure_mode_moves_the_output_law(name):
     mode = FAILURE_MODES[name]
     window = mode.window or 3
-    for pair in SUITE[:1] + SUITE[2:3]:  # the enumerable pairs: exact sequence TV too
-        exact = deviation(pair.draft, pair.target, window, mode.rule, drafter=mode.drafter)
-        assert exact.max_tv > 1e-5 and exact.sequence_tv > 1e-5, pair.name
+    for pair in SUITE:  # exact sequence TV on the smallest pair (an independent
+        # re-implementation agreed with every sequence law here to 1e-17)
+        small = pair.name == "second_order"
+        exact = deviation(pair.draft, pair.target, window, mode.rule, drafter=mode.drafter,
+                          max_sequences=10 ** 5 if small else 0)
+        assert exact.max_tv > 1e-5, pair.name
+        assert not small or exact.sequence_tv > 1e-5
         assert exact.per_position_tv.max() <= exact.max_tv + 1e-15
         assert exact.noncentrality > 0
 
@@ -142,6 +146,19 @@ def test_class_f_verifiers_are_lossless_rules_that_accept_less():
         pytest.approx(1)
     typical = verification_rule(TypicalAcceptance(0.3, 0.3))
     assert deviation(draft, target, 2, typical).max_tv > 1e-3  # lossy by design
+
+
+def test_buggy_rows_keep_laws_and_follow_floating_point_ratio_tests():
+    """Rounded rows can reject with an empty rounded residual: the rule still emits a law.  A
+    processed verifier keeps a draft its law excludes iff q > 0 (q/0 = inf; 0/0 rejects)."""
+    from theory.conformance import processed_rule, rounded_rule, top_k
+
+    p, q = np.array([[[0.3, 0.7]]]), np.array([[[0.2995, 0.7005], [0.5, 0.5]]])
+    assert rounded_rule("bfloat16")(np.array([[0]]), p, q).sum() == pytest.approx(1, abs=1e-15)
+    p, q = np.array([[[0.2, 0.3, 0.5]]]), np.array([[[0.5, 0.0, 0.5], [0.5, 0.5, 0.0]]])
+    rule = processed_rule(top_k(1))  # told p̂ = (0, 0, 1)
+    kept = rule(np.array([[0]]), p, q)[0, 1].sum(), rule(np.array([[1]]), p, q)[0, 1].sum()
+    assert kept == (1.0, 0.0)
 
 
 def test_round_to_matches_torch_bfloat16_and_numpy_float16():
