@@ -97,7 +97,7 @@ __all__ = [
 ]
 
 #: Default number of verifier rounds of :func:`check_verifier` (over the whole suite).
-DEFAULT_ROUNDS = 20_000
+DEFAULT_ROUNDS = 100_000
 #: Power at which ``min_detectable_tv`` and :func:`detection_rounds` are stated.
 POWER = 0.9
 #: Most floats of the arrays passed in one verifier call (B·(γ + 1)·V); larger batches split.
