@@ -23,6 +23,20 @@ VOCAB = 5
 NAMES = list(clients.CLIENT_SPECS)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """The adapters loop over rows with tiny tensors: one intra-op thread is much faster."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _client(name):
     _package, module, _factory, law = clients.CLIENT_SPECS[name]
     pytest.importorskip(module)
