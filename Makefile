@@ -6,12 +6,17 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: test lint bench reproduce lab clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile requirements-clients.txt requirements-clients-deps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch 2.13.0 is a CPU build the machine already holds; a bare `torch` would fetch CUDA wheels.
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[test,torch,dask]'
+	# Real speculative-decoding packages the conformance harness is run against (sim/clients.py):
+	# their light imports with dependencies, then the pinned packages without theirs (servers,
+	# CUDA tools, model hubs are not needed by the verifier functions).
+	$(PY) -m pip install --quiet -r requirements-clients-deps.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-clients.txt
 	touch $(STAMP)
 
 test: $(STAMP)
