@@ -62,13 +62,16 @@ import numbers
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import chi2
 
 from sim.stats import (
     DEFAULT_ALPHA,
     cells_check,
     chi2_power,
+    counts_check,
     detectable_noncentrality,
     merge_small_bins,
+    pooled_pearson,
 )
 from theory.algorithms import Speculative
 from theory.conformance import (
@@ -82,6 +85,7 @@ from theory.models import MarkovLM, check_compatible
 
 __all__ = [
     "DEFAULT_ROUNDS",
+    "MAX_SEQUENCES",
     "ConformanceReport",
     "PairCheck",
     "SuitePair",
@@ -91,8 +95,10 @@ __all__ = [
     "conformance_suite",
     "detection_rounds",
     "failure_verifier",
+    "floor_detection_rounds",
     "reference_verifier",
     "rule_verifier",
+    "sequence_suite",
     "torch_verifier",
 ]
 
@@ -147,7 +153,9 @@ def conformance_suite() -> tuple[SuitePair, ...]:
       has mass where p has none and the reverse), 15% one-hot rows, p = q at position 3;
     * ``second_order`` — V = 3 with S = 9 contexts (the last two tokens): hidden state;
     * ``context_free`` — S = 1, V = 6, non-stationary (the next law depends on the position
-      only), peaked rows.
+      only), peaked rows;
+    * ``large_vocab`` — S = 1, V = 10,000, T = 4, 9,000 exact zeros in every target row
+      (floors and epsilons show here).
 
     Examples
     --------
@@ -155,7 +163,7 @@ def conformance_suite() -> tuple[SuitePair, ...]:
     >>> [(pair.name, pair.target.vocab_size, pair.target.n_contexts)
     ...  for pair in conformance_suite()]  # doctest: +NORMALIZE_WHITESPACE
     [('nonstationary', 4, 4), ('zeros', 5, 5), ('second_order', 3, 9),
-     ('context_free', 6, 1)]
+     ('context_free', 6, 1), ('large_vocab', 10000, 1)]
     """
     rng = np.random.default_rng(20241101)
     horizon = 8
@@ -184,7 +192,58 @@ def conformance_suite() -> tuple[SuitePair, ...]:
     pairs.append(SuitePair("context_free", MarkovLM(_dirichlet(rng, shape, 0.5), free),
                            MarkovLM(_dirichlet(rng, shape, 0.5), free),
                            "S = 1, V = 6, position-dependent, peaked"))
+    pairs.append(_large_vocab_pair(rng))
     return tuple(pairs)
+
+
+#: Vocabulary, support of each target row and target support shared by the draft, of the
+#: suite's ``large_vocab`` pair.
+LARGE_VOCAB, LARGE_SUPPORT, LARGE_SHARED = 10_000, 1_000, 700
+
+
+def _large_vocab_pair(rng) -> SuitePair:
+    """V = 10⁴, S = 1, T = 4: every target row puts Dirichlet(0.5) mass on 1,000 tokens (9,000
+    exact zeros); the draft row on 700 of them and 300 others.  Floors and epsilons added to a
+    law show here: each exact zero of q is a token a lossless verifier never emits."""
+    horizon, vocab = 4, LARGE_VOCAB
+    p, q = np.zeros((horizon, 1, vocab)), np.zeros((horizon, 1, vocab))
+    for n in range(horizon):
+        tokens = rng.permutation(vocab)
+        target_support = tokens[:LARGE_SUPPORT]
+        draft_support = np.concatenate([target_support[:LARGE_SHARED],
+                                        tokens[LARGE_SUPPORT:2 * LARGE_SUPPORT - LARGE_SHARED]])
+        q[n, 0, target_support] = rng.dirichlet(np.full(LARGE_SUPPORT, 0.5))
+        p[n, 0, draft_support] = rng.dirichlet(np.full(LARGE_SUPPORT, 0.5))
+    free = np.zeros((1, vocab), dtype=np.int64)
+    return SuitePair("large_vocab", MarkovLM(p, free), MarkovLM(q, free),
+                     f"S = 1, V = {vocab}, {vocab - LARGE_SUPPORT} zeros in every target row")
+
+
+@functools.lru_cache(maxsize=1)
+def sequence_suite() -> tuple[SuitePair, ...]:
+    """Small pairs for the sequence-level test (``check_verifier(..., level="sequence")``):
+
+    * ``context_free_small`` — S = 1, V = 3, T = 6 (729 sequences): every row depends on the
+      position only, so verifiers that re-query models at positions the harness did not draft
+      (hierarchical schemes) get exact rows from position-indexed stand-ins;
+    * ``binary`` — first order, V = 2, T = 7, random prompt (2 × 128 sequences).
+
+    Examples
+    --------
+    >>> from sim.conformance import sequence_suite
+    >>> [pair.name for pair in sequence_suite()]
+    ['context_free_small', 'binary']
+    """
+    rng = np.random.default_rng(20241102)
+    free = np.zeros((1, 3), dtype=np.int64)
+    shape = (6, 1, 3)
+    small = SuitePair("context_free_small", MarkovLM(_dirichlet(rng, shape, 1.0), free),
+                      MarkovLM(_dirichlet(rng, shape, 1.0), free), "S = 1, V = 3, T = 6")
+    shape = (7, 2, 2)
+    binary = SuitePair("binary", MarkovLM(_dirichlet(rng, shape, 1.0), start=[0.5, 0.5]),
+                       MarkovLM(_dirichlet(rng, shape, 1.0), start=[0.5, 0.5]),
+                       "first order, V = 2, T = 7, random prompt")
+    return small, binary
 
 
 def _pairs(models) -> tuple[SuitePair, ...]:
@@ -229,7 +288,11 @@ class PairCheck:
     accepted: int  #: accepted draft tokens, all rounds
     optimum: float  #: E[accepted] under standard verification from the same round starts
     min_detectable_tv: float
-    support_violations: tuple  #: (position, context, token) of tokens with q = 0 (first 10)
+    #: (position, context, token, count) of tokens emitted where q = 0, most frequent first
+    #: (at most 10 distinct; ``support_count`` counts them all)
+    support_violations: tuple
+    support_count: int = 0
+    closest_law: str = ""  #: for a failed pair: the best-fitting simple alternative, if any
 
     @property
     def efficiency(self) -> float:
@@ -250,7 +313,10 @@ class ConformanceReport:
     ``p_value`` — Bonferroni over the pairs (K · the least pair p-value, at most 1);
     ``efficiency`` — accepted drafts ÷ the token-wise optimum, all rounds;
     ``min_detectable_tv`` — per-position TV detected with power ≥ 0.9 at this size;
-    ``checks`` — one :class:`PairCheck` per suite pair.
+    ``checks`` — one :class:`PairCheck` per suite pair;
+    ``level`` — ``"token"`` (the law of each token given its prefix, pooled per (position,
+    context)) or ``"sequence"`` (the law of whole generations; ``min_detectable_tv`` is then a
+    TV of whole sequences).
     """
 
     verifier: str
@@ -261,6 +327,7 @@ class ConformanceReport:
     efficiency: float
     min_detectable_tv: float
     checks: tuple[PairCheck, ...]
+    level: str = "token"
 
     @property
     def rounds(self) -> int:
@@ -277,14 +344,16 @@ class ConformanceReport:
                  "statistic": c.statistic, "dof": c.degrees_of_freedom, "rounds": c.rounds,
                  "tokens": c.tokens, "efficiency": c.efficiency,
                  "min_detectable_tv": c.min_detectable_tv,
-                 "support_violations": len(c.support_violations)} for c in self.checks]
+                 "support_violations": c.support_count, "closest_law": c.closest_law}
+                for c in self.checks]
 
     def __str__(self) -> str:
         verdict = "PASSED" if self.passed else "FAILED"
         relation = "≥" if self.passed else "<"
         lines = [f"{self.verifier}, γ = {self.window}: {verdict} (p = {self.p_value:.3g} "
                  f"{relation} α = {self.alpha:g}); {self.rounds} rounds; efficiency "
-                 f"{self.efficiency:.4f} of the token-wise optimum; detects a per-position TV "
+                 f"{self.efficiency:.4f} of the token-wise optimum; detects a "
+                 f"{'per-position' if self.level == 'token' else 'sequence'} TV "
                  f"≥ {self.min_detectable_tv:.3g} with power {POWER}",
                  f"  {'pair':<14}{'rounds':>8}{'tokens':>8}{'χ²':>10}{'dof':>6}"
                  f"{'p-value':>11}{'efficiency':>11}{'min TV':>8}"]
@@ -292,9 +361,13 @@ class ConformanceReport:
             lines.append(f"  {c.name:<14}{c.rounds:>8}{c.tokens:>8}{c.statistic:>10.1f}"
                          f"{c.degrees_of_freedom:>6}{c.p_value:>11.3g}{c.efficiency:>11.4f}"
                          f"{c.min_detectable_tv:>8.3f}")
-        for name, position, context, token in self.support_violations[:10]:
+        for name, position, context, token, count in self.support_violations[:10]:
             lines.append(f"  support: {name}: token {token} emitted at position {position} in "
-                         f"context {context}, where the target gives it probability 0")
+                         f"context {context} ({count}×), where the target gives it "
+                         "probability 0")
+        for c in self.checks:
+            if c.closest_law:
+                lines.append(f"  {c.name}: closest simple law: {c.closest_law}")
         return "\n".join(lines)
 
 
@@ -348,26 +421,30 @@ def _checked_output(emitted, rows: int, k: int, vocab: int, where: str) -> np.nd
 
 @dataclass
 class _PairRun:
-    counts: np.ndarray
+    counts: np.ndarray  #: (T, S, V) tokens per (position, context)
+    sequences: np.ndarray  #: (G, T) the generations
+    starts: np.ndarray  #: (G,) their start contexts
     rounds: int = 0
     accepted: int = 0
     optimum: float = 0.0
-    violations: list = None
+    violations: dict = None  #: (position, context, token) → count, tokens with q = 0
 
 
-def _run_pair(verifier, pair: SuitePair, window: int, generations: int, draft_rng,
+def _run_pair(verifier, name, pair: SuitePair, window: int, generations: int, draft_rng,
               verify_rng, draft_processor, batch_rows) -> _PairRun:
     draft, target = pair.draft, pair.target
     horizon, vocab = target.horizon, target.vocab_size
     p_all = np.asarray(draft.probs, dtype=np.float64)
     q_all = np.asarray(target.probs, dtype=np.float64)
     following = target.next_context
+    draft_cdf = _RowSampler(p_all)
     optimum_table = expected_accepted(draft, target, window)
     start = np.asarray(target.start_distribution, dtype=np.float64)
     context = draft_rng.choice(start.size, size=generations, p=start)
     position = np.zeros(generations, dtype=np.int64)
-    run = _PairRun(np.zeros((horizon, target.n_contexts, vocab), dtype=np.int64), violations=[])
-    name = _name(verifier)
+    run = _PairRun(np.zeros((horizon, target.n_contexts, vocab), dtype=np.int64),
+                   np.full((generations, horizon), -1, dtype=np.int64), context.copy(),
+                   violations={})
     while True:
         active = np.flatnonzero(position < horizon)
         if active.size == 0:
@@ -381,7 +458,7 @@ def _run_pair(verifier, pair: SuitePair, window: int, generations: int, draft_rn
                 start_n, start_s = position[chunk], context[chunk]
                 emitted, drafts = _one_round(verifier, name, pair, int(k), start_n, start_s,
                                              p_all, q_all, following, draft_rng, verify_rng,
-                                             draft_processor)
+                                             draft_processor, draft_cdf)
                 length = (emitted >= 0).sum(axis=1)
                 usable = np.minimum(length, horizon - start_n)
                 state = start_s.copy()
@@ -390,10 +467,11 @@ def _run_pair(verifier, pair: SuitePair, window: int, generations: int, draft_rn
                     if live.size == 0:
                         break
                     token, at, here = emitted[live, i], start_n[live] + i, state[live]
-                    zero = np.flatnonzero(q_all[at, here, token] == 0)
-                    for j in zero[:10 - len(run.violations)]:
-                        run.violations.append((int(at[j]), int(here[j]), int(token[j])))
+                    for j in np.flatnonzero(q_all[at, here, token] == 0):
+                        key = (int(at[j]), int(here[j]), int(token[j]))
+                        run.violations[key] = run.violations.get(key, 0) + 1
                     np.add.at(run.counts, (at, here, token), 1)
+                    run.sequences[chunk[live], at] = token
                     state[live] = following[here, token]
                 position[chunk] = start_n + usable
                 context[chunk] = state
@@ -403,8 +481,27 @@ def _run_pair(verifier, pair: SuitePair, window: int, generations: int, draft_rn
                 run.rounds += chunk.size
 
 
+class _RowSampler:
+    """Draws from the rows of a (T, S, V) table in O(log(T·S·V)) per draw: the CDFs of all rows
+    laid end to end, row r's shifted by r, so one ``searchsorted`` finds every token."""
+
+    def __init__(self, probs: np.ndarray):
+        rows = probs.reshape(-1, probs.shape[-1])
+        self.vocab, self.n_contexts = probs.shape[-1], probs.shape[1]
+        cdf = np.cumsum(rows, axis=1)
+        self.ends = cdf[:, -1].copy()
+        self.flat = (cdf + np.arange(rows.shape[0])[:, None]).ravel()
+        self.last = rows.shape[1] - 1 - np.argmax(rows[:, ::-1] > 0, axis=1)
+
+    def sample(self, positions, contexts, rng) -> np.ndarray:
+        row = positions * self.n_contexts + contexts
+        point = row + rng.random(row.size) * self.ends[row]
+        token = np.searchsorted(self.flat, point, side="right") - row * self.vocab
+        return np.minimum(token, self.last[row])
+
+
 def _one_round(verifier, name, pair, k, start_n, start_s, p_all, q_all, following, draft_rng,
-               verify_rng, draft_processor):
+               verify_rng, draft_processor, draft_cdf):
     rows, horizon, vocab = start_n.size, pair.target.horizon, pair.target.vocab_size
     along = np.empty((rows, k + 1), dtype=np.int64)
     along[:, 0] = start_s
@@ -414,8 +511,10 @@ def _one_round(verifier, name, pair, k, start_n, start_s, p_all, q_all, followin
     for i in range(k):
         p_rows[:, i] = p_all[start_n + i, along[:, i]]
         q_rows[:, i] = q_all[start_n + i, along[:, i]]
-        law = p_rows[:, i] if draft_processor is None else draft_processor(p_rows[:, i])
-        drafts[:, i] = _sample(law, draft_rng)
+        if draft_processor is None:
+            drafts[:, i] = draft_cdf.sample(start_n + i, along[:, i], draft_rng)
+        else:
+            drafts[:, i] = _sample(draft_processor(p_rows[:, i]), draft_rng)
         along[:, i + 1] = following[along[:, i], drafts[:, i]]
     bonus = start_n + k
     inside = bonus < horizon
@@ -450,7 +549,8 @@ def _generations(pair: SuitePair, window: int, rounds: int) -> int:
 
 
 def check_verifier(verifier, *, window: int, n_rounds: int = DEFAULT_ROUNDS, models=None,
-                   rng=None, alpha: float = DEFAULT_ALPHA, draft_processor=None,
+                   rng=None, alpha: float = DEFAULT_ALPHA, level: str = "token",
+                   draft_processor=None, name: str | None = None,
                    batch_floats: int = CALL_FLOATS) -> ConformanceReport:
     """Test ``verifier`` (the module's convention) for losslessness and efficiency.
 
@@ -464,15 +564,24 @@ def check_verifier(verifier, *, window: int, n_rounds: int = DEFAULT_ROUNDS, mod
         Verifier rounds to run, split evenly over the pairs (whole generations: each pair runs
         ⌈n_rounds / K / E[rounds per generation]⌉ generations, E under standard verification).
     models : sequence of (draft, target), (name, draft, target) or SuitePair, optional
-        The pairs to test on; default :func:`conformance_suite`.
+        The pairs to test on; default :func:`conformance_suite` (``level="token"``) or
+        :func:`sequence_suite` (``level="sequence"``).
     rng : int seed, numpy Generator or None
         Seeds the drafts and the ``rng`` handed to the verifier (two independent streams).
     alpha : float in (0, 1)
         False-positive level of the whole report (each of K pairs is tested at alpha / K).
+    level : "token" or "sequence"
+        ``"token"``: the law of each token given its prefix (valid for every verifier that is
+        lossless for whole sequences; pooled per (position, context)).  ``"sequence"``: the
+        law of whole generations, one multinomial over every (prompt, x₁ … x_T) — for
+        verifiers whose rounds are exact only jointly; pairs need S · V^T ≤
+        :data:`MAX_SEQUENCES` categories.
     draft_processor : callable, optional
         Draw the drafts from ``draft_processor(p_rows)`` while still handing the verifier p —
         reproduces a serving stack that drafts with top-k/temperature and passes raw
         probabilities (:func:`theory.conformance.top_k` …); None draws from p.
+    name : str, optional
+        The verifier's name in the report (default: its ``__qualname__``).
     batch_floats : int
         Split a verifier call whose arrays would hold more floats than this.
 
@@ -500,41 +609,116 @@ def check_verifier(verifier, *, window: int, n_rounds: int = DEFAULT_ROUNDS, mod
                         f"{verifier!r}")
     window = _positive_int(window, "window")
     alpha = _checked_alpha(alpha)
-    pairs = _pairs(models)
+    if level not in ("token", "sequence"):
+        raise ValueError(f"level must be 'token' or 'sequence'; got {level!r}")
+    pairs = _pairs(sequence_suite() if models is None and level == "sequence" else models)
     n_rounds = _positive_int(n_rounds, "n_rounds")
     batch_floats = _positive_int(batch_floats, "batch_floats")
     if draft_processor is not None and not callable(draft_processor):
         raise TypeError(f"draft_processor must be callable or None; got {draft_processor!r}")
     if isinstance(rng, bool):
         raise TypeError("rng must be an int seed, a numpy Generator or None; got a bool")
+    if level == "sequence":
+        for pair in pairs:
+            _sequence_categories(pair)
+    name = _name(verifier) if name is None else str(name)
     seed = np.random.default_rng(rng).integers(2 ** 63)
-    level = alpha / len(pairs)
+    pair_level = alpha / len(pairs)
     checks = []
     for index, pair in enumerate(pairs):
         draft_rng, verify_rng = (np.random.default_rng(s) for s in
                                  np.random.SeedSequence([int(seed), index]).spawn(2))
         generations = _generations(pair, window, -(-n_rounds // len(pairs)))
-        run = _run_pair(verifier, pair, window, generations, draft_rng, verify_rng,
+        run = _run_pair(verifier, name, pair, window, generations, draft_rng, verify_rng,
                         draft_processor, batch_floats // pair.target.vocab_size)
-        counts = run.counts.reshape(-1, pair.target.vocab_size)
-        laws = np.asarray(pair.target.probs, dtype=np.float64).reshape(counts.shape)
-        result = cells_check(counts, laws, alpha=level, name=pair.name)
-        tokens = int(counts.sum())
-        if result.degrees_of_freedom and tokens:
-            lam = detectable_noncentrality(result.degrees_of_freedom, level, POWER)
-            detectable = math.sqrt(lam / (4 * tokens))
+        if level == "token":
+            result, tested = _token_check(run, pair, pair_level)
+        else:
+            result, tested = _sequence_check(run, pair, pair_level)
+        if result.degrees_of_freedom and tested:
+            lam = detectable_noncentrality(result.degrees_of_freedom, pair_level, POWER)
+            detectable = math.sqrt(lam / (4 * tested))
         else:
             detectable = float("inf")
+        violations = sorted(run.violations.items(), key=lambda item: (-item[1], item[0]))
+        passed = result.passed and not violations
         checks.append(PairCheck(
-            pair.name, result.passed and not run.violations,
-            0.0 if run.violations else result.p_value, result.statistic,
-            result.degrees_of_freedom, generations, run.rounds, tokens, run.accepted,
-            run.optimum, detectable, tuple(run.violations)))
+            pair.name, passed, 0.0 if violations else result.p_value, result.statistic,
+            result.degrees_of_freedom, generations, run.rounds, int(run.counts.sum()),
+            run.accepted, run.optimum, detectable,
+            tuple((*key, count) for key, count in violations[:10]),
+            sum(run.violations.values()),
+            "" if passed or level != "token" else _closest_law(run, pair, pair_level)))
     p_value = min(1.0, len(pairs) * min(check.p_value for check in checks))
     return ConformanceReport(
-        _name(verifier), window, alpha, all(check.passed for check in checks), p_value,
+        name, window, alpha, all(check.passed for check in checks), p_value,
         _ratio(sum(c.accepted for c in checks), sum(c.optimum for c in checks)),
-        min(check.min_detectable_tv for check in checks), tuple(checks))
+        min(check.min_detectable_tv for check in checks), tuple(checks), level)
+
+
+def _token_check(run: _PairRun, pair: SuitePair, level: float):
+    counts = run.counts.reshape(-1, pair.target.vocab_size)
+    laws = np.asarray(pair.target.probs, dtype=np.float64).reshape(counts.shape)
+    return cells_check(counts, laws, alpha=level, name=pair.name), int(counts.sum())
+
+
+#: Largest vocabulary for which a failed pair is fitted to a mixture (a hint in the report).
+MAX_FIT_VOCAB = 64
+#: Most categories (prompt × V^T) of a pair in the sequence-level test.
+MAX_SEQUENCES = 100_000
+
+
+def _sequence_categories(pair: SuitePair) -> int:
+    target = pair.target
+    count = target.n_contexts * target.vocab_size ** target.horizon
+    if count > MAX_SEQUENCES:
+        raise ValueError(f"pair {pair.name!r} has S·V^T = {count} whole sequences, over "
+                         f"MAX_SEQUENCES = {MAX_SEQUENCES}: the sequence-level test needs a "
+                         "smaller pair (sim.conformance.sequence_suite)")
+    return count
+
+
+def _sequence_check(run: _PairRun, pair: SuitePair, level: float):
+    """Counts of whole (prompt, x₁ … x_T) against the target's law of sequences."""
+    target = pair.target
+    vocab, horizon = target.vocab_size, target.horizon
+    sequences = np.array(np.meshgrid(*[range(vocab)] * horizon, indexing="ij"))
+    sequences = sequences.reshape(horizon, -1).T  # (V^T, T), lexicographic
+    start = np.asarray(target.start_distribution, dtype=np.float64)
+    next_context = None if target.is_first_order else target.next_context
+    law = np.zeros((target.n_contexts, sequences.shape[0]))
+    for context in np.flatnonzero(start > 0):
+        started = MarkovLM(target.probs, next_context, int(context))
+        law[context] = start[context] * np.asarray(started.sequence_probability(sequences),
+                                                   dtype=np.float64)
+    index = run.sequences @ (vocab ** np.arange(horizon - 1, -1, -1))
+    counts = np.bincount(run.starts * sequences.shape[0] + index, minlength=law.size)
+    result = counts_check(counts, law.ravel() / law.sum(), alpha=level,
+                          name=f"{pair.name} (sequences)")
+    return result, int(run.sequences.shape[0])
+
+
+def _closest_law(run: _PairRun, pair: SuitePair, level: float) -> str:
+    """A hint for a failed pair with V ≤ :data:`MAX_FIT_VOCAB`: the best mixture
+    w·q + (1 − w)·p (w on a grid of 0.02), and
+    whether the counts are consistent with it at the pair's level (p-value not corrected for
+    the fit)."""
+    if pair.target.vocab_size > MAX_FIT_VOCAB:
+        return ""
+    counts = run.counts.reshape(-1, pair.target.vocab_size)
+    q = np.asarray(pair.target.probs, dtype=np.float64).reshape(counts.shape)
+    p = np.asarray(pair.draft.probs, dtype=np.float64).reshape(counts.shape)
+    weights = np.linspace(0, 1, 51)
+    fits = [pooled_pearson(counts, w * q + (1 - w) * p) for w in weights]
+    scores = [statistic if not impossible else np.inf for statistic, _, impossible in fits]
+    best = int(np.argmin(scores))
+    statistic, dof, _ = fits[best]
+    if not np.isfinite(scores[best]) or dof == 0:
+        return ""
+    p_value = float(chi2.sf(statistic, dof))
+    verdict = "consistent" if p_value >= level else "not consistent either"
+    return (f"w·q + (1 − w)·p with w = {weights[best]:.2f} fits best (χ² = {statistic:.1f}, "
+            f"dof {dof}, p = {p_value:.3g}: {verdict})")
 
 
 def assert_lossless(verifier, *, window: int, n_rounds: int = DEFAULT_ROUNDS, models=None,
@@ -696,8 +880,9 @@ def detection_rounds(failure, *, window: int | None = None, models=None,
     Σ Nₙₛ χ²(merged law ‖ merged qₙ(·|s)), and the run catches the bug unless every pair misses:
     P = 1 − Πₖ (1 − powerₖ).  A bug that emits tokens the target excludes is also caught when
     one is emitted (Poisson approximation: 1 − exp(−Gₖ mₖ), mₖ the expected number per
-    generation).  The README lists, beside each stated size, the detection rate observed at
-    it.
+    generation).  A pair whose draft paths are too many to enumerate (``large_vocab``) is
+    counted as never detecting — conservative.  The README lists, beside each stated size, the
+    detection rate observed at it.
 
     Examples
     --------
@@ -712,8 +897,11 @@ def detection_rounds(failure, *, window: int | None = None, models=None,
     level = alpha / len(pairs)
     parts = []
     for pair in pairs:
-        exact = deviation(pair.draft, pair.target, window, mode.rule, drafter=mode.drafter,
-                          max_sequences=0)
+        try:
+            exact = deviation(pair.draft, pair.target, window, mode.rule,
+                              drafter=mode.drafter, max_sequences=0)
+        except ValueError:  # too many draft paths to enumerate: counted as never detecting
+            exact = None
         rounds = float(expected_target_calls(pair.draft, pair.target,
                                              Speculative(window=window)))
         parts.append((exact, rounds))
@@ -722,6 +910,8 @@ def detection_rounds(failure, *, window: int | None = None, models=None,
         share = -(-n_rounds // len(pairs))
         miss = 1.0
         for pair, (exact, rounds) in zip(pairs, parts, strict=True):
+            if exact is None:
+                continue
             generations = max(1, math.ceil(share / rounds))
             if exact.zero_target_tokens > 0:
                 miss *= math.exp(-generations * exact.zero_target_tokens)
@@ -738,4 +928,53 @@ def detection_rounds(failure, *, window: int | None = None, models=None,
     while high - low > max(1, high // 1000):
         middle = (low + high) // 2
         low, high = (low, middle) if caught(middle) >= power else (middle, high)
+    return high
+
+
+def floor_detection_rounds(floor: float, *, window: int = 3, models=None,
+                           power: float = POWER) -> int:
+    r"""Rounds after which :func:`check_verifier` catches, with probability ≥ ``power``, a
+    verifier that adds ``floor`` to every entry of its resampling and bonus laws
+    (renormalized) — the probability floors and epsilons of real implementations.
+
+    Every round but at most the last of a generation ends with a draw from such a law; a law
+    with no mass where q = 0 puts Z·ε / (1 + V·ε) there once floored (Z the zeros of the target
+    row), and one such token fails the support check.  With Gₖ generations of pair k, Rₖ its
+    expected rounds under standard verification and Zₖ its fewest zeros in a target row, the
+    number of such tokens is ≈ Poisson(Σₖ Gₖ (Rₖ − 1) Zₖ ε / (1 + Vₖ ε)) — a lower bound on
+    its mean, so the size is conservative.  Only the support check is counted.
+
+    Examples
+    --------
+    >>> from sim.conformance import DEFAULT_ROUNDS, floor_detection_rounds
+    >>> floor_detection_rounds(1e-7) < DEFAULT_ROUNDS < floor_detection_rounds(1e-9)
+    True
+    """
+    if isinstance(floor, bool) or not isinstance(floor, numbers.Real) or not floor > 0:
+        raise ValueError(f"floor must be a positive number; got {floor!r}")
+    window = _positive_int(window, "window")
+    pairs = _pairs(models)
+    rates = []
+    for pair in pairs:
+        q = np.asarray(pair.target.probs, dtype=np.float64)
+        zeros = int((q == 0).sum(axis=-1).min())
+        vocab = pair.target.vocab_size
+        rounds = float(expected_target_calls(pair.draft, pair.target,
+                                             Speculative(window=window)))
+        rates.append((rounds, max(rounds - 1, 0.0) * zeros * floor / (1 + vocab * floor)))
+    if not any(rate for _, rate in rates):
+        raise ValueError("no pair has target zeros: a floor cannot be caught by the support "
+                         "check on these models")
+    needed = -math.log(1 - power)
+
+    def mean(n_rounds):
+        share = -(-n_rounds // len(pairs))
+        return sum(max(1, math.ceil(share / rounds)) * rate for rounds, rate in rates)
+
+    low, high = 0, len(pairs)
+    while mean(high) < needed:
+        low, high = high, high * 2
+    while high - low > max(1, high // 1000):
+        middle = (low + high) // 2
+        low, high = (low, middle) if mean(middle) >= needed else (middle, high)
     return high

@@ -39,6 +39,7 @@ __all__ = [
     "merge_small_bins",
     "pmf_check",
     "pmf_moments",
+    "pooled_pearson",
 ]
 
 #: Default false-positive level of one statistical check.
@@ -381,6 +382,18 @@ def cells_check(observed, probabilities, *, alpha: float = DEFAULT_ALPHA, name: 
     (True, False)
     """
     alpha = _alpha(alpha)
+    statistic, dof, impossible = pooled_pearson(observed, probabilities, min_expected)
+    if impossible:
+        return _finish(CheckResult(
+            f"{name} ({impossible} observations in zero-probability categories)", np.inf, 0.0,
+            alpha, degrees_of_freedom=dof))
+    p_value = float(stats.chi2.sf(statistic, dof)) if dof else 1.0
+    return _finish(CheckResult(name, statistic, p_value, alpha, degrees_of_freedom=dof))
+
+
+def pooled_pearson(observed, probabilities, min_expected: float = 5.0):
+    """(statistic, degrees of freedom, observations in zero-probability categories) of
+    :func:`cells_check`, without making a check (for fits and power computations)."""
     observed = np.asarray(observed)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     if observed.dtype.kind not in "iu":
@@ -403,12 +416,7 @@ def cells_check(observed, probabilities, *, alpha: float = DEFAULT_ALPHA, name: 
         binned_expected = np.bincount(labels[kept], weights=expected[kept], minlength=n_bins)
         statistic += float(((binned_observed - binned_expected) ** 2 / binned_expected).sum())
         dof += n_bins - 1
-    if impossible:
-        return _finish(CheckResult(
-            f"{name} ({impossible} observations in zero-probability categories)", np.inf, 0.0,
-            alpha, degrees_of_freedom=dof))
-    p_value = float(stats.chi2.sf(statistic, dof)) if dof else 1.0
-    return _finish(CheckResult(name, statistic, p_value, alpha, degrees_of_freedom=dof))
+    return statistic, dof, impossible
 
 
 def chi2_power(degrees_of_freedom: int, noncentrality: float, alpha: float) -> float:

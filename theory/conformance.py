@@ -387,6 +387,10 @@ def _drafts_at(draft: MarkovLM, target: MarkovLM, position: int, contexts: np.nd
     drafts = np.zeros((contexts.size, 0), dtype=np.int64)
     for i in range(k):
         current = along[:, -1]
+        if path.size * vocab > 64 * max_nodes:  # refuse before building the (paths, V) array
+            raise ValueError(f"{path.size} draft paths × V = {vocab} at position {position} "
+                             f"exceed max_nodes = {max_nodes}; use a smaller window or "
+                             "vocabulary")
         law = np.asarray(draft.probs[position + i], dtype=np.float64)[current]
         drawn = law if drafter is None else drafter(law)
         weights = (path[:, None] * drawn).ravel()

@@ -21,6 +21,7 @@ from sim.conformance import (
     conformance_suite,
     detection_rounds,
     failure_verifier,
+    floor_detection_rounds,
     reference_verifier,
     rule_verifier,
     torch_verifier,
@@ -29,6 +30,9 @@ from theory import UnbiasedSpeculative
 from theory.conformance import FAILURE_MODES, block_rule, standard_rule, verification_rule
 
 ALPHA = 1e-6
+#: The four small pairs of the default suite (without `large_vocab`, whose V = 10⁴ rows make
+#: every round ≈ 50× dearer): the statistical properties are tested on them.
+SMALL = conformance_suite()[:4]
 #: Failure modes the suite can run at their stated size (the rounding bugs need 10⁷–10⁹ rounds).
 RUNNABLE = sorted(name for name in FAILURE_MODES if name not in ("bfloat16", "float16"))
 
@@ -47,7 +51,9 @@ def azuma_margin(report, alpha=ALPHA) -> float:
 # ------------------------------------------------------------------ correct verifiers pass
 @pytest.mark.parametrize("window", [1, 3, 6])
 def test_reference_verifier_passes_with_full_efficiency(window):
-    report = check_verifier(reference_verifier, window=window, n_rounds=60_000, rng=window)
+    models = None if window == 3 else SMALL  # the default suite once (large_vocab included)
+    report = check_verifier(reference_verifier, window=window, n_rounds=60_000, rng=window,
+                            models=models)
     assert report.passed, str(report)
     assert abs(report.efficiency - 1) <= azuma_margin(report), str(report)
     assert report.rounds >= 60_000 * 0.9 and not report.support_violations
@@ -55,7 +61,8 @@ def test_reference_verifier_passes_with_full_efficiency(window):
 
 def test_exact_rules_pass_and_block_verification_beats_the_token_wise_optimum():
     for rule in (standard_rule, block_rule):  # 400,000 rounds: Azuma's margin ≈ 0.03
-        report = check_verifier(rule_verifier(rule), window=3, n_rounds=400_000, rng=11)
+        report = check_verifier(rule_verifier(rule), window=3, n_rounds=400_000, rng=11,
+                                models=SMALL)
         assert report.passed, str(report)
     assert report.efficiency > 1 + azuma_margin(report), str(report)  # block: ≈ 1.07
 
@@ -63,7 +70,7 @@ def test_exact_rules_pass_and_block_verification_beats_the_token_wise_optimum():
 def test_lossless_but_wasteful_verifier_passes_with_low_efficiency():
     """Class ℱ (b = ½ min(1, q/p)): lossless, so it passes; its efficiency is well below 1."""
     wasteful = rule_verifier(verification_rule(UnbiasedSpeculative.scaled(0.5)))
-    report = check_verifier(wasteful, window=3, n_rounds=60_000, rng=5)
+    report = check_verifier(wasteful, window=3, n_rounds=60_000, rng=5, models=SMALL)
     assert report.passed, str(report)
     assert report.efficiency < 1 - azuma_margin(report), str(report)
 
@@ -87,7 +94,8 @@ def test_torch_adapter_runs_a_torch_verifier():
         out[torch.arange(rows), accepted] = token
         return out
 
-    report = check_verifier(torch_verifier(standard), window=2, n_rounds=20_000, rng=3)
+    report = check_verifier(torch_verifier(standard), window=2, n_rounds=20_000, rng=3,
+                            models=SMALL)
     assert report.passed, str(report)
 
 
@@ -97,21 +105,23 @@ def test_each_failure_mode_is_caught_at_four_times_its_stated_size(name):
     """Negative controls, one seed each: at 4× the size of power 0.9 the power is ≈ 1 (40 of
     40 seeds caught when measured)."""
     mode = FAILURE_MODES[name]
-    size = 4 * detection_rounds(name, window=_window(mode))
+    size = 4 * detection_rounds(name, window=_window(mode), models=SMALL)
     report = check_verifier(failure_verifier(name), window=_window(mode), n_rounds=size,
-                            rng=2024, draft_processor=mode.drafter)
+                            rng=2024, draft_processor=mode.drafter, models=SMALL)
     assert not report.passed, str(report)
 
 
 def test_stated_sizes_have_the_stated_power():
     """At its stated size each mode is caught in ≥ 90% of runs: over 24 seeds, the count of
-    catches must not be significantly below 0.9 (one-sided binomial at 1e-6 per mode)."""
+    catches must not be significantly below 0.9 (one-sided binomial at 1e-6 per mode).  On the
+    small pairs: the default suite's `large_vocab` pair only adds power, and detection_rounds
+    counts it as none."""
     seeds = 24
     for name in RUNNABLE:
         mode = FAILURE_MODES[name]
-        size = detection_rounds(name, window=_window(mode))
+        size = detection_rounds(name, window=_window(mode), models=SMALL)
         caught = sum(not check_verifier(failure_verifier(name), window=_window(mode),
-                                        n_rounds=size, rng=seed,
+                                        n_rounds=size, rng=seed, models=SMALL,
                                         draft_processor=mode.drafter).passed
                      for seed in range(seeds))
         assert stats.binomtest(caught, seeds, 0.9, alternative="less").pvalue >= ALPHA, \
@@ -133,14 +143,63 @@ def test_support_check_names_position_context_and_token():
         q[:, -1] = (q[:, -1] + 1e-3) / (1 + 1e-3 * q.shape[-1])
         return reference_verifier(tokens, p, q, rng)
 
-    report = check_verifier(floored, window=2, n_rounds=40_000, rng=0)
+    report = check_verifier(floored, window=2, n_rounds=40_000, rng=0, models=SMALL)
     assert not report.passed
     zeros = next(check for check in report.checks if check.name == "zeros")
     assert zeros.p_value == 0 and zeros.support_violations
-    position, context, token = zeros.support_violations[0]
+    position, context, token, count = zeros.support_violations[0]
     pair = next(pair for pair in conformance_suite() if pair.name == "zeros")
     assert pair.target.probs[position, context, token] == 0
-    assert f"token {token} emitted at position {position} in context {context}" in str(report)
+    assert f"token {token} emitted at position {position} in context {context} ({count}×)" \
+        in str(report)
+    assert zeros.support_count >= count >= 1
+
+
+def floored_verifier(floor):
+    """Standard verification whose residual and bonus laws get ``floor`` added to every entry
+    (renormalized): what a `+ eps` in a real implementation does."""
+    def verifier(tokens, p, q, rng):
+        rows, k = tokens.shape
+        p_x = np.take_along_axis(p, tokens[..., None], axis=-1)[..., 0]
+        q_x = np.take_along_axis(q[:, :k], tokens[..., None], axis=-1)[..., 0]
+        kept = rng.random((rows, k)) * p_x < q_x
+        accepted = np.where(kept.all(axis=1), k, np.argmin(kept, axis=1))
+        padded = np.concatenate([p, np.zeros_like(p[:, :1])], axis=1)
+        law = np.maximum(q - padded, 0.0)[np.arange(rows), accepted]
+        law = law / law.sum(axis=1, keepdims=True) + floor
+        token = (np.cumsum(law, axis=1) <= rng.random(rows)[:, None] * law.sum(1)[:, None]
+                 ).sum(axis=1)
+        out = np.where(np.arange(k + 1)[None, :] < accepted[:, None],
+                       np.concatenate([tokens, tokens[:, :1]], axis=1), -1)
+        out[np.arange(rows), accepted] = token
+        return out
+
+    verifier.__qualname__ = f"floored_verifier({floor:g})"
+    return verifier
+
+
+def test_a_floor_of_1e7_fails_the_default_size_on_the_large_vocabulary():
+    """The issue's bar: a floor of 1e-7 on the resampling and bonus laws fails at the default
+    size, by the support check on `large_vocab` (9,000 exact zeros per target row); the
+    unfloored verifier passes the same run."""
+    assert floor_detection_rounds(1e-7) < DEFAULT_ROUNDS
+    report = check_verifier(floored_verifier(1e-7), window=3, rng=7)
+    assert not report.passed, str(report)
+    large = next(check for check in report.checks if check.name == "large_vocab")
+    assert large.support_count >= 1 and large.p_value == 0
+    assert check_verifier(floored_verifier(0.0), window=3, rng=7).passed
+
+
+def test_floor_detection_sizes_are_conservative():
+    """floor_detection_rounds is a lower-bound Poisson count: at its size on `large_vocab`
+    alone, most of 12 runs catch a 1e-7 floor (binomial at 1e-6 against 0.9)."""
+    large = conformance_suite()[-1:]
+    size = floor_detection_rounds(1e-7, models=large)
+    caught = sum(not check_verifier(floored_verifier(1e-7), window=3, n_rounds=size,
+                                    rng=seed, models=large).passed for seed in range(12))
+    assert stats.binomtest(caught, 12, 0.9, alternative="less").pvalue >= ALPHA, (size, caught)
+    with pytest.raises(ValueError, match="floor must be"):
+        floor_detection_rounds(0)
 
 
 # ------------------------------------------------------------------ calibration
@@ -151,10 +210,10 @@ def test_harness_false_positive_rate_is_calibrated():
     pair_failures = report_failures = 0
     for seed in range(seeds):
         report = check_verifier(reference_verifier, window=2, n_rounds=4_000, rng=seed,
-                                alpha=level)
+                                alpha=level, models=SMALL)
         pair_failures += sum(check.p_value < level for check in report.checks)
         report_failures += not report.passed
-    trials = seeds * len(conformance_suite())
+    trials = seeds * len(SMALL)
     assert stats.binomtest(pair_failures, trials, level).pvalue >= ALPHA, pair_failures
     assert stats.binomtest(report_failures, seeds, level,
                            alternative="greater").pvalue >= ALPHA, report_failures
@@ -181,7 +240,7 @@ def _returning(value):
 ])
 def test_malformed_verifiers_get_one_clear_error(verifier, message):
     with pytest.raises(VerifierError, match=message) as caught:
-        check_verifier(verifier, window=3, n_rounds=100, rng=0)
+        check_verifier(verifier, window=3, n_rounds=100, rng=0, models=SMALL)
     assert "suite pair" in str(caught.value) and "\n" not in str(caught.value)
 
 
@@ -202,9 +261,10 @@ def test_bad_arguments_are_named(kwargs, error, message):
 
 
 def test_assert_lossless_raises_with_the_report():
-    assert assert_lossless(reference_verifier, window=2, n_rounds=4000).passed
+    assert assert_lossless(reference_verifier, window=2, n_rounds=4000, models=SMALL).passed
     with pytest.raises(AssertionError, match="resample_from_target.*FAILED"):
-        assert_lossless(failure_verifier("resample_from_target"), window=2, n_rounds=20_000)
+        assert_lossless(failure_verifier("resample_from_target"), window=2, n_rounds=20_000,
+                        models=SMALL)
     with pytest.raises(ValueError, match="failure must be one of"):
         failure_verifier("typo")
 
