@@ -46,9 +46,11 @@ from theory.verification import checked_verification
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "MEMORY_LIMIT",
+    "SCHEDULER_TIMEOUT",
     "BatchTables",
     "BlockTables",
     "RootTables",
+    "SchedulerLostError",
     "TokenTables",
     "check_memory",
     "chunk_bounds",
@@ -511,6 +513,65 @@ def _map_chunks(function, tables, key, bounds, *, client=None, progress=False, l
 #: Rounds of re-scattering and resubmitting chunks whose tables or worker were lost.
 CLUSTER_ATTEMPTS = 4
 
+#: Seconds a dask scheduler may leave a ping unanswered, while no chunk finishes, before a run
+#: gives it up (:class:`SchedulerLostError`).  A scheduler that dies is noticed at once (its
+#: connection closes); this bounds the wait for one that hangs or whose machine vanished.
+#: Set ``sim.engine.SCHEDULER_TIMEOUT`` to allow more (or less).
+SCHEDULER_TIMEOUT = 5.0
+
+#: Seconds between two checks of the scheduler while waiting for a chunk.
+_POLL_SECONDS = 1.0
+
+
+class SchedulerLostError(ConnectionError):
+    """The dask scheduler went away (died, hung, or became unreachable) during a run.
+
+    The chunks that finished are lost with the call; every result depends only on (seed,
+    trial), so rerunning once a scheduler is back gives the same result.
+    """
+
+
+def _scheduler_address(client) -> str:
+    return str(getattr(getattr(client, "scheduler", None), "address", None) or "its address")
+
+
+def _scheduler_lost(client, reason: str, done: int, total: int) -> SchedulerLostError:
+    return SchedulerLostError(
+        f"dask: lost the scheduler at {_scheduler_address(client)} during the run ({reason}; "
+        f"{done} of {total} chunks done); restart it and rerun")
+
+
+def _check_scheduler(client, done: int, total: int, ping: bool = False) -> None:
+    """Raise :class:`SchedulerLostError` unless ``client`` is connected to its scheduler
+    (and, with ``ping``, the scheduler answers within :data:`SCHEDULER_TIMEOUT`)."""
+    if client.status != "running":  # "connecting" (reconnecting after a loss), "closed", …
+        raise _scheduler_lost(client, "the connection closed", done, total)
+    if ping:
+        try:
+            # callback_timeout bounds this thread's wait even if the call cannot be cancelled
+            client.sync(client.scheduler.identity, callback_timeout=SCHEDULER_TIMEOUT)
+        except (OSError, TimeoutError) as error:
+            reason = (f"no answer within {SCHEDULER_TIMEOUT:g} s"
+                      if isinstance(error, TimeoutError) else "the connection closed")
+            raise _scheduler_lost(client, reason, done, total) from None
+
+
+def _wait_for(client, future, done: int, total: int) -> None:
+    """Wait until ``future`` finishes (or is cancelled), checking every second that the
+    scheduler is there."""
+    from concurrent.futures import CancelledError
+
+    from distributed import wait
+
+    while True:
+        try:
+            wait([future], timeout=_POLL_SECONDS)
+            return
+        except CancelledError:  # future.result() tells why
+            return
+        except TimeoutError:
+            _check_scheduler(client, done, total, ping=True)
+
 
 def _on_cluster(client, function, tables, key, bounds) -> list:
     """Run the chunks on a dask cluster, surviving the loss of any worker.
@@ -520,6 +581,9 @@ def _on_cluster(client, function, tables, key, bounds) -> list:
     tables are lost everywhere (``FutureCancelledError``) or a chunk keeps killing workers
     (``KilledWorker``), the unfinished chunks are resubmitted with freshly scattered tables, up
     to :data:`CLUSTER_ATTEMPTS` rounds.  Reruns give identical results (counter randomness).
+
+    Losing the scheduler cannot be survived: it raises :class:`SchedulerLostError` at once
+    if the connection closes, or after :data:`SCHEDULER_TIMEOUT` seconds without an answer.
     """
     from concurrent.futures import CancelledError
 
@@ -527,19 +591,32 @@ def _on_cluster(client, function, tables, key, bounds) -> list:
 
     results: list = [None] * len(bounds)
     pending = list(range(len(bounds)))
+    total = len(bounds)
     for _ in range(CLUSTER_ATTEMPTS):
+        done = total - len(pending)
+        _check_scheduler(client, done, total)  # before a scatter that would wait to reconnect
         # A fresh key per round (hash=False): re-broadcasting identical, already scattered
         # tables was seen to stall distributed's worker-to-worker replication.
-        shared = client.scatter(tables, broadcast=True, hash=False)
+        try:
+            shared = client.scatter(tables, broadcast=True, hash=False)
+        except (OSError, TimeoutError):
+            _check_scheduler(client, done, total)  # the scheduler left during the scatter?
+            raise
         futures = {i: client.submit(function, shared, key, *bounds[i], pure=False)
                    for i in pending}
         lost = []
         for i, future in futures.items():
+            _wait_for(client, future, done, total)
             try:
                 results[i] = future.result()
-            except (CancelledError, KilledWorker) as error:
+            except (CancelledError, KilledWorker, OSError) as error:
+                _check_scheduler(client, done, total)  # cancelled because the scheduler left?
+                if isinstance(error, OSError):
+                    raise
                 lost.append(i)
                 cause = error
+            else:
+                done += 1
         if not lost:
             return results
         pending = lost
@@ -584,6 +661,15 @@ def simulate(draft: MarkovLM, target: MarkovLM, algorithm, *, n_trials: int, rng
     SimResult
         ``rejections`` and ``target_calls`` in the smallest integer dtype holding T; ``tokens``
         in the smallest holding V − 1.
+
+    Raises
+    ------
+    ValueError, TypeError
+        For invalid arguments.
+    MemoryError
+        Before any work, when the tables or the results would exceed :data:`MEMORY_LIMIT`.
+    SchedulerLostError
+        When the ``client``'s scheduler dies, hangs or becomes unreachable during the run.
 
     See Also
     --------
