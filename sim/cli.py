@@ -1,8 +1,8 @@
 """The ``specdec`` command: ``specdec reproduce`` and ``specdec simulate``.
 
-Errors in the arguments (and requests that would not fit in memory, an output folder another
-run is writing into, a ``--dask`` scheduler lost during the run) end the command with one line
-on stderr and exit status 2; Ctrl-C ends it with one line and status
+Errors in the arguments (and requests that would not fit in memory or would run for hours, an
+output folder another run is writing into, a ``--dask`` scheduler lost during the run) end the
+command with one line on stderr and exit status 2; Ctrl-C ends it with one line and status
 130; status 1 means a check failed.
 """
 

@@ -137,6 +137,8 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_folder(tmp_path):
     (["simulate", "--trials", "99999999999999999999"], "n_trials must be < 2**63"),
     (["simulate", "--trials", "1e11"], "the results of 100,000,000,000 trials would need"),
     (["simulate", "--window", "1000000000"], "--window 1000000000 exceeds the horizon"),
+    (["simulate", "--algorithm", "batch", "--drafts", "1000", "--trials", "1e8"],
+     "with n_trials = 100,000,000 would take about 5e+12 position-steps"),
     (["simulate", "--algorithm", "batch", "--drafts", "1000000"], "n_drafts = 1000000"),
     (["reproduce", "--out", "x", "--dask", "inproc://x"], "give its tcp://HOST:PORT address"),
     (["reproduce", "--out", "x", "--dask", "nonsense"], "address of a running dask scheduler"),
