@@ -1,14 +1,17 @@
 """The ``specdec`` command: ``specdec reproduce``, ``specdec simulate`` and
 ``specdec check-verifier``.
 
-Errors in the arguments (and requests that would not fit in memory, or an output folder another
-run is writing into) end the command with one line on stderr and exit status 2; Ctrl-C ends it
-with one line and status 130; status 1 means a check failed.
+Errors in the arguments (and requests that would not fit in memory or would run for hours, an
+output folder another run is writing into, a ``--dask`` scheduler lost during the run) end the
+command with one line on stderr and exit status 2; Ctrl-C ends it with one line and status
+130; status 1 means a check failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
 
 __all__ = ["main"]
@@ -140,8 +143,9 @@ def _simulate(args) -> int:
         raise ValueError(f"--window {args.window} exceeds the horizon T = {target.horizon}: "
                          f"omit --window to draft to the horizon")
     algorithm = _algorithm(args)
-    result = simulate(draft, target, algorithm, n_trials=args.trials, rng=args.seed,
-                      progress=args.progress)
+    with _cluster(args.dask) as client:
+        result = simulate(draft, target, algorithm, n_trials=args.trials, rng=args.seed,
+                          progress=args.progress, client=client)
     print(f"{algorithm!r} on {args.model}: T = {target.horizon}, V = {target.vocab_size}, "
           f"{args.trials:,} trials, seed {args.seed}")
     print(f"  two-sided z-tests of the simulated mean against the exact one, exact variance, "
@@ -161,35 +165,62 @@ def _simulate(args) -> int:
     return 1 if failures else 0
 
 
+def _dask_client(address: str | None):
+    """A ``dask.distributed`` client of the scheduler at ``address`` (None without one)."""
+    if not address:
+        return None
+    try:
+        from distributed import Client
+    except ImportError:
+        raise ValueError("--dask needs the dask extra; from the checkout: "
+                         "pip install -e '.[dask]'") from None
+    if not str(address).startswith(("tcp://", "tls://", "ucx://")) and ":" not in str(address):
+        raise ValueError(f"--dask {address!r}: give the address of a running dask "
+                         f"scheduler, e.g. tcp://127.0.0.1:8786 (or HOST:PORT)")
+    if str(address).startswith("inproc://"):
+        raise ValueError(f"--dask {address!r}: an inproc:// scheduler lives inside "
+                         f"another process; give its tcp://HOST:PORT address")
+    try:
+        return Client(address, timeout="10s")
+    except (OSError, TimeoutError) as error:
+        raise OSError(f"--dask {address}: no dask scheduler answered within 10 s "
+                      f"({type(error).__name__})") from None
+
+
+@contextlib.contextmanager
+def _cluster(address: str | None):
+    """The client of ``--dask ADDRESS`` (or None) for the duration of a command."""
+    from sim.engine import SchedulerLostError
+
+    client = _dask_client(address)
+    if client is None:
+        yield None
+        return
+    lost = False
+    try:
+        yield client
+    except SchedulerLostError:
+        # the command ends here: dask would log its failed reconnections, with tracebacks
+        logging.disable(logging.CRITICAL)
+        lost = True
+        raise
+    finally:
+        with contextlib.suppress(OSError, TimeoutError):
+            client.close(timeout=1 if lost else None)  # don't wait for a scheduler that hangs
+
+
 def _reproduce(args) -> int:
+    from sim.engine import SchedulerLostError
     from sim.reproduce import reproduce
 
-    client = None
-    if args.dask:
+    with _cluster(args.dask) as client:
         try:
-            from distributed import Client
-        except ImportError:
-            raise ValueError("--dask needs the dask extra; from the checkout: "
-                             "pip install -e '.[dask]'") from None
-        if not str(args.dask).startswith(("tcp://", "tls://", "ucx://")) \
-                and ":" not in str(args.dask):
-            raise ValueError(f"--dask {args.dask!r}: give the address of a running dask "
-                             f"scheduler, e.g. tcp://127.0.0.1:8786 (or HOST:PORT)")
-        if str(args.dask).startswith("inproc://"):
-            raise ValueError(f"--dask {args.dask!r}: an inproc:// scheduler lives inside "
-                             f"another process; give its tcp://HOST:PORT address")
-        try:
-            client = Client(args.dask, timeout="10s")
-        except (OSError, TimeoutError) as error:
-            raise OSError(f"--dask {args.dask}: no dask scheduler answered within 10 s "
-                          f"({type(error).__name__})") from None
-    try:
-        failed = reproduce(args.out, quick=args.quick, seed=args.seed, only=args.only,
-                           progress=not args.no_progress, client=client,
-                           resume=not args.fresh)
-    finally:
-        if client is not None:
-            client.close()
+            failed = reproduce(args.out, quick=args.quick, seed=args.seed, only=args.only,
+                               progress=not args.no_progress, client=client,
+                               resume=not args.fresh)
+        except SchedulerLostError as error:
+            raise SchedulerLostError(f"{error}; the experiments finished so far stay in "
+                                     f"{args.out} and the rerun resumes from them") from None
     print(f"report: {args.out}/report.md — "
           f"{'all checks passed' if not failed else f'{failed} check(s) FAILED'}")
     return 1 if failed else 0
@@ -313,6 +344,7 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--v", type=_real(0, 1, "v"), default=None,
                      help="[model bernoulli] target P(token 1) (default: 0.5)")
     sim.add_argument("--progress", action="store_true", help="show a progress bar")
+    sim.add_argument("--dask", metavar="ADDRESS", help="run on a dask.distributed scheduler")
     sim.set_defaults(handler=_simulate, scoped=sim)
 
     from sim.conformance import DEFAULT_ROUNDS

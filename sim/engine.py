@@ -46,16 +46,21 @@ from theory.verification import checked_verification
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "MEMORY_LIMIT",
+    "SCHEDULER_TIMEOUT",
+    "WORK_LIMIT",
     "BatchTables",
     "BlockTables",
     "RootTables",
+    "SchedulerLostError",
     "TokenTables",
     "check_memory",
+    "check_work",
     "chunk_bounds",
     "count_dtype",
     "make_tables",
     "simulate",
     "simulate_counts",
+    "simulation_work",
     "table_bytes",
     "token_dtype",
 ]
@@ -389,6 +394,78 @@ def check_memory(estimate: float, what: str, advice: str) -> None:
                           f"{_size(MEMORY_LIMIT)} (sim.engine.MEMORY_LIMIT); {advice}")
 
 
+#: Largest work a CPU simulation may plan (:func:`simulation_work`, in position-steps): 10¹²,
+#: hours of CPU at the compiled engine's 10–100 ns per step and core (``make bench``); every
+#: run of the package (tests, ``specdec reproduce``, benchmarks) stays below 10¹⁰.
+#: Set ``sim.engine.WORK_LIMIT`` to allow more (or less).
+WORK_LIMIT = 10**12
+
+
+def simulation_work(target: MarkovLM, algorithm, n_trials: int) -> float:
+    """A generous estimate of the work of simulating ``n_trials`` trials (position-steps).
+
+    Parameters
+    ----------
+    target : MarkovLM
+        The target model (its horizon T and vocabulary size V).
+    algorithm : Algorithm
+        The simulated algorithm.
+    n_trials : int
+        Number of trials.
+
+    Returns
+    -------
+    float
+        n_trials · T · (the most steps one position can take).
+
+    Notes
+    -----
+    A position takes one step for token-wise verifiers (``Speculative``, lossy rules,
+    ``Autoregressive``, the root verifiers of ``BatchSpeculative``); at most M candidate tests
+    for ``BatchSpeculative(M)`` with the "paper" or "trie" verifier (an upper bound: only the
+    tried candidates are drawn, usually a few); at most γ draft steps, each with a sum over the
+    vocabulary (counted as V / 32 steps), for ``BlockSpeculative(γ)``.
+
+    Examples
+    --------
+    >>> from sim.engine import simulation_work
+    >>> from sim.models import fig2_pair
+    >>> from theory import BatchSpeculative
+    >>> draft, target = fig2_pair()
+    >>> simulation_work(target, BatchSpeculative(4), 1000)  # 1000 trials · T = 50 · M = 4
+    200000.0
+    """
+    per_position = 1.0
+    if isinstance(algorithm, BatchSpeculative) and algorithm.verifier not in ROOT_VERIFIERS:
+        per_position = float(algorithm.n_drafts)
+    elif isinstance(algorithm, BlockSpeculative):
+        per_position = algorithm.window * (1.0 + target.vocab_size / 32)
+    return float(n_trials) * target.horizon * per_position
+
+
+def check_work(estimate: float, what: str, advice: str) -> None:
+    """Refuse, with a one-line ``ValueError``, to start more work than :data:`WORK_LIMIT`.
+
+    Parameters
+    ----------
+    estimate : float
+        Position-steps the run would take (:func:`simulation_work`).
+    what : str
+        What would run (the message's subject).
+    advice : str
+        What the user can do instead (the message's end, before how to raise the limit).
+
+    Raises
+    ------
+    ValueError
+        If ``estimate`` exceeds :data:`WORK_LIMIT` (read at call time: users may set it).
+    """
+    if estimate > WORK_LIMIT:
+        raise ValueError(f"{what} would take about {estimate:.3g} position-steps, over the "
+                         f"limit of {WORK_LIMIT:.3g} (sim.engine.WORK_LIMIT); {advice}, or "
+                         f"assign a larger sim.engine.WORK_LIMIT")
+
+
 def table_bytes(draft: MarkovLM, target: MarkovLM, algorithm) -> float:
     """A generous estimate of the memory that building the sampling tables takes (bytes).
 
@@ -463,12 +540,16 @@ def chunk_bounds(n_trials: int, chunk_size: int) -> ChunkBounds:
     return ChunkBounds(n_trials, chunk_size)
 
 
-def _outputs(layout: Layout, n: int, record_tokens: bool):
-    counts = count_dtype(layout.horizon)
-    per_trial = 2 * counts.itemsize + (
-        layout.horizon * token_dtype(layout.vocab_size).itemsize if record_tokens else 0)
+def _check_outputs(horizon: int, vocab_size: int, n: int, record_tokens: bool) -> None:
+    per_trial = 2 * count_dtype(horizon).itemsize + (
+        horizon * token_dtype(vocab_size).itemsize if record_tokens else 0)
     check_memory(float(n) * per_trial, f"the results of {n:,} trials",
                  "use fewer trials, simulate_counts (histograms only), or record_tokens=False")
+
+
+def _outputs(layout: Layout, n: int, record_tokens: bool):
+    counts = count_dtype(layout.horizon)
+    _check_outputs(layout.horizon, layout.vocab_size, n, record_tokens)
     tokens_shape = (n, layout.horizon) if record_tokens else (0, 0)
     return (np.empty(n, dtype=counts), np.empty(n, dtype=counts),
             np.empty(tokens_shape, dtype=token_dtype(layout.vocab_size)))
@@ -485,11 +566,19 @@ def _count_chunk(tables, key, first_trial: int, n: int) -> SimCounts:
     return SimCounts.from_result(run_chunk(tables, key, first_trial, n), tables.layout.horizon)
 
 
-def _prepare(draft, target, algorithm, n_trials, rng, chunk_size):
+def _prepare(draft, target, algorithm, n_trials, rng, chunk_size, record_tokens=None):
+    """Validate a request and refuse absurd ones before any work (``record_tokens``: the
+    per-trial outputs of :func:`simulate` must fit in memory too); build the tables."""
     n_trials = check_problem(draft, target, algorithm, n_trials)
     if not isinstance(chunk_size, numbers.Integral) or isinstance(chunk_size, bool) \
             or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer; got {chunk_size!r}")
+    if record_tokens is not None:
+        _check_outputs(target.horizon, target.vocab_size, n_trials, record_tokens)
+    algorithm.check_cost(draft, target, "engine")  # absurd algorithm sizes, named as such
+    check_work(simulation_work(target, algorithm, n_trials),
+               f"{algorithm!r} on T = {target.horizon} with n_trials = {n_trials:,}",
+               "use fewer trials")
     key = philox_key(rng)
     return make_tables(draft, target, algorithm), key, chunk_bounds(n_trials, int(chunk_size))
 
@@ -511,6 +600,65 @@ def _map_chunks(function, tables, key, bounds, *, client=None, progress=False, l
 #: Rounds of re-scattering and resubmitting chunks whose tables or worker were lost.
 CLUSTER_ATTEMPTS = 4
 
+#: Seconds a dask scheduler may leave a ping unanswered, while no chunk finishes, before a run
+#: gives it up (:class:`SchedulerLostError`).  A scheduler that dies is noticed at once (its
+#: connection closes); this bounds the wait for one that hangs or whose machine vanished.
+#: Set ``sim.engine.SCHEDULER_TIMEOUT`` to allow more (or less).
+SCHEDULER_TIMEOUT = 5.0
+
+#: Seconds between two checks of the scheduler while waiting for a chunk.
+_POLL_SECONDS = 1.0
+
+
+class SchedulerLostError(ConnectionError):
+    """The dask scheduler went away (died, hung, or became unreachable) during a run.
+
+    The chunks that finished are lost with the call; every result depends only on (seed,
+    trial), so rerunning once a scheduler is back gives the same result.
+    """
+
+
+def _scheduler_address(client) -> str:
+    return str(getattr(getattr(client, "scheduler", None), "address", None) or "its address")
+
+
+def _scheduler_lost(client, reason: str, done: int, total: int) -> SchedulerLostError:
+    return SchedulerLostError(
+        f"dask: lost the scheduler at {_scheduler_address(client)} during the run ({reason}; "
+        f"{done} of {total} chunks done); restart it and rerun")
+
+
+def _check_scheduler(client, done: int, total: int, ping: bool = False) -> None:
+    """Raise :class:`SchedulerLostError` unless ``client`` is connected to its scheduler
+    (and, with ``ping``, the scheduler answers within :data:`SCHEDULER_TIMEOUT`)."""
+    if client.status != "running":  # "connecting" (reconnecting after a loss), "closed", …
+        raise _scheduler_lost(client, "the connection closed", done, total)
+    if ping:
+        try:
+            # callback_timeout bounds this thread's wait even if the call cannot be cancelled
+            client.sync(client.scheduler.identity, callback_timeout=SCHEDULER_TIMEOUT)
+        except (OSError, TimeoutError) as error:
+            reason = (f"no answer within {SCHEDULER_TIMEOUT:g} s"
+                      if isinstance(error, TimeoutError) else "the connection closed")
+            raise _scheduler_lost(client, reason, done, total) from None
+
+
+def _wait_for(client, future, done: int, total: int) -> None:
+    """Wait until ``future`` finishes (or is cancelled), checking every second that the
+    scheduler is there."""
+    from concurrent.futures import CancelledError
+
+    from distributed import wait
+
+    while True:
+        try:
+            wait([future], timeout=_POLL_SECONDS)
+            return
+        except CancelledError:  # future.result() tells why
+            return
+        except TimeoutError:
+            _check_scheduler(client, done, total, ping=True)
+
 
 def _on_cluster(client, function, tables, key, bounds) -> list:
     """Run the chunks on a dask cluster, surviving the loss of any worker.
@@ -520,6 +668,9 @@ def _on_cluster(client, function, tables, key, bounds) -> list:
     tables are lost everywhere (``FutureCancelledError``) or a chunk keeps killing workers
     (``KilledWorker``), the unfinished chunks are resubmitted with freshly scattered tables, up
     to :data:`CLUSTER_ATTEMPTS` rounds.  Reruns give identical results (counter randomness).
+
+    Losing the scheduler cannot be survived: it raises :class:`SchedulerLostError` at once
+    if the connection closes, or after :data:`SCHEDULER_TIMEOUT` seconds without an answer.
     """
     from concurrent.futures import CancelledError
 
@@ -527,19 +678,32 @@ def _on_cluster(client, function, tables, key, bounds) -> list:
 
     results: list = [None] * len(bounds)
     pending = list(range(len(bounds)))
+    total = len(bounds)
     for _ in range(CLUSTER_ATTEMPTS):
+        done = total - len(pending)
+        _check_scheduler(client, done, total)  # before a scatter that would wait to reconnect
         # A fresh key per round (hash=False): re-broadcasting identical, already scattered
         # tables was seen to stall distributed's worker-to-worker replication.
-        shared = client.scatter(tables, broadcast=True, hash=False)
+        try:
+            shared = client.scatter(tables, broadcast=True, hash=False)
+        except (OSError, TimeoutError):
+            _check_scheduler(client, done, total)  # the scheduler left during the scatter?
+            raise
         futures = {i: client.submit(function, shared, key, *bounds[i], pure=False)
                    for i in pending}
         lost = []
         for i, future in futures.items():
+            _wait_for(client, future, done, total)
             try:
                 results[i] = future.result()
-            except (CancelledError, KilledWorker) as error:
+            except (CancelledError, KilledWorker, OSError) as error:
+                _check_scheduler(client, done, total)  # cancelled because the scheduler left?
+                if isinstance(error, OSError):
+                    raise
                 lost.append(i)
                 cause = error
+            else:
+                done += 1
         if not lost:
             return results
         pending = lost
@@ -585,6 +749,16 @@ def simulate(draft: MarkovLM, target: MarkovLM, algorithm, *, n_trials: int, rng
         ``rejections`` and ``target_calls`` in the smallest integer dtype holding T; ``tokens``
         in the smallest holding V − 1.
 
+    Raises
+    ------
+    ValueError, TypeError
+        For invalid arguments, and (``ValueError``) before any work when the run would take
+        more than :data:`WORK_LIMIT` position-steps (:func:`simulation_work`).
+    MemoryError
+        Before any work, when the tables or the results would exceed :data:`MEMORY_LIMIT`.
+    SchedulerLostError
+        When the ``client``'s scheduler dies, hangs or becomes unreachable during the run.
+
     See Also
     --------
     simulate_counts : the same simulation keeping only histograms (memory independent of
@@ -602,7 +776,8 @@ def simulate(draft: MarkovLM, target: MarkovLM, algorithm, *, n_trials: int, rng
     >>> bool(abs(result.rejections.mean() - theory_value) < 0.1)
     True
     """
-    tables, key, bounds = _prepare(draft, target, algorithm, n_trials, rng, chunk_size)
+    tables, key, bounds = _prepare(draft, target, algorithm, n_trials, rng, chunk_size,
+                                   record_tokens=bool(record_tokens))
     rejections, target_calls, tokens = _outputs(tables.layout, int(n_trials), record_tokens)
     if client is None:  # each chunk writes straight into its slice of the outputs
         chunks = bounds if not progress else _progress(bounds, type(algorithm).__name__)

@@ -79,7 +79,7 @@ def test_every_option_of_simulate_says_what_it_does_and_its_default(capsys):
 
     simulate_parser = _parser()._subparsers._group_actions[0].choices["simulate"]
     options = [action for action in simulate_parser._actions if action.dest != "help"]
-    assert len(options) == 15 and all(action.help for action in options)
+    assert len(options) == 16 and all(action.help for action in options)
     text = " ".join(simulate_parser.format_help().split())
     for fragment in ("(default: 100000)", "(default: fig2)", "(default: 4)", "(default: 0.1)",
                      "[algorithm lossy]", "[model bernoulli]"):

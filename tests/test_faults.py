@@ -1,11 +1,14 @@
 """Faults: resume never reuses damaged or stale results, one writer per output folder, and the
-CLI answers hostile sizes, an empty --out and Ctrl-C with one line (real processes)."""
+CLI answers hostile sizes, an empty --out, Ctrl-C and a lost dask scheduler with one line (real
+processes)."""
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -134,6 +137,8 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_folder(tmp_path):
     (["simulate", "--trials", "99999999999999999999"], "n_trials must be < 2**63"),
     (["simulate", "--trials", "1e11"], "the results of 100,000,000,000 trials would need"),
     (["simulate", "--window", "1000000000"], "--window 1000000000 exceeds the horizon"),
+    (["simulate", "--algorithm", "batch", "--drafts", "1000", "--trials", "1e8"],
+     "with n_trials = 100,000,000 would take about 5e+12 position-steps"),
     (["simulate", "--algorithm", "batch", "--drafts", "1000000"], "n_drafts = 1000000"),
     (["reproduce", "--out", "x", "--dask", "inproc://x"], "give its tcp://HOST:PORT address"),
     (["reproduce", "--out", "x", "--dask", "nonsense"], "address of a running dask scheduler"),
@@ -197,3 +202,69 @@ def test_cli_fuzz_clear_error_or_result_never_a_traceback(argv):
     except SystemExit as exit_:  # argparse's usage errors
         status = exit_.code
     assert status in (0, 1, 2)
+
+
+@contextlib.contextmanager
+def _scheduler_and_worker():
+    """A dask scheduler and one worker, each its own process (so the test can kill or freeze
+    the scheduler); yields (scheduler process, address)."""
+    distributed = pytest.importorskip("distributed")
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+         "--port", "0", "--dashboard-address", ":0", "--no-show"],
+        stderr=subprocess.PIPE, text=True)
+    processes = [scheduler]
+    try:
+        address = None
+        for line in scheduler.stderr:  # "... Scheduler at: tcp://127.0.0.1:PORT"
+            if "Scheduler at:" in line:
+                address = line.split("Scheduler at:")[1].strip()
+                break
+        assert address, "the dask scheduler did not start"
+        # keep reading, so a full pipe never blocks the scheduler
+        threading.Thread(target=scheduler.stderr.read, daemon=True).start()
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+             "--no-nanny", "--no-dashboard"], stderr=subprocess.DEVNULL))
+        with distributed.Client(address, timeout="10s") as client:
+            client.wait_for_workers(1, timeout=30)
+        yield scheduler, address
+    finally:
+        for process in reversed(processes):
+            process.kill()
+            process.wait()
+        scheduler.stderr.close()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.parametrize(("fault", "reason"), [
+    (signal.SIGKILL, "the connection closed"),
+    (signal.SIGSTOP, "no answer within 5 s"),
+], ids=["scheduler killed", "scheduler frozen"])
+def test_a_scheduler_lost_mid_run_ends_the_command_with_one_line(fault, reason):
+    """A real scheduler process is SIGKILLed (its connection closes) or SIGSTOPped (it stops
+    answering, as if its machine vanished) while `specdec simulate --dask` waits for chunks:
+    the command ends within seconds with one line naming the scheduler, status 2."""
+    import distributed
+
+    with _scheduler_and_worker() as (scheduler, address):
+        run = subprocess.Popen([*CLI, "simulate", "--dask", address, "--trials", "1e8"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            with distributed.Client(address, timeout="10s") as observer:
+                deadline = time.monotonic() + 60
+                while not any(observer.processing().values()):  # chunks are running
+                    assert run.poll() is None and time.monotonic() < deadline
+                    time.sleep(0.1)
+            scheduler.send_signal(fault)
+            lost = time.monotonic()
+            _, stderr = run.communicate(timeout=60)
+            elapsed = time.monotonic() - lost
+        finally:
+            run.kill()
+            run.wait()
+    assert run.returncode == 2, stderr
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr, stderr
+    assert f"dask: lost the scheduler at {address} during the run ({reason};" in stderr
+    assert elapsed < 15

@@ -689,7 +689,8 @@ class BatchSpeculative(Algorithm):
     ------
     ValueError
         From the DP or an engine (:meth:`check_cost`) when the estimated tables exceed
-        :attr:`max_table_bytes`; the message names M, the estimate and the limit.
+        :attr:`max_table_bytes`, or from the DP when its estimated run time exceeds
+        :attr:`max_dp_seconds`; the message names M, the estimate and the limit.
 
     Notes
     -----
@@ -703,7 +704,9 @@ class BatchSpeculative(Algorithm):
     E[N_rej] changes little beyond a few dozen drafts, and
     :func:`theory.batch_rejection_limit` gives M → ∞ exactly, so problems whose estimate
     exceeds :attr:`max_table_bytes` (1 GiB) are refused with a clear message; assign a larger
-    ``BatchSpeculative.max_table_bytes`` to run them anyway.
+    ``BatchSpeculative.max_table_bytes`` to run them anyway.  The DP's time, which the tables
+    do not bound for ``"paper"`` (M = 10⁵ on Fig. 2: 160 MB, but about 6 minutes), is
+    estimated too (:meth:`dp_seconds`) and refused above :attr:`max_dp_seconds` (two minutes).
 
     Examples
     --------
@@ -722,6 +725,10 @@ class BatchSpeculative(Algorithm):
     #: Refuse problems whose tables are estimated above this many bytes (a class attribute:
     #: assign ``BatchSpeculative.max_table_bytes`` to change it).
     max_table_bytes: ClassVar[int] = 1 << 30
+
+    #: Refuse exact DPs whose run time (:meth:`dp_seconds`) is estimated above this many
+    #: seconds (a class attribute: assign ``BatchSpeculative.max_dp_seconds`` to change it).
+    max_dp_seconds: ClassVar[float] = 120.0
 
     def __post_init__(self):
         if not isinstance(self.n_drafts, numbers.Integral) or isinstance(self.n_drafts, bool):
@@ -754,17 +761,63 @@ class BatchSpeculative(Algorithm):
             return 16 * (m * (m + 1) // 2) * contexts * (rows + vocab)
         return 32 * (m + 1) * contexts * vocab + 32 * rows * contexts
 
+    def dp_seconds(self, draft, target) -> float:
+        """A rough estimate of the exact DP's run time on one core (seconds).
+
+        Parameters
+        ----------
+        draft, target : MarkovLM
+            The model pair.
+
+        Returns
+        -------
+        float
+            Seconds; 0 for the root verifiers (their DP is that of ``Speculative``).
+
+        Notes
+        -----
+        The DP builds, at each of T' positions (T' = 1 for time-homogeneous models, else T),
+        M candidate steps (``"paper"``) or M(M + 1)/2 branches (``"trie"``), each ≈ 80 µs
+        (paper) or 15 µs (trie) plus 8 ns per entry of its (S, S + V) arrays; the trie then
+        applies its branches at each of the T positions (≈ 2 µs each).  Calibrated on
+        Fig. 2's chains, hidden-context and random pairs up to V = 300: measured times lay
+        between a third of the estimate and 1.5 times it.
+
+        Examples
+        --------
+        >>> from sim.models import fig2_pair
+        >>> from theory import BatchSpeculative
+        >>> round(BatchSpeculative(200, "trie").dp_seconds(*fig2_pair()))
+        18
+        """
+        if self.verifier not in ("paper", "trie"):
+            return 0.0
+        m, contexts = self.n_drafts, target.n_contexts
+        homogeneous = draft.is_time_homogeneous and target.is_time_homogeneous
+        built_at = 1 if homogeneous else target.horizon
+        cells = contexts * (contexts + target.vocab_size)
+        if self.verifier == "trie":
+            return m * (m + 1) / 2 * (built_at * (15e-6 + 8e-9 * cells) + target.horizon * 2e-6)
+        return m * built_at * (80e-6 + 8e-9 * cells)
+
     def check_cost(self, draft, target, consumer: str) -> None:
         estimate, limit = self.table_bytes(draft, target, consumer), type(self).max_table_bytes
+        problem = (f"{self!r} with n_drafts = {self.n_drafts} on T = {target.horizon}, "
+                   f"S = {target.n_contexts}, V = {target.vocab_size}")
+        advice = ("E[N_rej] changes little past a few dozen drafts and "
+                  "theory.batch_rejection_limit gives M -> infinity exactly")
         if estimate > limit:
             what = "the exact DP" if consumer == "dp" else "the engine"
             raise ValueError(
-                f"{self!r} with n_drafts = {self.n_drafts} on T = {target.horizon}, "
-                f"S = {target.n_contexts}, V = {target.vocab_size}: {what} would need about "
-                f"{estimate / 1e9:.3g} GB of tables, above BatchSpeculative.max_table_bytes = "
-                f"{limit / 1e9:.3g} GB; E[N_rej] changes little past a few dozen drafts and "
-                f"theory.batch_rejection_limit gives M -> infinity exactly (to run anyway, "
-                f"assign a larger BatchSpeculative.max_table_bytes)")
+                f"{problem}: {what} would need about {estimate / 1e9:.3g} GB of tables, above "
+                f"BatchSpeculative.max_table_bytes = {limit / 1e9:.3g} GB; {advice} (to run "
+                f"anyway, assign a larger BatchSpeculative.max_table_bytes)")
+        seconds, limit = self.dp_seconds(draft, target), type(self).max_dp_seconds
+        if consumer == "dp" and seconds > limit:
+            raise ValueError(
+                f"{problem}: the exact DP would take about {seconds:.3g} s (estimate), above "
+                f"BatchSpeculative.max_dp_seconds = {limit:.3g} s; {advice} (to run anyway, "
+                f"assign a larger BatchSpeculative.max_dp_seconds)")
 
     def next_residual(self, p, residual):
         """The law candidate m + 1 is tested against after candidate m failed: [q^m − p]₊."""

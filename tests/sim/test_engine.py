@@ -295,3 +295,29 @@ def test_allocations_beyond_the_memory_limit_are_refused_before_they_start(monke
     monkeypatch.setattr(sim.engine, "MEMORY_LIMIT", 50_000)  # tables ≈ 20 kB fit, results not
     with pytest.raises(MemoryError, match="the results of 100,000 trials"):
         simulate(draft, target, Speculative(), n_trials=100_000, rng=0)
+
+
+def test_work_beyond_the_work_limit_is_refused_before_it_starts(monkeypatch):
+    """Hours of CPU are refused at once, naming n_trials, the estimate and the limit; the
+    limit is the user's to lower or raise."""
+    import time
+
+    import sim.engine
+    from sim import simulate_counts
+
+    draft, target = fig2_pair()
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match=r"Speculative\(window=None, bonus=True\) on T = 50 "
+                                         r"with n_trials = 100,000,000,000 would take about "
+                                         r"5e\+12 position-steps, over the limit of 1e\+12 "
+                                         r"\(sim\.engine\.WORK_LIMIT\); use fewer trials, or "
+                                         r"assign a larger sim\.engine\.WORK_LIMIT"):
+        simulate_counts(draft, target, Speculative(), n_trials=10**11, rng=0)
+    with pytest.raises(ValueError, match=r"n_trials = 100,000,000 would take about 5e\+12"):
+        simulate(draft, target, BatchSpeculative(1000), n_trials=10**8, rng=0)  # M per position
+    assert time.perf_counter() - started < 1  # refused before any work
+    monkeypatch.setattr(sim.engine, "WORK_LIMIT", 1000)
+    with pytest.raises(ValueError, match=r"n_trials = 100 would take about 5e\+03"):
+        simulate(draft, target, Speculative(), n_trials=100, rng=0)
+    monkeypatch.setattr(sim.engine, "WORK_LIMIT", 5000)  # the user raises the limit
+    assert simulate_counts(draft, target, Speculative(), n_trials=100, rng=0).n_trials == 100

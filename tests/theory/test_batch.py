@@ -299,6 +299,28 @@ def test_absurd_numbers_of_drafts_are_refused_before_any_work(monkeypatch):
     assert BatchSpeculative(10_000).table_bytes(draft, target, "engine") > 1 << 30
 
 
+def test_exact_dps_estimated_to_run_for_minutes_are_refused_at_once(monkeypatch):
+    """M = 10⁵ "paper" drafts: small tables (160 MB), but minutes of DP (M = 2·10⁴ took 64 s)."""
+    import time
+
+    draft, target = fig2_pair()
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match=r"n_drafts = 100000 on T = 50, S = 7, V = 7: the exact "
+                                         r"DP would take about 404 s \(estimate\), above "
+                                         r"BatchSpeculative\.max_dp_seconds = 120 s; .* assign "
+                                         r"a larger BatchSpeculative\.max_dp_seconds"):
+        expected_rejections(draft, target, BatchSpeculative(100_000))
+    assert time.perf_counter() - started < 1
+    estimate = BatchSpeculative(200, "trie").dp_seconds(draft, target)
+    assert 5 < estimate < 60  # measured ≈ 16 s: accepted (its tables, 0.8 GB, are too)
+    # the limit is the user's to lower and to raise
+    monkeypatch.setattr(BatchSpeculative, "max_dp_seconds", 1e-3)
+    with pytest.raises(ValueError, match=r"max_dp_seconds = 0\.001 s"):
+        expected_rejections(draft, target, BatchSpeculative(2))
+    monkeypatch.setattr(BatchSpeculative, "max_dp_seconds", 0.01)
+    assert expected_rejections(draft, target, BatchSpeculative(2)) > 0
+
+
 def test_table_estimate_covers_the_engine_tables():
     from sim.engine import make_tables
 
