@@ -192,8 +192,9 @@ def processed_rule(process: Callable[[np.ndarray], np.ndarray]) -> RoundRule:
     """Bug: the verifier applies ``process`` (top-k, top-p, temperature) to the draft rows it
     is given before the ratio and the residual, although the drafts came from the unprocessed
     rows.  A draft the processed law excludes (p̂(d) = 0) is kept when q(d) > 0 (q/0 = ∞) and
-    rejected when q(d) = 0 (0/0), as a test u < q/p̂ in floating point does.  The reverse mismatch — drafts from a processed law, verification with the raw one —
-    is :func:`round_laws`' ``drafter`` with :func:`standard_rule`.
+    rejected when q(d) = 0 (0/0), as a test u < q/p̂ in floating point does.  The reverse
+    mismatch — drafts from a processed law, verification with the raw one — is
+    :func:`round_laws`' ``drafter`` with :func:`standard_rule`.
 
     Examples
     --------

@@ -262,7 +262,7 @@ def test_bad_arguments_are_named(kwargs, error, message):
 
 def test_assert_lossless_raises_with_the_report():
     assert assert_lossless(reference_verifier, window=2, n_rounds=4000, models=SMALL).passed
-    with pytest.raises(AssertionError, match="resample_from_target.*FAILED"):
+    with pytest.raises(AssertionError, match=r"resample_from_target.*FAILED"):
         assert_lossless(failure_verifier("resample_from_target"), window=2, n_rounds=20_000,
                         models=SMALL)
     with pytest.raises(ValueError, match="failure must be one of"):
