@@ -4,19 +4,20 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint bench reproduce lab clean
+.PHONY: test lint bench reproduce conformance-report lab clean
 
 $(STAMP): pyproject.toml Makefile requirements-clients.txt requirements-clients-deps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch 2.13.0 is a CPU build the machine already holds; a bare `torch` would fetch CUDA wheels.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test,torch,dask]'
 	# Real speculative-decoding packages the conformance harness is run against (sim/clients.py):
 	# their light imports with dependencies, then the pinned packages without theirs (servers,
-	# CUDA tools, model hubs are not needed by the verifier functions).
+	# CUDA tools, model hubs are not needed by the verifier functions).  Before the project: the
+	# PyPI package `specdec` has a console script of the same name, which ours must replace.
 	$(PY) -m pip install --quiet -r requirements-clients-deps.txt
 	$(PY) -m pip install --quiet --no-deps -r requirements-clients.txt
+	$(PY) -m pip install --quiet -e '.[test,torch,dask]'
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -28,6 +29,10 @@ lint: $(STAMP)
 
 reproduce: $(STAMP)
 	$(VENV)/bin/specdec reproduce --out results
+
+# Every real client of sim/clients.py through the conformance harness (a few minutes).
+conformance-report: $(STAMP)
+	$(VENV)/bin/specdec conformance-report --out results
 
 # JupyterLab on notebooks/ (installs the `notebooks` extra: jupyterlab and ipywidgets).
 lab: $(STAMP)

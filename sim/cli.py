@@ -289,6 +289,33 @@ def _check_verifier(args) -> int:
     return 0 if report.passed else 1
 
 
+def _conformance_report(args) -> int:
+    import json
+    from pathlib import Path
+
+    from sim.clients import conformance_report, report_markdown
+
+    if not args.out:
+        raise ValueError("--out must name a folder")
+
+    def show(row):
+        verdict = {True: "passed", False: "FAILED", None: "not installed"}[row["passed"]]
+        print(f"{row['client']}: {verdict}" + (
+            f" (efficiency {row['efficiency']:.4f}, {row['seconds']} s)" if row["passed"]
+            is not None else ""), flush=True)
+
+    rows = conformance_report(window=args.window, n_rounds=args.rounds, rng=args.seed,
+                              names=args.only, progress=None if args.quiet else show)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    text = report_markdown(rows, window=args.window, seed=args.seed)
+    (out / "conformance.md").write_text(text, encoding="utf-8")
+    (out / "conformance.json").write_text(json.dumps(rows, indent=1, default=str) + "\n",
+                                          encoding="utf-8")
+    print(text)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="specdec", description="Speculative decoding theory "
                                      "and simulation (Yin et al., NeurIPS 2024).")
@@ -373,6 +400,22 @@ def _parser() -> argparse.ArgumentParser:
                        help="numpy arrays and a numpy Generator, or torch tensors and a "
                             "torch.Generator")
     check.set_defaults(handler=_check_verifier)
+
+    report = commands.add_parser(
+        "conformance-report", formatter_class=_HelpFormatter,
+        help="run every installed real client (sim.clients) through the harness",
+        description="Run the speculative-decoding verifiers of the packages adapted in "
+                    "sim.clients (those installed: `make clients`) through check-verifier and "
+                    "write the table to OUT/conformance.md and OUT/conformance.json.")
+    report.add_argument("--out", default="results", help="output folder")
+    report.add_argument("--window", type=_integer(1, "the window"), default=3,
+                        help="γ, drafts per round")
+    report.add_argument("--rounds", type=_integer(1, "the number of rounds"),
+                        default=DEFAULT_ROUNDS, help="verifier rounds per client")
+    report.add_argument("--seed", type=_integer(0, "the seed"), default=0, help="seed")
+    report.add_argument("--only", nargs="+", metavar="CLIENT", help="only these clients")
+    report.add_argument("--quiet", action="store_true", help="print only the table")
+    report.set_defaults(handler=_conformance_report)
     return parser
 
 

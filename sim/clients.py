@@ -52,6 +52,9 @@ __all__ = [
     "economize_verify_batch",
     "economize_verify_batch_onehot",
     "economize_verify_tree_chain",
+    "conformance_report",
+    "greedy_drafts",
+    "report_markdown",
     "flashspec_rejection_sample",
     "flashspec_rejection_step",
     "flashspec_rejection_step_onehot",
@@ -959,3 +962,116 @@ def topk_law(probs: np.ndarray, filter_thres: float) -> np.ndarray:
     out = np.zeros_like(probs)
     np.put_along_axis(out, order, np.take_along_axis(probs, order, axis=-1), axis=-1)
     return out / out.sum(axis=-1, keepdims=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# the conformance report over every client
+# ---------------------------------------------------------------------------------------------
+
+def greedy_drafts(pairs):
+    """The pairs with one-hot draft rows (the argmax of p, lowest index on ties): greedy
+    drafting, for the adapters that accept only one-hot drafts (``onehot_drafts``)."""
+    from sim.conformance import SuitePair
+    from theory.models import MarkovLM
+
+    out = []
+    for pair in pairs:
+        p = np.asarray(pair.draft.probs, dtype=np.float64)
+        hot = np.zeros(p.shape)
+        np.put_along_axis(hot, p.argmax(axis=-1)[..., None], 1.0, axis=-1)
+        next_context = None if pair.draft.is_first_order else pair.draft.next_context
+        draft = MarkovLM(hot, next_context, pair.draft.start_distribution)
+        out.append(SuitePair(pair.name, draft, pair.target, pair.description + ", greedy drafts"))
+    return tuple(out)
+
+
+def _documented(info: dict) -> str:
+    law = info["law"]
+    if law == "mixture":
+        return f"documented lossy: w·q + (1 − w)·p, w = {info['weight']}"
+    if law == "topk":
+        return (f"documented lossy: the target's top-k, k = ⌈{1 - info['filter_thres']:.1f}·V⌉ "
+                "(with drafts from the draft's top-k)")
+    return "lossless"
+
+
+def conformance_report(*, window: int = 3, n_rounds: int | None = None, rng=0, names=None,
+                       progress=None) -> list[dict]:
+    """Run every importable client of :data:`CLIENT_SPECS` through
+    :func:`sim.conformance.check_verifier` (the default suite; greedy drafts for the one-hot
+    adapters) and return one row per client: package, version, verifier, documented law,
+    passed, p-value, efficiency, min detectable TV, support violations, the closest simple law
+    of a failed run, and the seconds it took.
+
+    Parameters
+    ----------
+    window : int
+        γ.
+    n_rounds : int, optional
+        Rounds per client (default :data:`sim.conformance.DEFAULT_ROUNDS`).
+    rng : int
+        Seed (the same for every client).
+    names : iterable of str, optional
+        Only these clients.
+    progress : callable, optional
+        Called with each finished row.
+    """
+    import time
+
+    from sim.conformance import DEFAULT_ROUNDS, check_verifier, conformance_suite
+
+    info = client_info()
+    clients = real_clients()
+    wanted = list(CLIENT_SPECS) if names is None else list(names)
+    unknown = [name for name in wanted if name not in CLIENT_SPECS]
+    if unknown:
+        raise ValueError(f"unknown clients {unknown}; known: {sorted(CLIENT_SPECS)}")
+    rows = []
+    for name in wanted:
+        meta = info[name]
+        row = {"client": name, "package": meta["package"], "version": meta["version"],
+               "documented": _documented(meta)}
+        if name not in clients:
+            row.update(passed=None, note="not installed")
+            rows.append(row)
+            continue
+        models = greedy_drafts(conformance_suite()) if meta.get("onehot_drafts") else None
+        start = time.perf_counter()
+        report = check_verifier(clients[name], window=window, rng=rng, name=name,
+                                n_rounds=n_rounds or DEFAULT_ROUNDS, models=models)
+        hints = "; ".join(f"{c.name}: {c.closest_law}" for c in report.checks if c.closest_law)
+        row.update(passed=report.passed, p_value=report.p_value, efficiency=report.efficiency,
+                   min_detectable_tv=report.min_detectable_tv, rounds=report.rounds,
+                   support_violations=sum(c.support_count for c in report.checks),
+                   closest_law=hints, seconds=round(time.perf_counter() - start, 1),
+                   drafts="greedy" if models else "p")
+        rows.append(row)
+        if progress is not None:
+            progress(row)
+    return rows
+
+
+def report_markdown(rows: list[dict], *, window: int, seed: int) -> str:
+    """The report's rows as a Markdown table (the README's and ``results/conformance.md``)."""
+    lines = [f"γ = {window}, seed {seed}, the default suite (sim.conformance.conformance_suite); "
+             "α = 1e-6 per client.", "",
+             "| client | package | verdict | p-value | efficiency | min detectable TV | "
+             "support violations | documented |", "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        package = f"{row['package']} {row['version'] or ''}".strip()
+        if row.get("passed") is None:
+            lines.append(f"| `{row['client']}` | {package} | not installed | | | | | "
+                         f"{row['documented']} |")
+            continue
+        verdict = "passed" if row["passed"] else "**failed**"
+        if row.get("drafts") == "greedy":
+            verdict += " (greedy drafts)"
+        lines.append(f"| `{row['client']}` | {package} | {verdict} | {row['p_value']:.3g} | "
+                     f"{row['efficiency']:.4f} | {row['min_detectable_tv']:.3f} | "
+                     f"{row['support_violations']} | {row['documented']} |")
+    hints = [f"- `{row['client']}`: {row['closest_law']}" for row in rows
+             if row.get("closest_law")]
+    if hints:
+        lines += ["", "Closest simple laws of the failed runs (a hint, p-values not corrected "
+                      "for the fit):", *hints]
+    return "\n".join(lines) + "\n"

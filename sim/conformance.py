@@ -94,6 +94,7 @@ __all__ = [
     "check_verifier",
     "conformance_suite",
     "detection_rounds",
+    "failure_table",
     "failure_verifier",
     "floor_detection_rounds",
     "reference_verifier",
@@ -727,6 +728,13 @@ def assert_lossless(verifier, *, window: int, n_rounds: int = DEFAULT_ROUNDS, mo
     when the verifier is not lossless, return the report otherwise (seed 0 by default, so the
     test is deterministic).
 
+    Parameters
+    ----------
+    verifier, window, n_rounds, models, rng, alpha :
+        As for :func:`check_verifier`.
+    options :
+        Further keywords of :func:`check_verifier` (``level``, ``draft_processor``, ``name``).
+
     Examples
     --------
     >>> from sim.conformance import assert_lossless, reference_verifier
@@ -747,6 +755,11 @@ def reference_verifier(draft_tokens, draft_probs, target_probs, rng):
     Draft i is kept iff uᵢ · p(dᵢ) < q(dᵢ) (i.e. uᵢ < min(1, q/p)); at the first failure the
     round emits a token from [q − p]₊ normalized; if every draft is kept, a bonus token from
     the last target row.
+
+    Parameters
+    ----------
+    draft_tokens, draft_probs, target_probs, rng :
+        The convention (module docstring).
 
     Examples
     --------
@@ -778,6 +791,13 @@ def reference_verifier(draft_tokens, draft_probs, target_probs, rng):
 def rule_verifier(rule, name: str | None = None):
     """A verifier in the convention that samples the exact round law of ``rule``
     (:mod:`theory.conformance`): E[j, v] = P(emit d₁ … d_j, then v).
+
+    Parameters
+    ----------
+    rule : callable
+        A round rule (:func:`theory.conformance.standard_rule`, a failure mode's rule, …).
+    name : str, optional
+        The verifier's name in reports.
 
     Examples
     --------
@@ -815,7 +835,13 @@ def _mode(failure) -> FailureMode:
 def failure_verifier(failure):
     """A verifier with a known bug (:data:`theory.conformance.FAILURE_MODES`), sampled from its
     exact law.  A mode whose bug is in the drafting (``drafter``) returns the correct verifier:
-    run it with ``check_verifier(..., draft_processor=mode.drafter)``."""
+    run it with ``check_verifier(..., draft_processor=mode.drafter)``.
+
+    Parameters
+    ----------
+    failure : str or FailureMode
+        A key of :data:`theory.conformance.FAILURE_MODES`, or a mode.
+    """
     mode = _mode(failure)
     return rule_verifier(mode.rule, name=f"failure_verifier({mode.name!r})")
 
@@ -824,6 +850,13 @@ def torch_verifier(function, *, device=None):
     """Adapt a torch verifier ``function(draft_tokens, draft_probs, target_probs, generator)``
     (tensors of the convention's shapes on ``device``, float64; a ``torch.Generator`` seeded
     from the harness's rng) to the convention.
+
+    Parameters
+    ----------
+    function : callable
+        The torch verifier; returns an integer tensor (B, γ + 1).
+    device : str or torch.device, optional
+        Where the tensors go (default: the CPU).
 
     Examples
     --------
@@ -883,6 +916,19 @@ def detection_rounds(failure, *, window: int | None = None, models=None,
     generation).  A pair whose draft paths are too many to enumerate (``large_vocab``) is
     counted as never detecting — conservative.  The README lists, beside each stated size, the
     detection rate observed at it.
+
+    Parameters
+    ----------
+    failure : str or FailureMode
+        A key of :data:`theory.conformance.FAILURE_MODES`, or a mode.
+    window : int, optional
+        γ (default: the mode's own, else 3).
+    models : optional
+        The pairs, as for :func:`check_verifier` (default: the default suite).
+    alpha : float in (0, 1)
+        The report's false-positive level.
+    power : float in (0, 1)
+        Required probability of catching the bug.
 
     Examples
     --------
@@ -944,6 +990,17 @@ def floor_detection_rounds(floor: float, *, window: int = 3, models=None,
     number of such tokens is ≈ Poisson(Σₖ Gₖ (Rₖ − 1) Zₖ ε / (1 + Vₖ ε)) — a lower bound on
     its mean, so the size is conservative.  Only the support check is counted.
 
+    Parameters
+    ----------
+    floor : float > 0
+        ε added to every entry of the laws.
+    window : int
+        γ.
+    models : optional
+        The pairs, as for :func:`check_verifier`.
+    power : float in (0, 1)
+        Required probability of catching the floor.
+
     Examples
     --------
     >>> from sim.conformance import DEFAULT_ROUNDS, floor_detection_rounds
@@ -978,3 +1035,41 @@ def floor_detection_rounds(floor: float, *, window: int = 3, models=None,
         middle = (low + high) // 2
         low, high = (low, middle) if mean(middle) >= needed else (middle, high)
     return high
+
+
+def failure_table(*, window: int = 3, seeds: int = 0) -> list[dict]:
+    """The README's table of failure modes: for each of
+    :data:`theory.conformance.FAILURE_MODES`, its exact largest per-position TV over the four
+    small suite pairs, its exact sequence TV on ``second_order`` (prompt averaged), the rounds
+    :func:`check_verifier` needs to catch it with power 0.9 on the default suite and on the
+    four small pairs, and — with ``seeds`` > 0 — how many of ``seeds`` runs at the small-pair
+    size caught it (rounding modes, which need ≥ 10⁷ rounds, are not run).
+
+    Parameters
+    ----------
+    window : int
+        γ of the modes that do not fix their own.
+    seeds : int
+        Runs per mode for the observed detection rate (0: none).
+    """
+    small = conformance_suite()[:4]
+    rows = []
+    for name, mode in FAILURE_MODES.items():
+        gamma = mode.window or window
+        exact = [deviation(pair.draft, pair.target, gamma, mode.rule, drafter=mode.drafter,
+                           max_sequences=10 ** 5 if pair.name == "second_order" else 0)
+                 for pair in small]
+        row = {"mode": name, "description": mode.description, "window": gamma,
+               "max_tv": max(e.max_tv for e in exact),
+               "sequence_tv": next(e.sequence_tv for e in exact if e.sequence_tv is not None),
+               "rounds": detection_rounds(mode, window=gamma),
+               "rounds_small": detection_rounds(mode, window=gamma, models=small)}
+        if seeds and row["rounds_small"] <= 10 ** 6:
+            row["caught"] = sum(
+                not check_verifier(failure_verifier(mode), window=gamma, models=small,
+                                   n_rounds=row["rounds_small"], rng=seed,
+                                   draft_processor=mode.drafter).passed
+                for seed in range(seeds))
+            row["seeds"] = seeds
+        rows.append(row)
+    return rows

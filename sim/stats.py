@@ -393,7 +393,13 @@ def cells_check(observed, probabilities, *, alpha: float = DEFAULT_ALPHA, name: 
 
 def pooled_pearson(observed, probabilities, min_expected: float = 5.0):
     """(statistic, degrees of freedom, observations in zero-probability categories) of
-    :func:`cells_check`, without making a check (for fits and power computations)."""
+    :func:`cells_check`, without making a check (for fits and power computations).
+
+    Parameters
+    ----------
+    observed, probabilities, min_expected :
+        As for :func:`cells_check`.
+    """
     observed = np.asarray(observed)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     if observed.dtype.kind not in "iu":
@@ -424,6 +430,15 @@ def chi2_power(degrees_of_freedom: int, noncentrality: float, alpha: float) -> f
     noncentral χ² with ``noncentrality`` λ (Pearson's statistic under a fixed alternative:
     λ = N · χ²(alternative ‖ H₀)).
 
+    Parameters
+    ----------
+    degrees_of_freedom : int
+        Of the test statistic (0 gives power 0).
+    noncentrality : float
+        λ ≥ 0 (``inf``: power 1).
+    alpha : float in (0, 1)
+        Level of the test.
+
     Examples
     --------
     >>> from sim.stats import chi2_power
@@ -444,6 +459,14 @@ def chi2_power(degrees_of_freedom: int, noncentrality: float, alpha: float) -> f
 def detectable_noncentrality(degrees_of_freedom: int, alpha: float, power: float = 0.9) -> float:
     """The least noncentrality λ at which a level-``alpha`` χ² test with these degrees of
     freedom rejects with probability ≥ ``power`` (the inverse of :func:`chi2_power` in λ).
+
+    Parameters
+    ----------
+    degrees_of_freedom : int >= 1
+    alpha : float in (0, 1)
+        Level of the test.
+    power : float in (0, 1)
+        Required probability of rejecting.
 
     Examples
     --------

@@ -7,14 +7,17 @@ from pathlib import Path
 
 import pytest
 
+import sim.conformance
 import sim.engine
 import sim.stats
 import theory
+import theory.conformance
 
 ROOT = Path(__file__).resolve().parents[1]
-PUBLIC = sorted({(module.__name__, name) for module in (theory, sim.stats, sim.engine)
-                 for name in module.__all__
-                 if inspect.isfunction(getattr(module, name))})
+MODULES = (theory, theory.conformance, sim.stats, sim.engine, sim.conformance)
+PUBLIC = sorted({(module.__name__, name) for module in MODULES for name in module.__all__
+                 if inspect.isfunction(getattr(module, name))
+                 and inspect.signature(getattr(module, name)).parameters})
 
 
 @pytest.mark.parametrize(("module", "name"), PUBLIC)

@@ -144,6 +144,11 @@ def verification_rule(algorithm) -> RoundRule:
     from its :meth:`~theory.Speculative.bonus_law`.  The window is the harness's; the
     algorithm's own ``window`` is ignored.
 
+    Parameters
+    ----------
+    algorithm : theory.Speculative
+        Any token-wise verifier of the package.
+
     Examples
     --------
     >>> import numpy as np
@@ -175,15 +180,26 @@ def verification_rule(algorithm) -> RoundRule:
 
 
 def resample_from_target_rule(drafts, p_rows, q_rows) -> np.ndarray:
-    """Bug: on rejection, resample from q instead of the residual [q − p]₊ (arguments and
-    result as :func:`standard_rule`)."""
+    """Bug: on rejection, resample from q instead of the residual [q − p]₊.
+
+    Parameters
+    ----------
+    drafts, p_rows, q_rows :
+        As for :func:`standard_rule` (and the result).
+    """
     return _token_wise(_picked(_acceptance(p_rows, q_rows[:, :-1]), drafts), q_rows[:, :-1],
                        q_rows[:, -1])
 
 
 def bonus_from_wrong_row_rule(drafts, p_rows, q_rows) -> np.ndarray:
     """Bug: the bonus token is drawn from the last *drafted* position's target row q_k instead
-    of q_{k+1} (an off-by-one in the row index; arguments as :func:`standard_rule`)."""
+    of q_{k+1} (an off-by-one in the row index).
+
+    Parameters
+    ----------
+    drafts, p_rows, q_rows :
+        As for :func:`standard_rule` (and the result).
+    """
     return _token_wise(_picked(_acceptance(p_rows, q_rows[:, :-1]), drafts),
                        _rejection_law(p_rows, q_rows[:, :-1]), q_rows[:, -2])
 
@@ -195,6 +211,11 @@ def processed_rule(process: Callable[[np.ndarray], np.ndarray]) -> RoundRule:
     rejected when q(d) = 0 (0/0), as a test u < q/p̂ in floating point does.  The reverse
     mismatch — drafts from a processed law, verification with the raw one — is
     :func:`round_laws`' ``drafter`` with :func:`standard_rule`.
+
+    Parameters
+    ----------
+    process : callable
+        Maps rows (..., V) to processed rows (:func:`top_k`, :func:`top_p`, :func:`temperature`).
 
     Examples
     --------
@@ -217,6 +238,11 @@ def round_to(values, dtype: str) -> np.ndarray:
     """``values`` rounded to the nearest ``"bfloat16"`` or ``"float16"`` (ties to even), as
     float64.
 
+    Parameters
+    ----------
+    values : array_like
+    dtype : "bfloat16" or "float16"
+
     Examples
     --------
     >>> from theory.conformance import round_to
@@ -237,6 +263,10 @@ def rounded_rule(dtype: str) -> RoundRule:
     """Bug: p and q rounded to ``dtype`` ("bfloat16" or "float16") before the ratio, the
     residual and the bonus draw (each law renormalized when sampled, as a multinomial draw
     does; a rejection whose rounded residual is empty draws from the rounded q).
+
+    Parameters
+    ----------
+    dtype : "bfloat16" or "float16"
 
     Examples
     --------
@@ -267,6 +297,13 @@ def block_rule(drafts, p_rows, q_rows, *, shared_uniform: bool = False) -> np.nd
 
     With independent η's, P(τ = i) = hᵢ Πⱼ>ᵢ (1 − hⱼ) — lossless.  ``shared_uniform=True`` is
     the bug of one η for the whole block: P(τ = i) = [hᵢ − maxⱼ>ᵢ hⱼ]₊.
+
+    Parameters
+    ----------
+    drafts, p_rows, q_rows :
+        As for :func:`standard_rule` (and the result).
+    shared_uniform : bool
+        One η for the block (the bug) instead of independent ones.
     """
     n_rounds, k = drafts.shape
     ratio = safe_ratio(_picked(q_rows[:, :-1], drafts), _picked(p_rows, drafts))
@@ -300,7 +337,12 @@ def block_rule(drafts, p_rows, q_rows, *, shared_uniform: bool = False) -> np.nd
 # ------------------------------------------------------------------ processing of rows
 def top_k(k: int) -> Callable[[np.ndarray], np.ndarray]:
     """Row processor: keep the ``k`` most likely tokens, renormalize (:func:`theory.algorithms.
-    truncate`)."""
+    truncate`).
+
+    Parameters
+    ----------
+    k : int >= 1
+    """
     def process(rows):
         return truncate(np.asarray(rows, dtype=np.float64), top_k=k)
 
@@ -309,7 +351,12 @@ def top_k(k: int) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def top_p(mass: float) -> Callable[[np.ndarray], np.ndarray]:
-    """Row processor: nucleus sampling at ``mass`` (:func:`theory.algorithms.truncate`)."""
+    """Row processor: nucleus sampling at ``mass`` (:func:`theory.algorithms.truncate`).
+
+    Parameters
+    ----------
+    mass : float in (0, 1]
+    """
     def process(rows):
         return truncate(np.asarray(rows, dtype=np.float64), top_p=mass)
 
@@ -318,7 +365,13 @@ def top_p(mass: float) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def temperature(value: float) -> Callable[[np.ndarray], np.ndarray]:
-    """Row processor: p^(1/τ) renormalized (softmax of the log-probabilities over τ)."""
+    """Row processor: p^(1/τ) renormalized (softmax of the log-probabilities over τ).
+
+    Parameters
+    ----------
+    value : float > 0
+        τ.
+    """
     def process(rows):
         rows = np.asarray(rows, dtype=np.float64)
         with np.errstate(divide="ignore"):
@@ -564,6 +617,13 @@ def sequence_law(draft: MarkovLM, target: MarkovLM, window: int, rule: RoundRule
     """The exact law of whole generations under ``rule``: {(start context, x₁, …, x_T):
     probability}, the start context drawn from the start law; for V^T ≤ ``max_sequences``.
 
+    Parameters
+    ----------
+    draft, target, window, rule, drafter :
+        As for :func:`round_laws`.
+    max_sequences : int
+        Refuse chains with more than this many sequences.
+
     Examples
     --------
     >>> from sim.models import random_pair
@@ -665,6 +725,17 @@ def deviation(draft: MarkovLM, target: MarkovLM, window: int, rule: RoundRule = 
       approximately noncentral χ² with noncentrality G·λ (infinite when the rule emits a
       token q excludes: the harness's support check then fails with certainty once it is seen);
     * the exact TV of whole generations when V^T ≤ ``max_sequences``.
+
+    Parameters
+    ----------
+    draft, target, window, rule, drafter :
+        As for :func:`round_laws`.
+    max_sequences : int
+        Enumerate whole sequences (for ``sequence_tv``) only up to this many; 0 skips it.
+
+    Returns
+    -------
+    Deviation
 
     Examples
     --------
