@@ -95,6 +95,7 @@ __all__ = [
     "conformance_suite",
     "detection_rounds",
     "failure_table",
+    "failure_table_markdown",
     "failure_verifier",
     "floor_detection_rounds",
     "reference_verifier",
@@ -1073,3 +1074,15 @@ def failure_table(*, window: int = 3, seeds: int = 0) -> list[dict]:
             row["seeds"] = seeds
         rows.append(row)
     return rows
+
+
+def failure_table_markdown(rows: list[dict]) -> str:
+    """:func:`failure_table`'s rows as the README's Markdown table."""
+    lines = ["| failure mode | max per-position TV | sequence TV (second_order) | rounds for "
+             "power 0.9 | on the 4 small pairs | caught there |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        caught = f"{row['caught']}/{row['seeds']}" if "caught" in row else "not run"
+        lines.append(f"| `{row['mode']}`: {row['description']} | {row['max_tv']:.3g} | "
+                     f"{row['sequence_tv']:.3g} | {row['rounds']:,} | {row['rounds_small']:,} | "
+                     f"{caught} |")
+    return "\n".join(lines)

@@ -47,3 +47,29 @@ def test_the_old_readme_verifier_is_refused():
     draft, target = bernoulli_pair(0.5, 0.5, horizon=2)
     with pytest.raises(InvalidVerification, match=r"rejection law sums to 0\.0 "):
         expected_rejections(draft, target, Old())
+
+
+def test_failure_mode_table_matches_the_exact_computation():
+    """The README's table of failure modes: exact TVs and detection sizes recomputed (the
+    observed-rate column comes from `failure_table(seeds=40)`, tested by the power test)."""
+    from sim.conformance import failure_table, failure_table_markdown
+
+    text = README.read_text(encoding="utf-8")
+    table = failure_table_markdown(failure_table())
+    for line in table.splitlines()[2:]:
+        exact_columns = line.rsplit("|", 2)[0]
+        assert exact_columns in text, line
+
+
+def test_check_your_implementation_example_runs():
+    """The README's harness example, on the small pairs (the default suite takes longer)."""
+    from sim.conformance import conformance_suite
+    from sim.conformance import reference_verifier as my_verifier
+
+    code = _section_code("## Check your implementation")
+    code = code.replace("rng=0)", "rng=0, n_rounds=4000, models=conformance_suite()[:4])")
+    code = code.replace("window=4)", "window=4, n_rounds=4000, models=conformance_suite()[:4])")
+    namespace = {"my_verifier": my_verifier, "print": lambda *args: None,
+                 "conformance_suite": conformance_suite}
+    exec(compile(code, "README", "exec"), namespace)
+    assert namespace["report"].passed
