@@ -157,3 +157,48 @@ def test_report_summary_first_statistics_shown_reuse_named_and_series_in_json(tm
     assert "Reused from a previous run in this folder (same seed and sizes, not " \
            "recomputed): fig2a." in report
     assert "| [pmf](#pmf) | 1 | 1 | computed |" in report
+
+
+# ------------------------------------------------------------------ specdec check-verifier
+BUGGY = '''
+import numpy as np
+from sim.conformance import failure_verifier
+
+resample = failure_verifier("resample_from_target")
+constant = 3
+
+def wrong_shape(tokens, p, q, rng):
+    return np.zeros(tokens.shape, dtype=np.int64)
+'''
+
+
+def test_check_verifier_passes_fails_and_refuses_with_one_line(tmp_path, monkeypatch, capsys):
+    (tmp_path / "buggy.py").write_text(BUGGY, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    small = ["--window", "2", "--rounds", "20000"]
+    assert main(["check-verifier", "sim.conformance:reference_verifier", *small]) == 0
+    assert "PASSED" in capsys.readouterr().out
+    assert main(["check-verifier", "buggy:resample", *small]) == 1
+    assert "FAILED" in capsys.readouterr().out
+    for spec, message in [("buggy:wrong_shape", "returned shape"),
+                          ("buggy:constant", "not a callable verifier"),
+                          ("buggy:missing", "has no attribute 'missing'"),
+                          ("nowhere:f", "cannot import nowhere: ModuleNotFoundError"),
+                          ("missing.py:f", "no such file"),
+                          ("no-colon", "MODULE:FUNCTION")]:
+        assert main(["check-verifier", spec, *small]) == 2, spec
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert main(["check-verifier", str(tmp_path / "buggy.py") + ":resample", *small]) == 1
+
+
+def test_conformance_report_writes_its_table(tmp_path, capsys):
+    pytest.importorskip("flashspec")
+    assert main(["conformance-report", "--only", "flashspec.rejection_step[pytorch]",
+                 "--rounds", "3000", "--out", str(tmp_path), "--quiet"]) == 0
+    table = (tmp_path / "conformance.md").read_text(encoding="utf-8")
+    assert "`flashspec.rejection_step[pytorch]` | flashspec 0.3.1 | passed" in table
+    rows = json.loads((tmp_path / "conformance.json").read_text(encoding="utf-8"))
+    assert rows[0]["passed"] is True and rows[0]["rounds"] >= 2500
+    assert main(["conformance-report", "--only", "nope", "--out", str(tmp_path)]) == 2
+    assert "unknown clients" in capsys.readouterr().err
