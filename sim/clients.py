@@ -46,6 +46,7 @@ import numpy as np
 
 __all__ = [
     "CLIENT_SPECS",
+    "SEQUENCE_CLIENTS",
     "autodraft_verify",
     "client_info",
     "conformance_report",
@@ -896,6 +897,19 @@ CLIENT_SPECS: dict[str, tuple[str, str, Callable[[], Verifier], dict]] = {
 }
 
 
+#: Clients exact only for whole sequences, run by :func:`conformance_report` at
+#: ``level="sequence"`` on the context-free pair of :func:`sim.conformance.sequence_suite`
+#: (their stand-in models are position-indexed, exact on context-free rows).
+SEQUENCE_CLIENTS: dict[str, tuple[str, str, Callable[[], Verifier], dict]] = {
+    "seqspecdecod.naive_hsd_step": (
+        "sequential-speculative-decoding", "seqspecdecod.naive_hsd",
+        lambda: hsd_round("naive_hsd"), {"law": "target"}),
+    "seqspecdecod.capped_hsd_step": (
+        "sequential-speculative-decoding", "seqspecdecod.capped_hsd",
+        lambda: hsd_round("capped_hsd"), {"law": "target"}),
+}
+
+
 def _importable(module: str) -> bool:
     try:
         importlib.import_module(module)
@@ -1020,31 +1034,43 @@ def conformance_report(*, window: int = 3, n_rounds: int | None = None, rng=0, n
 
     from sim.conformance import DEFAULT_ROUNDS, check_verifier, conformance_suite
 
+    from sim.conformance import sequence_suite
+
     info = client_info()
     clients = real_clients()
-    wanted = list(CLIENT_SPECS) if names is None else list(names)
-    unknown = [name for name in wanted if name not in CLIENT_SPECS]
+    specs = {**CLIENT_SPECS, **SEQUENCE_CLIENTS}
+    wanted = list(specs) if names is None else list(names)
+    unknown = [name for name in wanted if name not in specs]
     if unknown:
-        raise ValueError(f"unknown clients {unknown}; known: {sorted(CLIENT_SPECS)}")
+        raise ValueError(f"unknown clients {unknown}; known: {sorted(specs)}")
     rows = []
     for name in wanted:
-        meta = info[name]
+        if name in SEQUENCE_CLIENTS:
+            package, module, factory, law = SEQUENCE_CLIENTS[name]
+            meta = {"package": package, "version": _version(package), **law}
+            verifier = factory() if _importable(module) else None
+        else:
+            meta, verifier = info[name], clients.get(name)
         row = {"client": name, "package": meta["package"], "version": meta["version"],
                "documented": _documented(meta)}
-        if name not in clients:
+        if verifier is None:
             row.update(passed=None, note="not installed")
             rows.append(row)
             continue
-        models = greedy_drafts(conformance_suite()) if meta.get("onehot_drafts") else None
+        level, models = "token", None
+        if name in SEQUENCE_CLIENTS:
+            level, models = "sequence", sequence_suite()[:1]
+        elif meta.get("onehot_drafts"):
+            models = greedy_drafts(conformance_suite())
         start = time.perf_counter()
-        report = check_verifier(clients[name], window=window, rng=rng, name=name,
+        report = check_verifier(verifier, window=window, rng=rng, name=name, level=level,
                                 n_rounds=n_rounds or DEFAULT_ROUNDS, models=models)
         hints = "; ".join(f"{c.name}: {c.closest_law}" for c in report.checks if c.closest_law)
         row.update(passed=report.passed, p_value=report.p_value, efficiency=report.efficiency,
                    min_detectable_tv=report.min_detectable_tv, rounds=report.rounds,
                    support_violations=sum(c.support_count for c in report.checks),
                    closest_law=hints, seconds=round(time.perf_counter() - start, 1),
-                   drafts="greedy" if models else "p")
+                   drafts="greedy" if meta.get("onehot_drafts") else "p", level=level)
         rows.append(row)
         if progress is not None:
             progress(row)
@@ -1066,6 +1092,8 @@ def report_markdown(rows: list[dict], *, window: int, seed: int) -> str:
         verdict = "passed" if row["passed"] else "**failed**"
         if row.get("drafts") == "greedy":
             verdict += " (greedy drafts)"
+        if row.get("level") == "sequence":
+            verdict += " (whole sequences)"
         lines.append(f"| `{row['client']}` | {package} | {verdict} | {row['p_value']:.3g} | "
                      f"{row['efficiency']:.4f} | {row['min_detectable_tv']:.3f} | "
                      f"{row['support_violations']} | {row['documented']} |")

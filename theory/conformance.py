@@ -435,6 +435,12 @@ def _drafts_at(draft: MarkovLM, target: MarkovLM, position: int, contexts: np.nd
     drafts (N, k), path probability (N,), contexts along the path (N, k + 1), p rows (N, k, V),
     q rows (N, k + 1, V)); the bonus row is uniform when position + k = T (never emitted)."""
     vocab = target.vocab_size
+    support = max(int((np.asarray(draft.probs[position + i]) > 0).sum(axis=-1).max())
+                  for i in range(k))
+    if contexts.size * float(support) ** k > 64 * max_nodes:
+        raise ValueError(f"up to {contexts.size} × {support}^{k} draft paths at position "
+                         f"{position} exceed max_nodes = {max_nodes}; use a smaller window or "
+                         "vocabulary")
     origin = np.arange(contexts.size)
     path = np.ones(contexts.size)
     along = contexts[:, None]

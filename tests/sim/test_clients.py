@@ -204,3 +204,17 @@ def test_hierarchical_naive_variant_passes_at_the_sequence_level():
     report = check_verifier(clients.hsd_round("naive_hsd"), window=3, n_rounds=3000,
                             models=sequence_suite()[:1], level="sequence", rng=1)
     assert report.passed, str(report)
+
+
+def test_capped_hierarchical_variant_is_caught():
+    """seqspecdecod 0.1.1's capped HSD is off by one (full-block ratio over X₁…X_{γ−1}; the
+    backward scan's branch and the resampling at prefix τ instead of τ + 1): with γ = 2,
+    p = ((.8, .2), (.3, .7), ·), q = ((.4, .6), (.6, .4), ·) its first token follows p, never
+    q — exact sequence TV 0.52 (found by this harness, confirmed by exact enumeration of the
+    package's own function).  The sequence-level test fails it at once."""
+    pytest.importorskip("seqspecdecod")
+    from sim.conformance import check_verifier, sequence_suite
+
+    report = check_verifier(clients.hsd_round("capped_hsd"), window=3, n_rounds=3000,
+                            models=sequence_suite()[:1], level="sequence", rng=1)
+    assert not report.passed and report.p_value < 1e-100, str(report)

@@ -34,7 +34,7 @@ from theory.conformance import (
     verification_rule,
 )
 
-SUITE = conformance_suite()
+SUITE = conformance_suite()[:4]  # the enumerable pairs (large_vocab has V = 10⁴)
 PAIRS = [(pair.name, pair.draft, pair.target) for pair in SUITE]
 
 
