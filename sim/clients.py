@@ -1032,9 +1032,7 @@ def conformance_report(*, window: int = 3, n_rounds: int | None = None, rng=0, n
     """
     import time
 
-    from sim.conformance import DEFAULT_ROUNDS, check_verifier, conformance_suite
-
-    from sim.conformance import sequence_suite
+    from sim.conformance import DEFAULT_ROUNDS, check_verifier, conformance_suite, sequence_suite
 
     info = client_info()
     clients = real_clients()
