@@ -1077,7 +1077,13 @@ def failure_table(*, window: int = 3, seeds: int = 0) -> list[dict]:
 
 
 def failure_table_markdown(rows: list[dict]) -> str:
-    """:func:`failure_table`'s rows as the README's Markdown table."""
+    """:func:`failure_table`'s rows as the README's Markdown table.
+
+    Parameters
+    ----------
+    rows : list of dict
+        From :func:`failure_table`.
+    """
     lines = ["| failure mode | max per-position TV | sequence TV (second_order) | rounds for "
              "power 0.9 | on the 4 small pairs | caught there |", "|---|---|---|---|---|---|"]
     for row in rows:

@@ -73,7 +73,8 @@ def test_reproduce_on_dask_equals_local(client, tmp_path):
 
 def _chunk_that_kills_workers(flag_folder, kills):
     """A chunk function whose first ``kills`` calls SIGKILL the worker process running them
-    (each leaves a flag file first, so a rerun of the same chunk goes through)."""
+    (each first claims a flag file with an exclusive create, so two workers starting at once
+    cannot both take the same kill, and a rerun of the same chunk goes through)."""
 
     def run(tables, key, first, n):
         import os
@@ -83,9 +84,11 @@ def _chunk_that_kills_workers(flag_folder, kills):
         from sim.engine import run_chunk
 
         folder = pathlib.Path(flag_folder)
-        done = len(list(folder.iterdir()))
-        if done < kills:
-            (folder / f"kill-{done}-{os.getpid()}").touch()
+        for index in range(kills):
+            try:
+                os.close(os.open(folder / f"kill-{index}", os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                continue
             os.kill(os.getpid(), signal.SIGKILL)
         return run_chunk(tables, key, first, n)
 
