@@ -284,13 +284,14 @@ def _check_verifier(args) -> int:
     if args.adapter == "torch":
         verifier = torch_verifier(verifier)
     report = check_verifier(verifier, window=args.window, n_rounds=args.rounds, rng=args.seed,
-                            alpha=args.alpha)
+                            alpha=args.alpha, level=args.level, name=args.verifier)
     print(report)
     return 0 if report.passed else 1
 
 
 def _conformance_report(args) -> int:
     import json
+    import math
     from pathlib import Path
 
     from sim.clients import conformance_report, report_markdown
@@ -310,7 +311,9 @@ def _conformance_report(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     text = report_markdown(rows, window=args.window, seed=args.seed)
     (out / "conformance.md").write_text(text, encoding="utf-8")
-    (out / "conformance.json").write_text(json.dumps(rows, indent=1, default=str) + "\n",
+    finite = [{key: (None if isinstance(value, float) and not math.isfinite(value) else value)
+               for key, value in row.items()} for row in rows]  # JSON has no Infinity
+    (out / "conformance.json").write_text(json.dumps(finite, indent=1, default=str) + "\n",
                                           encoding="utf-8")
     print(text)
     return 0
@@ -396,6 +399,9 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--seed", type=_integer(0, "the seed"), default=0, help="seed")
     check.add_argument("--alpha", type=_real(1e-300, 0.5, "alpha"), default=1e-6,
                        help="false-positive level of the whole check")
+    check.add_argument("--level", choices=("token", "sequence"), default="token",
+                       help="test each token given its prefix (the default suite), or whole "
+                            "generations (small pairs; for verifiers exact only jointly)")
     check.add_argument("--adapter", choices=("numpy", "torch"), default="numpy",
                        help="numpy arrays and a numpy Generator, or torch tensors and a "
                             "torch.Generator")
@@ -426,6 +432,9 @@ def main(argv=None) -> int:
         _apply_option_scopes(args.scoped, args)
     try:
         return args.handler(args)
+    except ImportError as error:  # an optional dependency (torch, dask, a client) is missing
+        print(f"specdec {args.command}: error: {error}", file=sys.stderr)
+        return 2
     except (ValueError, TypeError, OSError, MemoryError) as error:
         print(f"specdec {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -28,21 +28,29 @@ emitted.  A lossless verifier emits sequences with the target's law, so given th
 token at position n in context s is a draw from qₙ(·|s): the counts per (n, s) are tested by
 Pearson's χ² pooled over cells (:func:`sim.stats.cells_check`, the Markov-chain transition
 test), one test per pair at level α/K (Bonferroni over K pairs: the whole report has
-false-positive level ≤ α).  A token of target probability 0 fails at once (the **support
+false-positive level ≤ α, up to the χ² approximation of Pearson's statistic; the calibration
+test checks it at 0.05).  A token of target probability 0 fails at once (the **support
 check**, reported with its position, context and token).  Conditioning on round offsets is
 deliberately *not* done: lossless verifiers such as block verification are exact only for
-the sequence, not per offset.
+the sequence, not per offset.  Two assumptions of the test, stated in the convention: the B
+rounds of one call are independent (a verifier that shares one uniform across the rows of a
+batch makes the counts overdispersed and fails), and at the horizon (no bonus position) the
+bonus row is a placeholder (uniform) whose token is dropped — a verifier whose earlier
+tokens depend on the bonus row is tested against what it does with the placeholder.
 
 **Efficiency**: accepted draft tokens per round (the common prefix of the emitted tokens and the
 drafts, at most the number emitted − 1) summed over rounds, divided by the exact expected
-number under standard verification from the same round starts
+number under standard verification from the same round starts, with drafts from p
 (:func:`theory.conformance.expected_accepted`; Theorem 2 makes it the token-wise optimum).
-Block verification, which is not token-wise, can exceed 1.
+Block verification, which is not token-wise, can exceed 1; so can a lossy verifier.
 
 **Power**: ``min_detectable_tv`` is the per-position TV δ that the run detects with probability
 ≥ 0.9: a deviation of TV δ at every tested position adds at least 4δ² per token to the
 statistic's noncentrality (χ² ≥ 4 TV² by Cauchy–Schwarz), so δ = √(λ*/(4N)) with λ* from
-:func:`sim.stats.detectable_noncentrality` and N the tokens tested (the best pair).
+:func:`sim.stats.detectable_noncentrality` and N the tokens in tested cells (the best pair).
+δ is a TV between the *binned* laws — the bins the run formed, single tokens wherever a
+token expects ≥ 5 counts; a deviation hidden inside a merged bin of rare tokens is not
+covered (the support check still catches mass on excluded tokens).
 :func:`detection_rounds` gives, for the exactly known law of a bug
 (:data:`theory.conformance.FAILURE_MODES`), the rounds needed to catch it with power 0.9.
 
@@ -77,6 +85,7 @@ from theory.algorithms import Speculative
 from theory.conformance import (
     FAILURE_MODES,
     FailureMode,
+    TooManyDraftPaths,
     deviation,
     expected_accepted,
 )
@@ -251,8 +260,8 @@ def sequence_suite() -> tuple[SuitePair, ...]:
 def _pairs(models) -> tuple[SuitePair, ...]:
     if models is None:
         return conformance_suite()
-    if isinstance(models, (SuitePair, tuple)) and len(models) in (2, 3) and \
-            isinstance(models[-1], MarkovLM):
+    if isinstance(models, SuitePair) or (isinstance(models, tuple) and len(models) in (2, 3)
+                                         and isinstance(models[-1], MarkovLM)):
         models = [models]
     pairs = []
     for index, item in enumerate(models):
@@ -267,7 +276,10 @@ def _pairs(models) -> tuple[SuitePair, ...]:
                             f"target) tuple of MarkovLM or a SuitePair; got {item!r}")
         if not isinstance(pair.draft, MarkovLM) or not isinstance(pair.target, MarkovLM):
             raise TypeError(f"models[{index}] must hold MarkovLM models")
-        check_compatible(pair.draft, pair.target)
+        try:
+            check_compatible(pair.draft, pair.target)
+        except ValueError as error:
+            raise ValueError(f"models[{index}] ({pair.name}): {error}") from None
         pairs.append(pair)
     if not pairs:
         raise ValueError("models must hold at least one (draft, target) pair")
@@ -401,8 +413,8 @@ def _checked_output(emitted, rows: int, k: int, vocab: int, where: str) -> np.nd
         raise VerifierError(f"{where}: returned dtype {array.dtype}; expected integer tokens "
                             "(int64)")
     if array.shape != (rows, k + 1):
-        raise VerifierError(f"{where}: returned shape {array.shape}; expected (B, γ + 1) = "
-                            f"{(rows, k + 1)}")
+        raise VerifierError(f"{where}: returned shape {array.shape}; expected (B, drafts + 1) "
+                            f"= {(rows, k + 1)}")
     array = array.astype(np.int64)
     bad = (array < -1) | (array >= vocab)
     if bad.any():
@@ -460,7 +472,7 @@ def _run_pair(verifier, name, pair: SuitePair, window: int, generations: int, dr
                 start_n, start_s = position[chunk], context[chunk]
                 emitted, drafts = _one_round(verifier, name, pair, int(k), start_n, start_s,
                                              p_all, q_all, following, draft_rng, verify_rng,
-                                             draft_processor, draft_cdf)
+                                             draft_processor, draft_cdf, window)
                 length = (emitted >= 0).sum(axis=1)
                 usable = np.minimum(length, horizon - start_n)
                 state = start_s.copy()
@@ -503,7 +515,7 @@ class _RowSampler:
 
 
 def _one_round(verifier, name, pair, k, start_n, start_s, p_all, q_all, following, draft_rng,
-               verify_rng, draft_processor, draft_cdf):
+               verify_rng, draft_processor, draft_cdf, window):
     rows, horizon, vocab = start_n.size, pair.target.horizon, pair.target.vocab_size
     along = np.empty((rows, k + 1), dtype=np.int64)
     along[:, 0] = start_s
@@ -522,7 +534,8 @@ def _one_round(verifier, name, pair, k, start_n, start_s, p_all, q_all, followin
     inside = bonus < horizon
     q_rows[:, k] = 1.0 / vocab  # no bonus position at the horizon: a placeholder row
     q_rows[inside, k] = q_all[bonus[inside], along[inside, k]]
-    where = (f"verifier {name} on suite pair {pair.name!r} (B = {rows}, γ = {k}, "
+    cut = "" if int(start_n.max()) + window <= horizon else f", γ = {window} cut at the horizon"
+    where = (f"verifier {name} on suite pair {pair.name!r} (B = {rows}, {k} drafts{cut}, "
              f"V = {vocab})")
     try:
         emitted = verifier(drafts.copy(), p_rows, q_rows, verify_rng)
@@ -659,9 +672,11 @@ def check_verifier(verifier, *, window: int, n_rounds: int = DEFAULT_ROUNDS, mod
 
 
 def _token_check(run: _PairRun, pair: SuitePair, level: float):
+    """(check, tokens in cells that were tested: ≥ 2 bins)."""
     counts = run.counts.reshape(-1, pair.target.vocab_size)
     laws = np.asarray(pair.target.probs, dtype=np.float64).reshape(counts.shape)
-    return cells_check(counts, laws, alpha=level, name=pair.name), int(counts.sum())
+    tested = pooled_pearson(counts, laws)[3]
+    return cells_check(counts, laws, alpha=level, name=pair.name), tested
 
 
 #: Largest vocabulary for which a failed pair is fitted to a mixture (a hint in the report).
@@ -712,9 +727,9 @@ def _closest_law(run: _PairRun, pair: SuitePair, level: float) -> str:
     p = np.asarray(pair.draft.probs, dtype=np.float64).reshape(counts.shape)
     weights = np.linspace(0, 1, 51)
     fits = [pooled_pearson(counts, w * q + (1 - w) * p) for w in weights]
-    scores = [statistic if not impossible else np.inf for statistic, _, impossible in fits]
+    scores = [statistic if not impossible else np.inf for statistic, _, impossible, _ in fits]
     best = int(np.argmin(scores))
-    statistic, dof, _ = fits[best]
+    statistic, dof, _, _ = fits[best]
     if not np.isfinite(scores[best]) or dof == 0:
         return ""
     p_value = float(chi2.sf(statistic, dof))
@@ -947,7 +962,7 @@ def detection_rounds(failure, *, window: int | None = None, models=None,
         try:
             exact = deviation(pair.draft, pair.target, window, mode.rule,
                               drafter=mode.drafter, max_sequences=0)
-        except ValueError:  # too many draft paths to enumerate: counted as never detecting
+        except TooManyDraftPaths:  # too many to enumerate: counted as never detecting
             exact = None
         rounds = float(expected_target_calls(pair.draft, pair.target,
                                              Speculative(window=window)))
@@ -967,8 +982,11 @@ def detection_rounds(failure, *, window: int | None = None, models=None,
         return 1 - miss
 
     if caught(10 ** 12) < power:
-        raise ValueError(f"{mode.name} is not detectable by this suite (its output law equals "
-                         "the target's on every pair)")
+        skipped = [pair.name for pair, (exact, _) in zip(pairs, parts, strict=True)
+                   if exact is None]
+        raise ValueError(f"{mode.name} is not detectable on these pairs: its output law equals "
+                         f"the target's on every pair that could be enumerated"
+                         + (f" (too large to enumerate: {skipped})" if skipped else ""))
     low, high = 0, len(pairs)
     while caught(high) < power:
         low, high = high, high * 2

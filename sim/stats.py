@@ -382,7 +382,7 @@ def cells_check(observed, probabilities, *, alpha: float = DEFAULT_ALPHA, name: 
     (True, False)
     """
     alpha = _alpha(alpha)
-    statistic, dof, impossible = pooled_pearson(observed, probabilities, min_expected)
+    statistic, dof, impossible, _ = pooled_pearson(observed, probabilities, min_expected)
     if impossible:
         return _finish(CheckResult(
             f"{name} ({impossible} observations in zero-probability categories)", np.inf, 0.0,
@@ -392,8 +392,9 @@ def cells_check(observed, probabilities, *, alpha: float = DEFAULT_ALPHA, name: 
 
 
 def pooled_pearson(observed, probabilities, min_expected: float = 5.0):
-    """(statistic, degrees of freedom, observations in zero-probability categories) of
-    :func:`cells_check`, without making a check (for fits and power computations).
+    """(statistic, degrees of freedom, observations in zero-probability categories, observations
+    in cells with ≥ 2 bins) of :func:`cells_check`, without making a check (for fits and power
+    computations).
 
     Parameters
     ----------
@@ -408,7 +409,7 @@ def pooled_pearson(observed, probabilities, min_expected: float = 5.0):
         raise ValueError(f"observed and probabilities must be (cells, categories) arrays of one "
                          f"shape; got {observed.shape} and {probabilities.shape}")
     totals = observed.sum(axis=1)
-    statistic, dof, impossible = 0.0, 0, 0
+    statistic, dof, impossible, tested = 0.0, 0, 0, 0
     for row in np.flatnonzero(totals):
         expected = totals[row] * probabilities[row]
         labels = merge_small_bins(expected, min_expected)
@@ -422,7 +423,8 @@ def pooled_pearson(observed, probabilities, min_expected: float = 5.0):
         binned_expected = np.bincount(labels[kept], weights=expected[kept], minlength=n_bins)
         statistic += float(((binned_observed - binned_expected) ** 2 / binned_expected).sum())
         dof += n_bins - 1
-    return statistic, dof, impossible
+        tested += int(totals[row])
+    return statistic, dof, impossible, tested
 
 
 def chi2_power(degrees_of_freedom: int, noncentrality: float, alpha: float) -> float:

@@ -42,15 +42,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from theory.algorithms import truncate
+from theory.lossy import _given_start
 from theory.models import MarkovLM, check_compatible
 from theory.onestep import _acceptance, _residual, _tv_distance, positive_part, safe_ratio
 
 __all__ = [
     "DEFAULT_MAX_NODES",
     "FAILURE_MODES",
+    "MAX_ROW_FLOATS",
     "Deviation",
     "FailureMode",
     "RoundLaws",
+    "TooManyDraftPaths",
     "block_rule",
     "bonus_from_wrong_row_rule",
     "deviation",
@@ -70,6 +73,12 @@ __all__ = [
 
 #: Largest number of enumerated draft paths of one position (all start contexts together).
 DEFAULT_MAX_NODES = 1_000_000
+#: Largest number of floats of the rows of one position's enumerated paths (paths·(k + 1)·V).
+MAX_ROW_FLOATS = 50_000_000
+
+
+class TooManyDraftPaths(ValueError):
+    """The exact enumeration of a round's drafts would exceed its size limits."""
 
 RoundRule = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
@@ -119,10 +128,10 @@ def standard_rule(drafts, p_rows, q_rows) -> np.ndarray:
     [[[0.8, 0.0], [0.04, 0.16]]]
     """
     return _token_wise(_picked(_acceptance(p_rows, q_rows[:, :-1]), drafts),
-                       _rejection_law(p_rows, q_rows[:, :-1]), q_rows[:, -1])
+                       _residual_or_target(p_rows, q_rows[:, :-1]), q_rows[:, -1])
 
 
-def _rejection_law(p_rows, q_rows):
+def _residual_or_target(p_rows, q_rows):
     """[q − p]₊ normalized; q normalized where there is no residual (for valid laws rejection
     then has mass 0; for the rows of a buggy verifier it may not, and the law stays a law)."""
     residual = _residual(p_rows, q_rows)
@@ -201,7 +210,7 @@ def bonus_from_wrong_row_rule(drafts, p_rows, q_rows) -> np.ndarray:
         As for :func:`standard_rule` (and the result).
     """
     return _token_wise(_picked(_acceptance(p_rows, q_rows[:, :-1]), drafts),
-                       _rejection_law(p_rows, q_rows[:, :-1]), q_rows[:, -2])
+                       _residual_or_target(p_rows, q_rows[:, :-1]), q_rows[:, -2])
 
 
 def processed_rule(process: Callable[[np.ndarray], np.ndarray]) -> RoundRule:
@@ -228,7 +237,7 @@ def processed_rule(process: Callable[[np.ndarray], np.ndarray]) -> RoundRule:
     def rule(drafts, p_rows, q_rows):
         told = process(p_rows)
         return _token_wise(_picked(_ratio_test(told, q_rows[:, :-1]), drafts),
-                           _rejection_law(told, q_rows[:, :-1]), q_rows[:, -1])
+                           _residual_or_target(told, q_rows[:, :-1]), q_rows[:, -1])
 
     rule.__qualname__ = f"processed_rule({getattr(process, '__qualname__', process)})"
     return rule
@@ -283,7 +292,7 @@ def rounded_rule(dtype: str) -> RoundRule:
         p_low, q_low = round_to(p_rows, dtype), round_to(q_rows, dtype)
         bonus = q_low[:, -1] / q_low[:, -1].sum(axis=-1, keepdims=True)
         return _token_wise(_picked(_ratio_test(p_low, q_low[:, :-1]), drafts),
-                           _rejection_law(p_low, q_low[:, :-1]), bonus)
+                           _residual_or_target(p_low, q_low[:, :-1]), bonus)
 
     rule.__qualname__ = f"rounded_rule({dtype!r})"
     return rule
@@ -438,7 +447,7 @@ def _drafts_at(draft: MarkovLM, target: MarkovLM, position: int, contexts: np.nd
     support = max(int((np.asarray(draft.probs[position + i]) > 0).sum(axis=-1).max())
                   for i in range(k))
     if contexts.size * float(support) ** k > 64 * max_nodes:
-        raise ValueError(f"up to {contexts.size} × {support}^{k} draft paths at position "
+        raise TooManyDraftPaths(f"up to {contexts.size} × {support}^{k} draft paths at position "
                          f"{position} exceed max_nodes = {max_nodes}; use a smaller window or "
                          "vocabulary")
     origin = np.arange(contexts.size)
@@ -448,16 +457,18 @@ def _drafts_at(draft: MarkovLM, target: MarkovLM, position: int, contexts: np.nd
     for i in range(k):
         current = along[:, -1]
         if path.size * vocab > 64 * max_nodes:  # refuse before building the (paths, V) array
-            raise ValueError(f"{path.size} draft paths × V = {vocab} at position {position} "
+            raise TooManyDraftPaths(f"{path.size} draft paths × V = {vocab} at position {position} "
                              f"exceed max_nodes = {max_nodes}; use a smaller window or "
                              "vocabulary")
         law = np.asarray(draft.probs[position + i], dtype=np.float64)[current]
         drawn = law if drafter is None else drafter(law)
         weights = (path[:, None] * drawn).ravel()
         keep = np.flatnonzero(weights > 0)
-        if keep.size > max_nodes:
-            raise ValueError(f"{keep.size} draft paths at position {position} exceed max_nodes "
-                             f"= {max_nodes}; use a smaller window or vocabulary")
+        if keep.size > max_nodes or keep.size * (k + 1) * vocab > MAX_ROW_FLOATS:
+            raise TooManyDraftPaths(
+                f"{keep.size} draft paths at position {position} exceed max_nodes = "
+                f"{max_nodes} (or their rows, {keep.size}·{k + 1}·{vocab} floats, exceed "
+                f"MAX_ROW_FLOATS = {MAX_ROW_FLOATS}); use a smaller window or vocabulary")
         parent, token = np.divmod(keep, vocab)
         origin, path = origin[parent], weights[keep]
         drafts = np.concatenate([drafts[parent], token[:, None]], axis=1)
@@ -685,15 +696,14 @@ def sequence_law(draft: MarkovLM, target: MarkovLM, window: int, rule: RoundRule
 def _sequence_tv(law: dict[tuple, float], target: MarkovLM) -> float:
     """TV between a law of (start, tokens) keys and the target's, given the start (averaged
     over the start law)."""
-    start = np.asarray(target.start_distribution, dtype=np.float64)
-    next_context = None if target.is_first_order else target.next_context
     sequences = np.array(list(itertools.product(range(target.vocab_size),
                                                 repeat=target.horizon)))
     total = 0.0
-    for s in np.flatnonzero(start > 0):
-        reference = MarkovLM(target.probs, next_context, int(s)).sequence_probability(sequences)
-        observed = np.array([law.get((int(s), *row), 0.0) for row in sequences.tolist()])
-        total += np.abs(observed - start[s] * reference).sum() / 2
+    for weight, started in zip(*_given_start(target), strict=True):
+        s = int(started.start)
+        reference = np.asarray(started.sequence_probability(sequences), dtype=np.float64)
+        observed = np.array([law.get((s, *row), 0.0) for row in sequences.tolist()])
+        total += np.abs(observed - weight * reference).sum() / 2
     return float(total)
 
 
