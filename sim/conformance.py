@@ -987,12 +987,18 @@ def detection_rounds(failure, *, window: int | None = None, models=None,
         raise ValueError(f"{mode.name} is not detectable on these pairs: its output law equals "
                          f"the target's on every pair that could be enumerated"
                          + (f" (too large to enumerate: {skipped})" if skipped else ""))
-    low, high = 0, len(pairs)
-    while caught(high) < power:
+    return _least_rounds(lambda n_rounds: caught(n_rounds) >= power, len(pairs))
+
+
+def _least_rounds(enough, start: int) -> int:
+    """The least n (to 0.1%) with ``enough(n)``, for a monotone ``enough``: doubling from
+    ``start``, then bisection."""
+    low, high = 0, start
+    while not enough(high):
         low, high = high, high * 2
     while high - low > max(1, high // 1000):
         middle = (low + high) // 2
-        low, high = (low, middle) if caught(middle) >= power else (middle, high)
+        low, high = (low, middle) if enough(middle) else (middle, high)
     return high
 
 
@@ -1047,13 +1053,7 @@ def floor_detection_rounds(floor: float, *, window: int = 3, models=None,
         share = -(-n_rounds // len(pairs))
         return sum(max(1, math.ceil(share / rounds)) * rate for rounds, rate in rates)
 
-    low, high = 0, len(pairs)
-    while mean(high) < needed:
-        low, high = high, high * 2
-    while high - low > max(1, high // 1000):
-        middle = (low + high) // 2
-        low, high = (low, middle) if mean(middle) >= needed else (middle, high)
-    return high
+    return _least_rounds(lambda n_rounds: mean(n_rounds) >= needed, len(pairs))
 
 
 def failure_table(*, window: int = 3, seeds: int = 0) -> list[dict]:
