@@ -32,9 +32,9 @@ import time
 import numpy as np
 
 from sim.engine import make_tables, run_chunk
-from sim.kernels import thread_count
+from sim.engine.compiled import thread_count
+from sim.engine.philox import philox_key
 from sim.models import draft_at_tv, fig2_pair, hidden_context_pair, random_pair
-from sim.philox import philox_key
 from sim.reference import reference_simulate
 from theory import BatchSpeculative, LossySpeculative, Speculative, expected_rejections
 

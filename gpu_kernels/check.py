@@ -3,7 +3,7 @@
 Prints the device, then
 
 1. Philox — the torch cipher (tensor operations, and on CUDA the fused jiterator kernel) is
-   bit-identical to the readable numpy definition (:mod:`sim.philox`);
+   bit-identical to the readable numpy definition (:mod:`sim.engine.philox`);
 2. exact agreement — for the same seed the torch engine on the device returns the compiled CPU
    engine's tokens, rejections and target calls, for every algorithm, on the Fig. 2 setting
    and a V = 32,000 hidden-context model (both Philox backends on CUDA);
@@ -29,8 +29,8 @@ import numpy as np
 from gpu_kernels.engine import _RUNS, _torch, default_device, philox_pair, simulate
 from sim.engine import make_tables
 from sim.engine import simulate as simulate_cpu
+from sim.engine.philox import philox_key, uniforms
 from sim.models import fig2_pair, hidden_context_pair
-from sim.philox import philox_key, uniforms
 from sim.stats import mean_check, pmf_moments
 from theory import (
     Autoregressive,

@@ -6,11 +6,11 @@ every trial and selected with ``torch.where`` — no host synchronisation inside
 loop except, for batches of more than :data:`SYNC_FROM` candidates, one check per extra
 candidate that some trial still needs it (so untried candidates cost nothing).  The
 multi-draft root verifiers ("swor", "spectr", "greedy", "topk", "optimal") run on the token
-step with :class:`sim.engine.RootTables`: like the CPU engine, they sample each verifier's exact
-root law, not its draw-by-draw procedure.
+step with :class:`sim.engine.multidraft.RootTables`: like the CPU engine, they sample each
+verifier's exact root law, not its draw-by-draw procedure.
 
 **Same randomness as the CPU engine, bit for bit.**  Every uniform is Philox4x32-10 of
-(seed, trial, position, slot) with the slots of :mod:`sim.kernels`; this module computes the
+(seed, trial, position, slot) with the slots of :mod:`sim.engine.compiled`; this module computes the
 cipher with int64 tensor operations (no overflow: 32 × 32-bit products are split into 16-bit
 halves), and float64 comparisons are the same IEEE operations as in the compiled kernels.  So
 for the same seed :func:`simulate` returns exactly the arrays of :func:`sim.simulate`, on any
@@ -31,14 +31,20 @@ from sim.engine import (
     BlockTables,
     RootTables,
     TokenTables,
-    _outputs,
     chunk_bounds,
     count_dtype,
     make_tables,
     token_dtype,
 )
-from sim.philox import PHILOX_MULTIPLIERS, PHILOX_ROUNDS, PHILOX_WEYL, START_POSITION, philox_key
-from sim.result import SimResult, check_problem
+from sim.engine.philox import (
+    PHILOX_MULTIPLIERS,
+    PHILOX_ROUNDS,
+    PHILOX_WEYL,
+    START_POSITION,
+    philox_key,
+)
+from sim.engine.result import SimResult, check_problem
+from sim.engine.run import _outputs
 
 __all__ = ["PHILOX_BACKENDS", "default_device", "philox_pair", "simulate"]
 
@@ -142,13 +148,13 @@ def _fused_kernel():
 def philox_pair(trial, key, position: int, pair: int, backend: str = "tensor"):
     """The uniforms of slots (2·pair, 2·pair + 1) for int64 ``trial`` indices (float64).
 
-    Bit-identical to :func:`sim.philox.uniforms` (and so to the CPU engine).
+    Bit-identical to :func:`sim.engine.philox.uniforms` (and so to the CPU engine).
 
     Examples
     --------
     >>> import torch
     >>> from gpu_kernels.engine import philox_pair
-    >>> from sim.philox import uniforms
+    >>> from sim.engine.philox import uniforms
     >>> even, odd = philox_pair(torch.arange(3), (5, 6), position=2, pair=0)
     >>> bool((even.numpy() == uniforms((5, 6), [0, 1, 2], 2, 0)).all())
     True
@@ -172,7 +178,7 @@ def _torch_dtype(dtype: np.dtype):
 # -- tables on the device ------------------------------------------------------------------
 
 class _Alias:
-    """An :class:`sim.tables.AliasTable` on a device: thresholds and aliases."""
+    """An :class:`sim.engine.tables.AliasTable` on a device: thresholds and aliases."""
 
     def __init__(self, table, device, index_dtype):
         torch = _torch()
@@ -275,7 +281,7 @@ class _TokenRun(_Run):
             tables.round_start, device=device).to(self.index_dtype)
 
     def step(self, trial, position, rows, state):
-        """The compiled kernel's branch-free step (see :func:`sim.kernels.token_kernel`)."""
+        """The compiled kernel's branch-free step (see :func:`sim.engine.token.token_kernel`)."""
         torch = _torch()
         u_token, u_test = self.pair(trial, position, 0)
         if self.round_start is not None:  # a window policy: the round's first state
@@ -343,7 +349,7 @@ class _BatchRun(_Run):
 
 
 class _BlockRun(_Run):
-    """Block verification (:func:`sim.kernels.block_kernel`), bit for bit.
+    """Block verification (:func:`sim.engine.block.block_kernel`), bit for bit.
 
     Every trial plays its own rounds, starting at its own position, so this run is not a
     per-position step: all trials play one round per iteration of the outer loop (finished

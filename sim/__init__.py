@@ -1,11 +1,15 @@
 """specdec-theory simulation: model generators, engines, statistics, experiments.
 
-The public entry point is :func:`simulate` (the vectorized numpy engine), returning a
-:class:`SimResult`.  :mod:`sim.reference` holds the readable reference engine and the exact
-enumerator; :mod:`sim.stats` the statistical tests used by the test suite and the reports.
+The public entry point is :func:`simulate` (the compiled CPU engine), returning a
+:class:`SimResult`.  The subpackages group sim by concern (docs/architecture.md):
+:mod:`sim.engine` (randomness, sampling tables, compiled kernels, the reference engine and exact
+enumerator, one module per algorithm family), :mod:`sim.conformance` (the harness for
+third-party verifiers and the adapters to real packages), :mod:`sim.experiments` (``specdec
+reproduce``: one module per experiment with its figure, and the report runner); the top-level
+modules are :mod:`sim.models` (model generators), :mod:`sim.stats` (the statistical checks),
+:mod:`sim.strategies` (hypothesis strategies) and :mod:`sim.cli`.
 """
 
-from sim.engine import simulate, simulate_counts
-from sim.result import SimCounts, SimResult
+from sim.engine import SimCounts, SimResult, simulate, simulate_counts
 
 __all__ = ["SimCounts", "SimResult", "simulate", "simulate_counts"]

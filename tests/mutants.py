@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sim.engine.multidraft import rooted_rounds, spectr_root, swor_root
 from sim.reference import _Trace, run_algorithm
-from sim.root_reference import rooted_rounds, spectr_root, swor_root
 from theory import (
     BatchSpeculative,
     BlockSpeculative,

@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 from gpu_kernels import simulate as simulate_torch
 from sim import simulate, simulate_counts
 from sim.cli import main
+from sim.engine.tables import build_alias, implied_law
 from sim.models import fig2_pair, random_pair
 from sim.reference import enumerate_outcomes, reference_simulate
 from sim.strategies import markov_lms, probability_vectors
-from sim.tables import build_alias, implied_law
 from theory import (
     BatchSpeculative,
     LossySpeculative,

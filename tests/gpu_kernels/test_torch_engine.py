@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from gpu_kernels import philox_pair
 from gpu_kernels import simulate as simulate_torch
 from sim import simulate
+from sim.engine.philox import uniforms
 from sim.models import fig2_pair, hidden_context_pair
-from sim.philox import uniforms
 from sim.stats import DEFAULT_ALPHA as ALPHA
 from sim.stats import mean_check
 from sim.strategies import broadcast_layouts, model_pairs

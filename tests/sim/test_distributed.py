@@ -104,8 +104,9 @@ def test_losing_workers_mid_run_changes_no_bit(tmp_path, kills):
     with one death the other worker's copy of the tables serves the rerun; when both die the
     tables are lost everywhere and the chunks are resubmitted with freshly scattered tables.
     Either way the result equals the single-process one, bit for bit."""
-    from sim.engine import _on_cluster, chunk_bounds, make_tables, run_chunk
-    from sim.philox import philox_key
+    from sim.engine import chunk_bounds, make_tables, run_chunk
+    from sim.engine.philox import philox_key
+    from sim.engine.run import _on_cluster
 
     draft, target = fig2_pair(horizon=20)
     tables = make_tables(draft, target, Speculative(window=3))

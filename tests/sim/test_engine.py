@@ -10,12 +10,12 @@ from hypothesis import strategies as st
 
 from sim import SimResult, simulate
 from sim.engine import count_dtype, make_tables, token_dtype
-from sim.kernels import uniform, uniform_pair
+from sim.engine.compiled import uniform, uniform_pair
+from sim.engine.philox import START_POSITION, philox4x32, philox_key, uniforms
+from sim.engine.tables import build_alias, implied_law
 from sim.models import fig2_pair, random_pair
-from sim.philox import START_POSITION, philox4x32, philox_key, uniforms
 from sim.reference import reference_simulate
 from sim.strategies import broadcast_layouts, model_pairs, probability_vectors
-from sim.tables import build_alias, implied_law
 from theory import (
     Autoregressive,
     BatchSpeculative,
@@ -269,7 +269,7 @@ def test_concatenate_results():
 @given(st.integers(1, 30).flatmap(
     lambda v: st.lists(probability_vectors(v), min_size=1, max_size=5)))
 def test_both_pairing_loops_build_identical_tables(rows):
-    from sim.tables import _pair_rows, _pair_rows_one_by_one
+    from sim.engine.tables import _pair_rows, _pair_rows_one_by_one
 
     weights = np.array(rows)
     scaled = weights * weights.shape[1] / weights.sum(axis=1, keepdims=True)

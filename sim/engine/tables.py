@@ -127,7 +127,7 @@ def build_alias(weights: np.ndarray) -> AliasTable:
     Examples
     --------
     >>> import numpy as np
-    >>> from sim.tables import build_alias, implied_law
+    >>> from sim.engine.tables import build_alias, implied_law
     >>> table = build_alias(np.array([[0.5, 0.25, 0.25, 0.0]]))
     >>> implied_law(table).tolist()
     [[0.5, 0.25, 0.25, 0.0]]

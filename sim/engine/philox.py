@@ -30,7 +30,7 @@ One round of Philox4x32 with the multipliers M₀ = 0xD2511F53, M₁ = 0xCD9E8D5
 upper and lower 32 bits of the 64-bit product; ten rounds, the key bumped by the Weyl
 constants (0x9E3779B9, 0xBB67AE85) between rounds.  :func:`philox4x32` is this module's
 readable numpy implementation, checked against the published known-answer vectors; the
-compiled kernels (:mod:`sim.kernels`) and the torch engine (:mod:`gpu_kernels`) carry their
+compiled kernels (:mod:`sim.engine.compiled`) and the torch engine (:mod:`gpu_kernels`) carry their
 own copies, checked against it bit for bit.
 """
 
@@ -111,7 +111,7 @@ def uniforms(key, trial, position, slot) -> np.ndarray:
 
     Examples
     --------
-    >>> from sim.philox import uniforms
+    >>> from sim.engine.philox import uniforms
     >>> u = uniforms((1, 2), trial=[0, 1, 2], position=0, slot=0)
     >>> bool(((0 <= u) & (u < 1)).all()), u.dtype
     (True, dtype('float64'))
@@ -145,7 +145,7 @@ def philox_key(rng=None) -> tuple[int, int]:
 
     Examples
     --------
-    >>> from sim.philox import philox_key
+    >>> from sim.engine.philox import philox_key
     >>> philox_key(0) == philox_key(0), philox_key(0) == philox_key(1)
     (True, False)
     """

@@ -1,15 +1,24 @@
-r"""Reference routines of the multi-draft root verifiers (issue #14), written literally.
+r"""The multi-draft root verifiers in the engines: exact root laws sampled, literal routines.
 
-Each ``*_root(p, q, n_drafts, choose)`` is the verifier's definition at the root of a round of
-:class:`theory.BatchSpeculative` — drafts drawn with ``choose.categorical``, tests with
-``choose.bernoulli`` (see :mod:`sim.reference`) — and returns ``(token, accepted)``: the
-emitted root token and whether it is one of the drafts' root tokens.  :func:`rooted_rounds`
-runs whole sequences: a root per round, then standard speculative sampling on the accepted
-draft (its continuation drawn from p given its root token) until the first rejection.
+``BatchSpeculative(M, verifier)`` for the root verifiers of :mod:`theory.multidraft` ("swor",
+"spectr", "greedy", "topk", "optimal"): the verifier acts at the root of a round, then the
+accepted draft is followed alone by standard speculative sampling.
 
-These routines are the readable definitions; :mod:`theory.multidraft` gives their exact root
-laws (a, r), and the compiled engines sample those laws.  ``enumerate_outcomes`` on these
-routines equals the dynamic programs run on the laws (tests/theory/test_multidraft.py).
+* :class:`RootTables` — the compiled engines sample each verifier's **exact root law** (a, r)
+  with the token-wise kernel (:func:`sim.engine.token.token_kernel`), the root as its bonus
+  state;
+* the reference routines — each ``*_root(p, q, n_drafts, choose)`` is the verifier's
+  definition at the root, written literally: drafts drawn with ``choose.categorical``, tests
+  with ``choose.bernoulli`` (:mod:`sim.engine.reference`); it returns ``(token, accepted)``,
+  the emitted root token and whether it is one of the drafts' root tokens.
+  :func:`rooted_rounds` runs whole sequences: a root per round, then standard speculative
+  sampling on the accepted draft (its continuation drawn from p given its root token) until
+  the first rejection.
+
+``enumerate_outcomes`` on these routines equals the dynamic programs run on the laws
+(tests/theory/test_multidraft.py), which ties the sampled laws to the literal definitions.
+The family's registration is in :mod:`sim.engine.batch` (``BatchSpeculative`` dispatches on its
+``verifier`` there).
 
 Examples
 --------
@@ -24,10 +33,15 @@ Examples
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
 
+from sim.engine.core import Layout
+from sim.engine.tables import build_alias
+from sim.engine.token import TokenTables
+from theory import MarkovLM, Speculative
 from theory.multidraft import (
     FLOW_TOLERANCE,
     _exclude_renormalized,
@@ -37,10 +51,46 @@ from theory.multidraft import (
 )
 from theory.onestep import _acceptance, _residual, positive_part
 
-__all__ = ["ROOT_PROCEDURES", "greedy_root", "optimal_root", "rooted_rounds", "spectr_root",
-           "swor_root", "topk_root"]
+__all__ = ["ROOT_PROCEDURES", "RootTables", "greedy_root", "optimal_root", "rooted_rounds",
+           "spectr_root", "swor_root", "topk_root"]
 
 
+@dataclass(frozen=True)
+class RootTables(TokenTables):
+    """Tables of a root verifier of :mod:`theory.multidraft` ("swor", "spectr", …), run by the
+    token-wise kernel.
+
+    The engines sample the verifier's **exact root law** (a, r) — validated against its literal
+    routine (:mod:`sim.engine.multidraft`) by exact enumeration — not its draw-by-draw procedure.
+    At a root (round state 0, used as the kernel's bonus state) the token is proposed from
+    a/α (α = Σa), accepted with probability α (the same for every token of the row) and else
+    replaced by a draw from r/(1 − α): P(token x, accepted) = a(x), P(token x, rejected) = r(x),
+    exactly the root law.  The root rows sit ``bonus_offset`` = R rows after the draft's rows in
+    ``proposal`` and ``rejection_offset`` = R rows after the residuals [q − p]₊ in
+    ``rejection``; state 1 is standard speculative sampling.  Where α = 0 (or 1) the unused
+    law is q.
+    """
+
+    @classmethod
+    def build(cls, draft: MarkovLM, target: MarkovLM, algorithm) -> RootTables:
+        layout = Layout.of(draft, target)
+        p, q = layout.rows(draft), layout.rows(target)
+        accepted, rejected = (np.asarray(law, dtype=np.float64)
+                              for law in algorithm.root_law(p, q))
+        alpha = np.clip(accepted.sum(axis=-1, keepdims=True), 0.0, 1.0)
+        root_proposal = np.where(alpha > 0, accepted / np.where(alpha > 0, alpha, 1.0), q)
+        root_rejection = np.where(alpha < 1, rejected / np.where(alpha < 1, 1 - alpha, 1.0), q)
+        standard = Speculative()
+        accept, residual = standard.verification(p, q)
+        acceptance = np.concatenate([np.ascontiguousarray(accept, dtype=np.float64).ravel(),
+                                     np.repeat(alpha.ravel(), layout.vocab_size)])
+        rows = p.shape[0]
+        return cls(algorithm, layout, build_alias(np.concatenate([p, root_proposal])),
+                   acceptance, build_alias(np.concatenate([residual, root_rejection])),
+                   np.ones(2, dtype=np.int64), 0, rows, np.empty(0, dtype=np.int64), rows)
+
+
+# ---------------------------------------------------------------------- reference routines
 def swor_root(p, q, n_drafts, choose, *, exclude=_exclude_renormalized):
     """Recursive rejection sampling without replacement (Jeon et al. 2024, arXiv:2402.14160)."""
     draft_law, residual = np.asarray(p), np.asarray(q)

@@ -1,0 +1,206 @@
+r"""Batch verification in the engines: Algorithm 4 ("paper") and the trie, M i.i.d. drafts.
+
+One home for what the engines do with ``BatchSpeculative(M, "paper" | "trie")`` (the paper's
+Algorithm 4 and the SpecInfer-style trie of docs/architecture.md §1):
+
+* :class:`BatchTables` — the draft's alias table and rows, the stacked acceptances
+  min(1, q^{m+1}/p) of candidates m = 0 … M − 1 and the residuals q^{k+1} after k failures;
+* :func:`batch_kernel` — the compiled per-trial loop (slots 2m, 2m + 1: draw and test
+  candidate m; 2M: the last residual's draw; trie only, 2M + i: whether untried candidate i
+  shares the accepted token);
+* the reference routine — candidates tried in order against the recursive residuals, written
+  as pseudo-code over a chooser (:mod:`sim.engine.reference`).
+
+The root verifiers ("swor", "spectr", "greedy", "topk", "optimal") of the same class live in
+:mod:`sim.engine.multidraft`; :meth:`BatchTables.build` and the reference routine hand them
+over there.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit, prange
+
+from sim.engine.compiled import (
+    BLOCK,
+    _first_pairs,
+    _start_context,
+    alias_draw,
+    uniform,
+    uniform_pair,
+)
+from sim.engine.core import Layout, register_family
+from sim.engine.multidraft import ROOT_PROCEDURES, RootTables, rooted_rounds
+from sim.engine.reference import Outcome, _Trace
+from sim.engine.tables import AliasTable, build_alias
+from theory import BatchSpeculative, MarkovLM
+from theory.multidraft import ROOT_VERIFIERS
+from theory.onestep import _acceptance
+
+__all__ = ["BatchTables", "batch_kernel"]
+
+
+@dataclass(frozen=True)
+class BatchTables:
+    """Tables of M-candidate root verification: draft, stacked acceptances and residuals.
+
+    ``acceptance[(m·R + row)·V + x]`` = min(1, q^{m+1}(x)/p(x)) for candidate m;
+    row (k − 1)·R + row of ``residual`` is q^{k+1}, the law after k failures.
+    """
+
+    algorithm: BatchSpeculative
+    layout: Layout
+    n_rows: int
+    draft: AliasTable
+    draft_probs: np.ndarray  # (R·V,) p itself (the trie's "same token" test)
+    acceptance: np.ndarray  # (M·R·V,)
+    residual: AliasTable  # M·R rows
+
+    @classmethod
+    def build(cls, draft: MarkovLM, target: MarkovLM, algorithm) -> BatchTables | RootTables:
+        if algorithm.verifier in ROOT_VERIFIERS:  # a root law, then standard SD
+            return RootTables.build(draft, target, algorithm)
+        layout = Layout.of(draft, target)
+        p, q = layout.rows(draft), layout.rows(target)
+        residuals, _ = algorithm.residuals(p, q)
+        acceptance = np.concatenate(
+            [_acceptance(p, residual).ravel() for residual in residuals[:-1]])
+        return cls(algorithm, layout, p.shape[0], build_alias(p), p.ravel(), acceptance,
+                   build_alias(np.concatenate(residuals[1:])))
+
+    @classmethod
+    def steps_per_position(cls, algorithm, target: MarkovLM) -> float:
+        """At most M candidate tests ("paper", "trie"; an upper bound: only the tried ones
+        are drawn); one step for a root verifier (the token-wise kernel)."""
+        if algorithm.verifier in ROOT_VERIFIERS:
+            return 1.0
+        return float(algorithm.n_drafts)
+
+    def run(self, key, first_trial, rejections, target_calls, tokens) -> None:
+        algorithm = self.algorithm
+        batch_kernel(
+            key[0], key[1], first_trial, *self.layout.common_arguments(),
+            algorithm.n_drafts, algorithm.verifier == "trie", self.n_rows, self.draft.entries,
+            self.draft_probs, self.acceptance, self.residual.entries, rejections,
+            target_calls, tokens)
+
+
+@njit(parallel=True, cache=True)
+def batch_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_stride,
+                 start, start_cdf, next_context, n_drafts, trie, n_rows, draft, draft_probs,
+                 acceptance, residual, rejections, target_calls, tokens):
+    """Algorithm 4 (``trie=False``) and the trie verifier with M = ``n_drafts`` candidates.
+
+    Round state k: 0 = a round starts with M candidates, k ≥ 1 = k live candidates.
+    Candidate m (0-based) is tested against q^{m+1}: ``acceptance[(m·R + row)·V + x]``; after
+    k failures the token comes from row (k − 1)·R + row of ``residual`` (q^{k+1}).  Only the
+    candidates actually tried draw uniforms, so the cost does not grow with untried ones.
+    """
+    record = tokens.shape[0] > 0
+    first_order = next_context.size == 0
+    k0, k1 = np.uint64(key0), np.uint64(key1)
+    last = np.uint64(2 * n_drafts)
+    n_trials = rejections.size
+    for block in prange((n_trials + BLOCK - 1) // BLOCK):
+        lo = block * BLOCK
+        size = min(BLOCK, n_trials - lo)
+        first = first_trial + lo
+        context = np.empty(size, dtype=np.int64)
+        state = np.zeros(size, dtype=np.int64)
+        rejected = np.zeros(size, dtype=np.int64)
+        calls = np.zeros(size, dtype=np.int64)
+        u_draw, u_test = np.empty(size), np.empty(size)
+        for j in range(size):
+            context[j] = _start_context(k0, k1, np.uint64(first + j), start, start_cdf)
+        for position in range(horizon):
+            n = np.uint64(position)
+            _first_pairs(k0, k1, first, n, u_draw, u_test)
+            for j in range(size):
+                trial = np.uint64(first + j)
+                row = position * row_stride + context[j]
+                live = n_drafts
+                if state[j] == 0:
+                    calls[j] += 1
+                else:
+                    live = state[j]
+                winner = -1
+                token = 0
+                draw, test = u_draw[j], u_test[j]
+                for m in range(live):
+                    if m:
+                        draw, test = uniform_pair(k0, k1, trial, n, np.uint64(m))
+                    candidate = alias_draw(draft, row, vocab_size, draw)
+                    if test < acceptance[(m * n_rows + row) * vocab_size + candidate]:
+                        token = candidate
+                        winner = m
+                        break
+                if winner < 0:
+                    token = alias_draw(residual, (live - 1) * n_rows + row, vocab_size,
+                                       uniform(k0, k1, trial, n, last))
+                    rejected[j] += 1
+                    state[j] = 0
+                elif not trie:
+                    state[j] = 1
+                else:
+                    share = draft_probs[row * vocab_size + token]
+                    stay = 1
+                    for untried in range(winner + 1, live):
+                        if uniform(k0, k1, trial, n, last + np.uint64(untried)) < share:
+                            stay += 1
+                    state[j] = stay
+                if record:
+                    tokens[lo + j, position] = token
+                context[j] = token if first_order else \
+                    next_context[context[j] * vocab_size + token]
+        for j in range(size):
+            rejections[lo + j] = rejected[j]
+            target_calls[lo + j] = calls[j]
+
+
+# ---------------------------------------------------------------------- reference routine
+def _try_candidates(algorithm, n_candidates: int, p, q, choose):
+    """Try candidate drafts in order against the recursive residuals q¹ = q, q^{m+1}.
+
+    Returns ``(token, index)`` of the first accepted candidate, or ``(token, None)`` with the
+    token drawn from the last residual when every candidate failed.
+    """
+    residual = q
+    for index in range(n_candidates):
+        token = choose.categorical(p)  # this candidate's token, drawn when it is read
+        if choose.bernoulli(_acceptance(p, residual)[token]):
+            return token, index
+        residual = algorithm.next_residual(p, residual)  # [residual − p]₊, normalized
+    return choose.categorical(residual), None
+
+
+def _batch_speculative(algorithm: BatchSpeculative, draft, target, choose) -> Outcome:
+    """Algorithm 4 ("paper") and the trie verifier, with M i.i.d. drafts per round; the root
+    verifiers of :mod:`sim.engine.multidraft` ("swor", "spectr", …) by their literal routines."""
+    trace = _Trace(target, choose)
+    if algorithm.verifier in ROOT_PROCEDURES:
+        root = functools.partial(ROOT_PROCEDURES[algorithm.verifier],
+                                 n_drafts=algorithm.n_drafts)
+        return rooted_rounds(draft, target, choose, lambda p, q, c: root(p, q, choose=c), trace)
+    while not trace.done:  # one round per iteration: one target call, M fresh drafts
+        trace.target_calls += 1
+        live = algorithm.n_drafts  # drafts whose prefix equals the accepted prefix
+        while not trace.done:
+            p = draft.probs[trace.position, trace.context]
+            q = target.probs[trace.position, trace.context]
+            token, winner = _try_candidates(algorithm, live, p, q, choose)
+            trace.emit(token)
+            if winner is None:  # every candidate failed: rejection, new round
+                trace.rejections += 1
+                break
+            if algorithm.verifier == "paper":
+                live = 1  # Algorithm 4 follows the accepted draft alone
+            else:  # trie: the untried candidates whose token here is also `token` stay
+                untried = live - winner - 1
+                live = 1 + sum(choose.bernoulli(p[token]) for _ in range(untried))
+    return trace.outcome()
+
+
+register_family(BatchSpeculative, BatchTables, _batch_speculative)

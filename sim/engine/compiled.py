@@ -1,0 +1,122 @@
+r"""The compiled engine's shared building blocks (numba): counter uniforms, alias draws.
+
+The family kernels (:func:`sim.engine.token.token_kernel`, :func:`sim.engine.batch.batch_kernel`,
+:func:`sim.engine.block.block_kernel`) are each a pure function of their sampling tables and
+the Philox key, built from the primitives here.
+Trials are cut into blocks of :data:`BLOCK`; a block advances one position at a time: first
+branch-free loops compute the uniforms every trial needs at this position (Philox vectorizes
+over trials), then each trial takes its branches.  Uniforms whose need depends on the trial's
+path — candidate m ≥ 1 of a batch, the trie's "same token" tests, the last residual's draw —
+are computed only when used, so cost does not grow with untried candidates.  (The rejection
+uniform and draw of token-wise verifiers are computed for every trial: branch-free, that is
+about twice as fast as on demand, on small and on memory-bound tables alike.  Which uniforms
+are computed never changes a result: each is a fixed function of its counter.)  Trials are
+independent, so ``prange`` spreads blocks over threads and the result is identical for any
+thread count, chunking or order.
+
+Slots (the counter's last word) — the contract the torch engine reproduces:
+
+=====================  =======================================================================
+kernel                 slots at position n
+=====================  =======================================================================
+token-wise             0: the draft token (the token from q at a bonus position and for
+                       ``Autoregressive``; from a/α at the root of a multi-draft root
+                       verifier), 1: the acceptance test u < b(x̃) (u < α at such a root),
+                       2: the draw from the rejection law (r/(1 − α) at such a root)
+batch (M candidates)   2m, 2m + 1: draw and test candidate m; 2M: the draw from the last
+                       residual after every candidate failed; trie only, 2M + i: whether untried
+                       candidate i shares the accepted token (u < p(x)), 1 ≤ i < M
+block verification     counter position = the round's START position n (a round consumes
+                       its randomness at once): 2(i − 1): draft X_i, 2(i − 1) + 1: η_i,
+                       2γ: the final token Y (residual or bonus)
+start (random prompt)  position ``START_POSITION``, slot 0, by inverse CDF
+=====================  =======================================================================
+
+Alias draws (:mod:`sim.engine.tables`): with k = ⌊uV⌋ (at most V − 1), the outcome is k when
+uV − k < θ_k, else the alias a_k; the (θ, a) pair of a column is one complex128 record.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit
+
+from sim.engine.philox import PHILOX_MULTIPLIERS, PHILOX_ROUNDS, PHILOX_WEYL, START_POSITION
+
+__all__ = ["BLOCK", "alias_draw", "thread_count", "uniform", "uniform_pair"]
+
+_M0, _M1 = (np.uint64(m) for m in PHILOX_MULTIPLIERS)
+_W0, _W1 = (np.uint64(w) for w in PHILOX_WEYL)
+_MASK = np.uint64(0xFFFFFFFF)
+_S32, _S21, _S11 = np.uint64(32), np.uint64(21), np.uint64(11)
+_ROUNDS = PHILOX_ROUNDS
+_START = np.uint64(START_POSITION)
+_SCALE = 2.0**-53
+_ZERO, _ONE = np.uint64(0), np.uint64(1)
+
+#: Trials advanced together by one thread: the Philox pair of every trial's first two slots
+#: is computed for the whole block in one branch-free (SIMD) loop, then the block's
+#: trials take their branches one by one.
+BLOCK = 256
+
+
+@njit(inline="always", cache=True)
+def uniform_pair(key0, key1, trial, position, pair):
+    """The uniforms of slots (2·pair, 2·pair + 1): one Philox4x32-10 block; all uint64."""
+    c0, c1, c2, c3 = trial & _MASK, trial >> _S32, position, pair
+    k0, k1 = key0, key1
+    for r in range(_ROUNDS):
+        if r:
+            k0 = (k0 + _W0) & _MASK
+            k1 = (k1 + _W1) & _MASK
+        p0 = _M0 * c0
+        p1 = _M1 * c2
+        c0, c1, c2, c3 = (p1 >> _S32) ^ c1 ^ k0, p1 & _MASK, (p0 >> _S32) ^ c3 ^ k1, p0 & _MASK
+    return (np.float64((c0 << _S21) | (c1 >> _S11)) * _SCALE,
+            np.float64((c2 << _S21) | (c3 >> _S11)) * _SCALE)
+
+
+@njit(inline="always", cache=True)
+def uniform(key0, key1, trial, position, slot):
+    """:func:`sim.engine.philox.uniforms` for one (trial, position, slot); all uint64."""
+    even, odd = uniform_pair(key0, key1, trial, position, slot >> _ONE)
+    return odd if slot & _ONE else even
+
+
+@njit(inline="always", cache=True)
+def alias_draw(entries, row, vocab_size, u):
+    """One draw from row ``row`` of packed alias records (:class:`sim.engine.tables.AliasTable`)."""
+    scaled = u * vocab_size
+    column = min(np.int64(scaled), vocab_size - 1)
+    record = entries[row * vocab_size + column]
+    alias = np.int64(record.imag)
+    return column if scaled - column < record.real else alias
+
+
+@njit(inline="always", cache=True)
+def _start_context(key0, key1, trial, start, start_cdf):
+    """The trial's first context: ``start`` (≥ 0), or a draw from the prompt law's CDF."""
+    if start >= 0:
+        return start
+    target = uniform(key0, key1, trial, _START, _ZERO) * start_cdf[-1]
+    lo, hi = 0, start_cdf.size  # first index with cdf > target (numpy side="right")
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if start_cdf[mid] <= target:
+            lo = mid + 1
+        else:
+            hi = mid
+    return min(lo, start_cdf.size - 1)
+
+
+@njit(inline="always", cache=True)
+def _first_pairs(key0, key1, first, position, even, odd):
+    """Slots 0 and 1 of trials first, first + 1, … at ``position``: a branch-free loop."""
+    for j in range(even.size):
+        even[j], odd[j] = uniform_pair(key0, key1, np.uint64(first + j), position, _ZERO)
+
+
+def thread_count() -> int:
+    """Threads the kernels use (``NUMBA_NUM_THREADS`` or ``numba.set_num_threads``)."""
+    return numba.get_num_threads()

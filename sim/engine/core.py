@@ -1,0 +1,329 @@
+r"""What every engine family shares: the row layout, output dtypes, the family registry, limits.
+
+An *engine family* is the compiled sampler of one kind of algorithm (token-wise verifiers,
+batch verification, multi-draft root verifiers, block verification): a tables class that
+builds flat sampling tables once per simulation and runs its numba kernel over a chunk of
+trials.  Each family module (:mod:`sim.engine.token`, :mod:`sim.engine.batch`,
+:mod:`sim.engine.multidraft`, :mod:`sim.engine.block`) registers its algorithm classes with
+:func:`register_family`; :func:`make_tables` looks the algorithm's class up along its MRO, so a
+custom verifier subclassing ``theory.Speculative`` runs in the token-wise family with no
+registration of its own.
+
+Rows of the tables: (position n, context s) ↦ row ``n · row_stride + s`` (:class:`Layout`;
+``row_stride`` = 0 for a time-homogeneous pair).  The guards :func:`check_memory` and
+:func:`check_work` refuse absurd requests before any work, against :data:`MEMORY_LIMIT` and
+:data:`WORK_LIMIT` — read at call time from ``sim.engine``, where users set them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.engine.reference import run_algorithm
+from theory import MarkovLM
+
+__all__ = [
+    "FAMILIES",
+    "MEMORY_LIMIT",
+    "WORK_LIMIT",
+    "Layout",
+    "check_memory",
+    "check_work",
+    "count_dtype",
+    "family_tables",
+    "make_tables",
+    "register_family",
+    "simulation_work",
+    "table_bytes",
+    "token_dtype",
+]
+
+
+def _smallest_signed(largest: int) -> np.dtype:
+    return next(np.dtype(kind) for kind in (np.int8, np.int16, np.int32, np.int64)
+                if np.iinfo(kind).max >= largest)
+
+
+def count_dtype(horizon: int) -> np.dtype:
+    """The smallest signed integer dtype that holds every count 0 … ``horizon``.
+
+    Parameters
+    ----------
+    horizon : int >= 0
+        T, the largest count.
+
+    Returns
+    -------
+    numpy.dtype
+        int8, int16, int32 or int64.
+    """
+    return _smallest_signed(int(horizon))
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """The smallest signed integer dtype that holds every token 0 … ``vocab_size`` − 1.
+
+    Parameters
+    ----------
+    vocab_size : int >= 1
+        V.
+
+    Returns
+    -------
+    numpy.dtype
+        int8, int16, int32 or int64.
+    """
+    return _smallest_signed(int(vocab_size) - 1)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How (position, context) pairs map to rows of the sampling tables, and the start.
+
+    Row of (n, s) is ``n · row_stride + s``: ``row_stride`` is 0 when both models are
+    time-homogeneous (one set of rows serves every position), else S.
+    """
+
+    horizon: int
+    n_contexts: int
+    vocab_size: int
+    row_stride: int
+    next_context: np.ndarray  # (S·V,) int32; empty for first-order chains (next = token)
+    start: int  # the start context, or -1 when the prompt is random
+    start_cdf: np.ndarray  # CDF of the prompt law (float64)
+
+    @classmethod
+    def of(cls, draft: MarkovLM, target: MarkovLM) -> Layout:
+        homogeneous = draft.is_time_homogeneous and target.is_time_homogeneous
+        first_order = target.is_first_order
+        next_context = np.empty(0, dtype=np.int32) if first_order else \
+            np.ascontiguousarray(target.next_context, dtype=np.int32).ravel()
+        start = target.start if isinstance(target.start, int) else -1
+        return cls(target.horizon, target.n_contexts, target.vocab_size,
+                   0 if homogeneous else target.n_contexts, next_context, start,
+                   np.cumsum(np.asarray(target.start_distribution, dtype=np.float64)))
+
+    def rows(self, model: MarkovLM) -> np.ndarray:
+        """The (rows, V) float64 laws of ``model`` in table order (broadcast axes expanded)."""
+        probs = model.probs if self.row_stride else model.probs[:1]
+        return np.ascontiguousarray(probs, dtype=np.float64).reshape(-1, self.vocab_size)
+
+    def common_arguments(self) -> tuple:
+        return (self.horizon, self.n_contexts, self.vocab_size, self.row_stride, self.start,
+                self.start_cdf, self.next_context)
+
+
+#: Algorithm class → the tables class of its engine family (:func:`register_family`),
+#: looked up along the algorithm's class MRO, so a subclass runs in its parent's family.
+FAMILIES: dict[type, type] = {}
+
+
+def register_family(algorithm_class: type, tables_class: type, routine=None) -> None:
+    """Register an algorithm family with the engines: the one line a family module adds.
+
+    Parameters
+    ----------
+    algorithm_class : type
+        The :class:`theory.Algorithm` subclass (its subclasses inherit the registration).
+    tables_class : type
+        Builds the sampling tables (``tables_class.build(draft, target, algorithm)``), runs the
+        compiled kernel on them (``tables.run(key, first_trial, rejections, target_calls,
+        tokens)``) and bounds the work of one position (``tables_class.steps_per_position(
+        algorithm, target)``, position-steps for :func:`simulation_work`).
+    routine : callable, optional
+        The family's readable reference routine ``routine(algorithm, draft, target, choose)
+        -> Outcome`` (:mod:`sim.engine.reference`), registered for this class.
+    """
+    FAMILIES[algorithm_class] = tables_class
+    if routine is not None:
+        run_algorithm.register(algorithm_class, routine)
+
+
+def family_tables(algorithm) -> type | None:
+    """The tables class registered for ``algorithm``'s class or its nearest base; None if none.
+
+    Parameters
+    ----------
+    algorithm : theory.Algorithm
+        Any algorithm.
+    """
+    return next((FAMILIES[kind] for kind in type(algorithm).__mro__ if kind in FAMILIES), None)
+
+
+def make_tables(draft: MarkovLM, target: MarkovLM, algorithm):
+    """Build the sampling tables of ``algorithm`` on this pair (once per simulation).
+
+    Parameters
+    ----------
+    draft, target : MarkovLM
+        The model pair.
+    algorithm : Algorithm
+        ``Autoregressive``, any ``Speculative`` verifier, or ``BatchSpeculative``.
+
+    Returns
+    -------
+    TokenTables, BatchTables or BlockTables
+        The tables of the algorithm's family.
+
+    Raises
+    ------
+    TypeError
+        If the engine has no family for ``algorithm``.
+    ValueError
+        If the tables would be absurdly large (``BatchSpeculative.check_cost``).
+    MemoryError
+        If they would not fit in :data:`MEMORY_LIMIT` (:func:`check_memory`).
+    InvalidVerification
+        If a custom verifier's (b, 𝒫) is invalid (:mod:`theory.verification`).
+    """
+    family = family_tables(algorithm)
+    if family is None:
+        raise TypeError(f"the engines have no kernel for {algorithm!r}")
+    algorithm.check_cost(draft, target, "engine")  # absurd sizes fail fast, clearly
+    check_memory(table_bytes(draft, target, algorithm),
+                 f"the sampling tables of {algorithm!r} on {target!r}",
+                 "use a smaller model or fewer drafts")
+    return family.build(draft, target, algorithm)
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: assume 16 GiB
+        return 16 * 2**30
+
+
+#: Largest memory (bytes) a simulation may plan to allocate: 80% of this machine's memory.
+#: Set ``sim.engine.MEMORY_LIMIT`` to allow more (or less).
+MEMORY_LIMIT = int(0.8 * _physical_memory())
+
+
+def _size(n_bytes: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n_bytes < 1024 or unit == "PiB":
+            return f"{n_bytes:.3g} {unit}" if unit != "bytes" else f"{int(n_bytes)} bytes"
+        n_bytes /= 1024
+    return f"{n_bytes:.3g} PiB"  # pragma: no cover - the loop always returns
+
+
+def check_memory(estimate: float, what: str, advice: str) -> None:
+    """Refuse, with a one-line ``MemoryError``, to allocate more than :data:`MEMORY_LIMIT`.
+
+    Parameters
+    ----------
+    estimate : float
+        Bytes the allocation would take.
+    what : str
+        What would be allocated (the message's subject).
+    advice : str
+        What the user can do instead (the message's end).
+
+    Raises
+    ------
+    MemoryError
+        If ``estimate`` exceeds :data:`MEMORY_LIMIT` (read at call time: users may set it).
+    """
+    if estimate > MEMORY_LIMIT:
+        raise MemoryError(f"{what} would need about {_size(estimate)}, over the limit of "
+                          f"{_size(MEMORY_LIMIT)} (sim.engine.MEMORY_LIMIT); {advice}")
+
+
+#: Largest work a CPU simulation may plan (:func:`simulation_work`, in position-steps): 10¹²,
+#: hours of CPU at the compiled engine's 10–100 ns per step and core (``make bench``); every
+#: run of the package (tests, ``specdec reproduce``, benchmarks) stays below 10¹⁰.
+#: Set ``sim.engine.WORK_LIMIT`` to allow more (or less).
+WORK_LIMIT = 10**12
+
+
+def simulation_work(target: MarkovLM, algorithm, n_trials: int) -> float:
+    """A generous estimate of the work of simulating ``n_trials`` trials (position-steps).
+
+    Parameters
+    ----------
+    target : MarkovLM
+        The target model (its horizon T and vocabulary size V).
+    algorithm : Algorithm
+        The simulated algorithm.
+    n_trials : int
+        Number of trials.
+
+    Returns
+    -------
+    float
+        n_trials · T · (the most steps one position can take).
+
+    Notes
+    -----
+    A position takes one step for token-wise verifiers (``Speculative``, lossy rules,
+    ``Autoregressive``, the root verifiers of ``BatchSpeculative``); at most M candidate tests
+    for ``BatchSpeculative(M)`` with the "paper" or "trie" verifier (an upper bound: only the
+    tried candidates are drawn, usually a few); at most γ draft steps, each with a sum over the
+    vocabulary (counted as V / 32 steps), for ``BlockSpeculative(γ)``.
+
+    Examples
+    --------
+    >>> from sim.engine import simulation_work
+    >>> from sim.models import fig2_pair
+    >>> from theory import BatchSpeculative
+    >>> draft, target = fig2_pair()
+    >>> simulation_work(target, BatchSpeculative(4), 1000)  # 1000 trials · T = 50 · M = 4
+    200000.0
+    """
+    family = family_tables(algorithm)
+    per_position = 1.0 if family is None else family.steps_per_position(algorithm, target)
+    return float(n_trials) * target.horizon * per_position
+
+
+def check_work(estimate: float, what: str, advice: str) -> None:
+    """Refuse, with a one-line ``ValueError``, to start more work than :data:`WORK_LIMIT`.
+
+    Parameters
+    ----------
+    estimate : float
+        Position-steps the run would take (:func:`simulation_work`).
+    what : str
+        What would run (the message's subject).
+    advice : str
+        What the user can do instead (the message's end, before how to raise the limit).
+
+    Raises
+    ------
+    ValueError
+        If ``estimate`` exceeds :data:`WORK_LIMIT` (read at call time: users may set it).
+    """
+    if estimate > WORK_LIMIT:
+        raise ValueError(f"{what} would take about {estimate:.3g} position-steps, over the "
+                         f"limit of {WORK_LIMIT:.3g} (sim.engine.WORK_LIMIT); {advice}, or "
+                         f"assign a larger sim.engine.WORK_LIMIT")
+
+
+def table_bytes(draft: MarkovLM, target: MarkovLM, algorithm) -> float:
+    """A generous estimate of the memory that building the sampling tables takes (bytes).
+
+    Parameters
+    ----------
+    draft, target : MarkovLM
+        The model pair.
+    algorithm : Algorithm
+        The algorithm whose tables are estimated.
+
+    Returns
+    -------
+    float
+        Bytes.
+
+    Notes
+    -----
+    An algorithm that knows its tables (``BatchSpeculative.table_bytes``) gives its own
+    estimate; otherwise rows R = S (time-homogeneous pair) or T·S, and ≈ 80 bytes per row and
+    token (alias records of proposals and rejection law, acceptance, and the temporaries of
+    their construction).
+    """
+    if hasattr(algorithm, "table_bytes"):  # the algorithm's own (calibrated) estimate
+        return float(algorithm.table_bytes(draft, target, "engine"))
+    homogeneous = draft.is_time_homogeneous and target.is_time_homogeneous
+    cells = (1 if homogeneous else target.horizon) * target.n_contexts * target.vocab_size
+    return float(cells) * 80
