@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim.engine.multidraft import rooted_rounds, spectr_root, swor_root
-from sim.reference import _Trace, run_algorithm
+from sim.engine.reference import _Trace, run_algorithm
 from theory import (
     BatchSpeculative,
     BlockSpeculative,

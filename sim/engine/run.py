@@ -107,7 +107,26 @@ def _outputs(layout: Layout, n: int, record_tokens: bool):
 
 
 def run_chunk(tables, key, first_trial: int, n: int, record_tokens: bool = False) -> SimResult:
-    """Trials ``first_trial`` … ``first_trial + n − 1``: a pure function of its arguments."""
+    """Trials ``first_trial`` … ``first_trial + n − 1``: a pure function of its arguments.
+
+    Parameters
+    ----------
+    tables : TokenTables, BatchTables, RootTables or BlockTables
+        Built by :func:`sim.engine.make_tables`.
+    key : tuple of two ints
+        The Philox key (:func:`sim.engine.philox.philox_key`).
+    first_trial : int
+        Index of the first trial of the chunk.
+    n : int
+        Number of trials.
+    record_tokens : bool
+        Also return the emitted sequences.
+
+    Returns
+    -------
+    SimResult
+        The chunk's per-trial counts (and tokens).
+    """
     rejections, target_calls, tokens = _outputs(tables.layout, n, record_tokens)
     tables.run(key, first_trial, rejections, target_calls, tokens)
     return SimResult(rejections, target_calls, tokens if record_tokens else None)
