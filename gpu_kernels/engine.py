@@ -1,5 +1,10 @@
 r"""Torch engine: the CPU engine's algorithms and randomness, on the CPU or a CUDA device.
 
+The engine's core: device handling, the Philox cipher as tensor operations, alias draws, the
+position loop (:class:`_Run`) and :func:`simulate`; each engine family's step lives in its own
+module (:mod:`gpu_kernels.token`, :mod:`gpu_kernels.batch`, :mod:`gpu_kernels.block`), registered
+with :func:`register_run`.
+
 The sampling tables are built once by :func:`sim.engine.make_tables` (numpy) and copied to the
 device; then all trials of a chunk advance one position per step, every branch evaluated for
 every trial and selected with ``torch.where`` — no host synchronisation inside the position
@@ -26,16 +31,7 @@ import numbers
 
 import numpy as np
 
-from sim.engine import (
-    BatchTables,
-    BlockTables,
-    RootTables,
-    TokenTables,
-    chunk_bounds,
-    count_dtype,
-    make_tables,
-    token_dtype,
-)
+from sim.engine import chunk_bounds, count_dtype, make_tables, token_dtype
 from sim.engine.philox import (
     PHILOX_MULTIPLIERS,
     PHILOX_ROUNDS,
@@ -267,234 +263,24 @@ class _Run:
                          tokens.cpu().numpy() if record_tokens else None)
 
 
-class _TokenRun(_Run):
-    def __init__(self, tables: TokenTables, device, philox):
-        super().__init__(tables, device, philox)
-        self.proposal = self.alias(tables.proposal)
-        self.rejection = self.alias(tables.rejection)
-        self.acceptance = self.floats(tables.acceptance)
-        self.after_accept = _torch().as_tensor(tables.after_accept, device=device).to(
-            self.index_dtype)
-        self.bonus_state, self.bonus_offset = tables.bonus_state, tables.bonus_offset
-        self.rejection_offset = tables.rejection_offset
-        self.round_start = None if tables.round_start.size == 0 else _torch().as_tensor(
-            tables.round_start, device=device).to(self.index_dtype)
-
-    def step(self, trial, position, rows, state):
-        """The compiled kernel's branch-free step (see :func:`sim.engine.token.token_kernel`)."""
-        torch = _torch()
-        u_token, u_test = self.pair(trial, position, 0)
-        if self.round_start is not None:  # a window policy: the round's first state
-            context = rows - position * self.layout.row_stride
-            state = torch.where(state == 0, self.round_start.index_select(
-                0, context + position * self.layout.n_contexts), state)
-        proposed = rows + self.bonus_offset * (state == self.bonus_state).to(rows.dtype)
-        token = self.proposal.draw(proposed, u_token)
-        accepted = u_test < self.acceptance.index_select(
-            0, proposed * self.layout.vocab_size + token)
-        in_bonus = (state == self.bonus_state).to(rows.dtype)
-        fallback = self.rejection.draw(rows + self.rejection_offset * in_bonus,
-                                       self.pair(trial, position, 1)[0])
-        following = self.after_accept.index_select(0, state)
-        return (torch.where(accepted, token, fallback), torch.where(accepted, following, 0),
-                ~accepted)
+#: Tables class (an engine family of :mod:`sim.engine`) → the class that runs it on a device;
+#: filled by the family modules of this package (:func:`register_run`).
+_RUNS: dict[type, type] = {}
 
 
-class _BatchRun(_Run):
-    def __init__(self, tables: BatchTables, device, philox):
-        super().__init__(tables, device, philox)
-        self.draft = self.alias(tables.draft)
-        self.residual = self.alias(tables.residual)
-        self.acceptance = self.floats(tables.acceptance)
-        self.draft_probs = self.floats(tables.draft_probs)
-        self.n_drafts = tables.algorithm.n_drafts
-        self.trie = tables.algorithm.verifier == "trie"
-        self.n_rows = tables.n_rows
+def register_run(tables_class: type, run_class: type) -> None:
+    """Register the torch step of an engine family: the one line a family module adds.
 
-    def step(self, trial, position, rows, state):
-        torch = _torch()
-        vocab_size, n_rows, n_drafts = self.layout.vocab_size, self.n_rows, self.n_drafts
-        live = torch.where(state == 0, n_drafts, state)
-        token = torch.zeros_like(rows)
-        winner = torch.full_like(rows, -1)
-        pending = torch.ones_like(rows, dtype=torch.bool)
-        for m in range(n_drafts):
-            trying = pending & (live > m)
-            if m >= SYNC_FROM and not bool(trying.any()):
-                break
-            u_draw, u_test = self.pair(trial, position, m)
-            candidate = self.draft.draw(rows, u_draw)
-            accepted = trying & (u_test < self.acceptance.index_select(
-                0, (rows + m * n_rows) * vocab_size + candidate))
-            token = torch.where(accepted, candidate, token)
-            winner = torch.where(accepted, m, winner)
-            pending = pending & ~accepted
-        last_pair = self.pair(trial, position, n_drafts)
-        residual = self.residual.draw((live - 1) * n_rows + rows, last_pair[0])
-        token = torch.where(pending, residual, token)
-        if not self.trie:
-            return token, torch.where(pending, 0, 1).to(state.dtype), pending
-        share = self.draft_probs.index_select(0, rows * vocab_size + token)
-        stay = torch.ones_like(state)
-        pairs = {n_drafts: last_pair}
-        for i in range(1, n_drafts):  # untried candidate i: slot 2M + i
-            untried = (i > winner) & (i < live)
-            if i >= SYNC_FROM and not bool(untried.any()):
-                break
-            index = n_drafts + (i >> 1)
-            if index not in pairs:
-                pairs = {index: self.pair(trial, position, index)}
-            stay += untried & (pairs[index][i & 1] < share)
-        return token, torch.where(pending, 0, stay), pending
-
-
-class _BlockRun(_Run):
-    """Block verification (:func:`sim.engine.block.block_kernel`), bit for bit.
-
-    Every trial plays its own rounds, starting at its own position, so this run is not a
-    per-position step: all trials play one round per iteration of the outer loop (finished
-    trials are masked), every round drafting γ tokens with masks beyond γ' — correctness and
-    bit-identity first, not GPU speed.  The O(V) sums r_i and the residual's running sums
-    add the columns x = 0 … V − 1 one tensor operation at a time, in the kernel's order
-    (``torch.cumsum`` is sequential on the CPU but not on CUDA).  The counter position of a
-    round's uniforms is a tensor (the round's start), so the cipher is computed with the
-    tensor backend whatever ``philox`` says.
+    Parameters
+    ----------
+    tables_class : type
+        The family's tables class in :mod:`sim.engine` (what :func:`sim.engine.make_tables`
+        builds).
+    run_class : type
+        A :class:`_Run` subclass: the device copy of those tables and their per-position
+        ``step`` (or a whole ``run`` for round-level families).
     """
-
-    def __init__(self, tables: BlockTables, device, philox):
-        super().__init__(tables, device, philox)
-        vocab_size = self.layout.vocab_size
-        self.draft = self.alias(tables.draft)
-        self.target = self.alias(tables.target)
-        self.p = self.floats(tables.draft_probs).view(-1, vocab_size)
-        self.q = self.floats(tables.target_probs).view(-1, vocab_size)
-        self.window, self.bonus = tables.algorithm.window, bool(tables.algorithm.bonus)
-        self.selection = tables.selection
-
-    def uniform(self, trial, position, slot: int):
-        even, odd = philox_pair(trial, self.key, position, slot >> 1, "tensor")
-        return odd if slot & 1 else even
-
-    @staticmethod
-    def _running_sums(terms):
-        """Running sums of the positive parts of the columns, x = 0 … V − 1 in order."""
-        torch = _torch()
-        out = torch.empty_like(terms)
-        running = torch.zeros_like(terms[:, 0])
-        for x in range(terms.shape[1]):
-            running = running + terms[:, x].clamp(min=0.0)
-            out[:, x] = running
-        return out
-
-    def _select(self, trial, start, span, weights, ratios):
-        torch = _torch()
-        window, rule = self.window, self.selection
-        tau = torch.zeros_like(span)
-        if rule in (0, 1):  # τ = max{i : η_i < h_i}; rule 1 shares η₁ (slot 1)
-            shared = self.uniform(trial, start, 1)
-            found = torch.zeros_like(span, dtype=torch.bool)
-            for i in range(window, 0, -1):
-                eta = shared if rule == 1 else self.uniform(trial, start, 2 * i - 1)
-                hit = (i <= span) & ~found & (eta < weights[i])
-                tau = torch.where(hit, i, tau)
-                found |= hit
-            return tau
-        if rule == 2:  # upward scan, stop at the first failure
-            tau = span.clone()
-            stopped = torch.zeros_like(span, dtype=torch.bool)
-            for i in range(1, window + 1):
-                fail = (i <= span) & ~stopped & ~(self.uniform(trial, start, 2 * i - 1)
-                                                   < weights[i])
-                tau = torch.where(fail, i - 1, tau)
-                stopped |= fail
-            return tau
-        products = torch.ones_like(weights[0])  # cumulative products
-        etas = torch.ones_like(weights[0])
-        for i in range(1, window + 1):
-            products = products * ratios[i]
-            etas = etas * self.uniform(trial, start, 2 * i - 1)
-            tau = torch.where((i <= span) & (products >= etas), i, tau)
-        return tau
-
-    def run(self, key, first: int, n: int, record_tokens: bool) -> SimResult:
-        torch = _torch()
-        self.key = key
-        layout, window = self.layout, self.window
-        horizon, stride = layout.horizon, layout.row_stride
-        device = self.device
-        trial = torch.arange(first, first + n, dtype=torch.int64, device=device)
-        index = torch.arange(n, device=device)
-        context = self.start(trial).long()
-        position = torch.zeros(n, dtype=torch.int64, device=device)
-        counts = _torch_dtype(count_dtype(horizon))
-        rejections = torch.zeros(n, dtype=counts, device=device)
-        calls = torch.zeros(n, dtype=counts, device=device)
-        tokens = torch.empty((n, horizon) if record_tokens else (0, 0),
-                             dtype=_torch_dtype(token_dtype(layout.vocab_size)), device=device)
-        ones = torch.ones(n, dtype=torch.float64, device=device)
-        while True:
-            active = position < horizon
-            if not bool(active.any()):
-                break
-            calls += active
-            start = position
-            span = (horizon - position).clamp(min=0, max=window)
-            contexts, pis, weights, ratios, drafted = [context], [ones], [ones], [ones], []
-            for i in range(window):
-                row = (position + i).clamp(max=horizon - 1) * stride + contexts[i]
-                p_rows, q_rows = self.p.index_select(0, row), self.q.index_select(0, row)
-                if i > 0:
-                    r = self._running_sums(pis[i][:, None] * q_rows - p_rows)[:, -1]
-                    denominator = r + (1.0 - pis[i])
-                    positive = denominator > 0.0
-                    weights.append(torch.where(
-                        positive, r / torch.where(positive, denominator, 1.0), 1.0))
-                token = self.draft.draw(row, self.uniform(trial, start, 2 * i)).long()
-                drafted.append(token)
-                ratio = q_rows.gather(1, token[:, None])[:, 0] / \
-                    p_rows.gather(1, token[:, None])[:, 0]
-                product = pis[i] * ratio
-                ratios.append(ratio)
-                pis.append(torch.where(product < 1.0, product, 1.0))
-                contexts.append(self.advance(contexts[i], token).long())
-            weights.append(pis[window])
-            weights = [torch.where(span == i, pis[i], h) for i, h in enumerate(weights)]
-            tau = self._select(trial, start, span, weights, ratios)
-            if record_tokens:
-                for i in range(window):
-                    kept = active & (i < tau)
-                    tokens[kept, (position + i)[kept]] = drafted[i][kept].to(tokens.dtype)
-            context = torch.stack(contexts)[tau, index]
-            pi = torch.stack(pis)[tau, index]
-            position = position + tau
-            u_last = self.uniform(trial, start, 2 * window)
-            row = position.clamp(max=horizon - 1) * stride + context
-            # residual [π_τ q − p]₊ by inverse CDF (q itself if its mass is 0)
-            p_rows, q_rows = self.p.index_select(0, row), self.q.index_select(0, row)
-            gap = pi[:, None] * q_rows - p_rows
-            use_target = ~(self._running_sums(gap)[:, -1] > 0.0)
-            terms = torch.where(use_target[:, None], q_rows, gap)
-            running = self._running_sums(terms)
-            above = running > (u_last * running[:, -1])[:, None]
-            last_positive = (terms.shape[1] - 1 - torch.flip(terms > 0.0, [1]).long().argmax(1))
-            last_positive = torch.where((terms > 0.0).any(1), last_positive, 0)
-            residual_token = torch.where(above.any(1), above.long().argmax(1), last_positive)
-            bonus_token = self.target.draw(row, u_last).long()
-            residual = active & (tau < span)
-            bonus = active & (tau == span) & (position < horizon) & self.bonus
-            final = torch.where(residual, residual_token, bonus_token)
-            emitted = residual | bonus
-            if record_tokens:
-                tokens[emitted, position[emitted]] = final[emitted].to(tokens.dtype)
-            context = torch.where(emitted, self.advance(context, final).long(), context)
-            position = position + emitted
-            rejections += residual
-        return SimResult(rejections.cpu().numpy(), calls.cpu().numpy(),
-                         tokens.cpu().numpy() if record_tokens else None)
-
-
-_RUNS = {TokenTables: _TokenRun, RootTables: _TokenRun, BatchTables: _BatchRun,
-         BlockTables: _BlockRun}
+    _RUNS[tables_class] = run_class
 
 
 def simulate(draft, target, algorithm, *, n_trials: int, rng=None, device=None,
@@ -541,6 +327,8 @@ def simulate(draft, target, algorithm, *, n_trials: int, rng=None, device=None,
         raise ValueError(f"chunk_size must be a positive integer; got {chunk_size!r}")
     key = philox_key(rng)
     tables = make_tables(draft, target, algorithm)
+    if type(tables) not in _RUNS:
+        raise TypeError(f"the torch engine has no kernel for {algorithm!r}")
     run = _RUNS[type(tables)](tables, device, philox)
     bounds = chunk_bounds(n_trials, int(chunk_size))
     if progress:

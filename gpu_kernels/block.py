@@ -1,0 +1,160 @@
+"""Block verification on a device (a round-level family: one round at a time per trial).
+
+:func:`sim.engine.block.block_kernel` as tensor operations, operation by operation in float64,
+so the arrays equal the compiled engine's bit for bit.
+"""
+
+from __future__ import annotations
+
+from gpu_kernels.engine import _Run, _torch, _torch_dtype, philox_pair, register_run
+from sim.engine.block import BlockTables
+from sim.engine.core import count_dtype, token_dtype
+from sim.engine.result import SimResult
+
+
+class _BlockRun(_Run):
+    """Block verification (:func:`sim.engine.block.block_kernel`), bit for bit.
+
+    Every trial plays its own rounds, starting at its own position, so this run is not a
+    per-position step: all trials play one round per iteration of the outer loop (finished
+    trials are masked), every round drafting γ tokens with masks beyond γ' — correctness and
+    bit-identity first, not GPU speed.  The O(V) sums r_i and the residual's running sums
+    add the columns x = 0 … V − 1 one tensor operation at a time, in the kernel's order
+    (``torch.cumsum`` is sequential on the CPU but not on CUDA).  The counter position of a
+    round's uniforms is a tensor (the round's start), so the cipher is computed with the
+    tensor backend whatever ``philox`` says.
+    """
+
+    def __init__(self, tables: BlockTables, device, philox):
+        super().__init__(tables, device, philox)
+        vocab_size = self.layout.vocab_size
+        self.draft = self.alias(tables.draft)
+        self.target = self.alias(tables.target)
+        self.p = self.floats(tables.draft_probs).view(-1, vocab_size)
+        self.q = self.floats(tables.target_probs).view(-1, vocab_size)
+        self.window, self.bonus = tables.algorithm.window, bool(tables.algorithm.bonus)
+        self.selection = tables.selection
+
+    def uniform(self, trial, position, slot: int):
+        even, odd = philox_pair(trial, self.key, position, slot >> 1, "tensor")
+        return odd if slot & 1 else even
+
+    @staticmethod
+    def _running_sums(terms):
+        """Running sums of the positive parts of the columns, x = 0 … V − 1 in order."""
+        torch = _torch()
+        out = torch.empty_like(terms)
+        running = torch.zeros_like(terms[:, 0])
+        for x in range(terms.shape[1]):
+            running = running + terms[:, x].clamp(min=0.0)
+            out[:, x] = running
+        return out
+
+    def _select(self, trial, start, span, weights, ratios):
+        torch = _torch()
+        window, rule = self.window, self.selection
+        tau = torch.zeros_like(span)
+        if rule in (0, 1):  # τ = max{i : η_i < h_i}; rule 1 shares η₁ (slot 1)
+            shared = self.uniform(trial, start, 1)
+            found = torch.zeros_like(span, dtype=torch.bool)
+            for i in range(window, 0, -1):
+                eta = shared if rule == 1 else self.uniform(trial, start, 2 * i - 1)
+                hit = (i <= span) & ~found & (eta < weights[i])
+                tau = torch.where(hit, i, tau)
+                found |= hit
+            return tau
+        if rule == 2:  # upward scan, stop at the first failure
+            tau = span.clone()
+            stopped = torch.zeros_like(span, dtype=torch.bool)
+            for i in range(1, window + 1):
+                fail = (i <= span) & ~stopped & ~(self.uniform(trial, start, 2 * i - 1)
+                                                   < weights[i])
+                tau = torch.where(fail, i - 1, tau)
+                stopped |= fail
+            return tau
+        products = torch.ones_like(weights[0])  # cumulative products
+        etas = torch.ones_like(weights[0])
+        for i in range(1, window + 1):
+            products = products * ratios[i]
+            etas = etas * self.uniform(trial, start, 2 * i - 1)
+            tau = torch.where((i <= span) & (products >= etas), i, tau)
+        return tau
+
+    def run(self, key, first: int, n: int, record_tokens: bool) -> SimResult:
+        torch = _torch()
+        self.key = key
+        layout, window = self.layout, self.window
+        horizon, stride = layout.horizon, layout.row_stride
+        device = self.device
+        trial = torch.arange(first, first + n, dtype=torch.int64, device=device)
+        index = torch.arange(n, device=device)
+        context = self.start(trial).long()
+        position = torch.zeros(n, dtype=torch.int64, device=device)
+        counts = _torch_dtype(count_dtype(horizon))
+        rejections = torch.zeros(n, dtype=counts, device=device)
+        calls = torch.zeros(n, dtype=counts, device=device)
+        tokens = torch.empty((n, horizon) if record_tokens else (0, 0),
+                             dtype=_torch_dtype(token_dtype(layout.vocab_size)), device=device)
+        ones = torch.ones(n, dtype=torch.float64, device=device)
+        while True:
+            active = position < horizon
+            if not bool(active.any()):
+                break
+            calls += active
+            start = position
+            span = (horizon - position).clamp(min=0, max=window)
+            contexts, pis, weights, ratios, drafted = [context], [ones], [ones], [ones], []
+            for i in range(window):
+                row = (position + i).clamp(max=horizon - 1) * stride + contexts[i]
+                p_rows, q_rows = self.p.index_select(0, row), self.q.index_select(0, row)
+                if i > 0:
+                    r = self._running_sums(pis[i][:, None] * q_rows - p_rows)[:, -1]
+                    denominator = r + (1.0 - pis[i])
+                    positive = denominator > 0.0
+                    weights.append(torch.where(
+                        positive, r / torch.where(positive, denominator, 1.0), 1.0))
+                token = self.draft.draw(row, self.uniform(trial, start, 2 * i)).long()
+                drafted.append(token)
+                ratio = q_rows.gather(1, token[:, None])[:, 0] / \
+                    p_rows.gather(1, token[:, None])[:, 0]
+                product = pis[i] * ratio
+                ratios.append(ratio)
+                pis.append(torch.where(product < 1.0, product, 1.0))
+                contexts.append(self.advance(contexts[i], token).long())
+            weights.append(pis[window])
+            weights = [torch.where(span == i, pis[i], h) for i, h in enumerate(weights)]
+            tau = self._select(trial, start, span, weights, ratios)
+            if record_tokens:
+                for i in range(window):
+                    kept = active & (i < tau)
+                    tokens[kept, (position + i)[kept]] = drafted[i][kept].to(tokens.dtype)
+            context = torch.stack(contexts)[tau, index]
+            pi = torch.stack(pis)[tau, index]
+            position = position + tau
+            u_last = self.uniform(trial, start, 2 * window)
+            row = position.clamp(max=horizon - 1) * stride + context
+            # residual [π_τ q − p]₊ by inverse CDF (q itself if its mass is 0)
+            p_rows, q_rows = self.p.index_select(0, row), self.q.index_select(0, row)
+            gap = pi[:, None] * q_rows - p_rows
+            use_target = ~(self._running_sums(gap)[:, -1] > 0.0)
+            terms = torch.where(use_target[:, None], q_rows, gap)
+            running = self._running_sums(terms)
+            above = running > (u_last * running[:, -1])[:, None]
+            last_positive = (terms.shape[1] - 1 - torch.flip(terms > 0.0, [1]).long().argmax(1))
+            last_positive = torch.where((terms > 0.0).any(1), last_positive, 0)
+            residual_token = torch.where(above.any(1), above.long().argmax(1), last_positive)
+            bonus_token = self.target.draw(row, u_last).long()
+            residual = active & (tau < span)
+            bonus = active & (tau == span) & (position < horizon) & self.bonus
+            final = torch.where(residual, residual_token, bonus_token)
+            emitted = residual | bonus
+            if record_tokens:
+                tokens[emitted, position[emitted]] = final[emitted].to(tokens.dtype)
+            context = torch.where(emitted, self.advance(context, final).long(), context)
+            position = position + emitted
+            rejections += residual
+        return SimResult(rejections.cpu().numpy(), calls.cpu().numpy(),
+                         tokens.cpu().numpy() if record_tokens else None)
+
+
+register_run(BlockTables, _BlockRun)
