@@ -294,7 +294,7 @@ def _conformance_report(args) -> int:
     import math
     from pathlib import Path
 
-    from sim.clients import conformance_report, report_markdown
+    from sim.conformance.clients import conformance_report, report_markdown
 
     if not args.out:
         raise ValueError("--out must name a folder")

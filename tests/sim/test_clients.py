@@ -1,4 +1,4 @@
-"""Sanity checks of the adapters to real PyPI verifiers (:mod:`sim.clients`).
+"""Sanity checks of the adapters to real PyPI verifiers (:mod:`sim.conformance.clients`).
 
 Each adapter whose package imports here is called with γ = 1, 2, 3 on a few single-position row
 sets (dense rows with exact zeros in p and in q, one-hot target rows, one-hot draft rows for the
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim import clients
+from sim.conformance import clients
 from sim.stats import counts_check
 
 N_ROUNDS = 1000

@@ -1,0 +1,256 @@
+r"""The public checks of the conformance harness: :func:`check_verifier` and
+:func:`assert_lossless`.
+
+Per suite pair the harness runs whole generations (:mod:`sim.conformance.rounds`) and tests
+them against the target: at ``level="token"`` the counts of each token per (position, context)
+by Pearson's χ² pooled over cells (:func:`sim.stats.cells_check`), at ``level="sequence"`` the
+counts of whole (prompt, x₁ … x_T) by one multinomial test; each pair at level α/K (Bonferroni
+over K pairs), and a token of target probability 0 fails the pair at once.  The smallest
+per-position TV δ detected with power 0.9 is δ = √(λ*/(4N)) (χ² ≥ 4 TV²), λ* from
+:func:`sim.stats.detectable_noncentrality` and N the tokens in tested cells.  A failed pair with
+a small vocabulary gets, as a hint, the mixture w·q + (1 − w)·p that fits it best.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+from scipy.stats import chi2
+
+from sim.conformance.report import POWER, ConformanceReport, PairCheck, _ratio
+from sim.conformance.rounds import CALL_FLOATS, _name, _PairRun, _run_pair
+from sim.conformance.suites import SuitePair, _pairs, sequence_suite
+from sim.stats import (
+    DEFAULT_ALPHA,
+    cells_check,
+    counts_check,
+    detectable_noncentrality,
+    pooled_pearson,
+)
+from theory import Speculative
+from theory.exact import expected_target_calls
+from theory.models import MarkovLM
+
+#: Default number of verifier rounds of :func:`check_verifier` (over the whole suite).
+DEFAULT_ROUNDS = 100_000
+
+
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+    return int(value)
+
+
+def _checked_alpha(alpha) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < alpha < 1:
+        raise ValueError(f"alpha must be a number in (0, 1); got {alpha!r}")
+    return float(alpha)
+
+
+def _generations(pair: SuitePair, window: int, rounds: int) -> int:
+    """Whole generations that give ≈ ``rounds`` rounds under standard verification."""
+    expected = float(expected_target_calls(pair.draft, pair.target, Speculative(window=window)))
+    return max(1, math.ceil(rounds / expected))
+
+
+def check_verifier(verifier, *, window: int, n_rounds: int = DEFAULT_ROUNDS, models=None,
+                   rng=None, alpha: float = DEFAULT_ALPHA, level: str = "token",
+                   draft_processor=None, name: str | None = None,
+                   batch_floats: int = CALL_FLOATS) -> ConformanceReport:
+    """Test ``verifier`` (the convention, package doc) for losslessness and efficiency.
+
+    Parameters
+    ----------
+    verifier : callable
+        ``verifier(draft_tokens, draft_probs, target_probs, rng) -> emitted`` (package doc).
+    window : int >= 1
+        γ, drafts per round (fewer near the horizon).
+    n_rounds : int
+        Verifier rounds to run, split evenly over the pairs (whole generations: each pair runs
+        ⌈n_rounds / K / E[rounds per generation]⌉ generations, E under standard verification).
+    models : sequence of (draft, target), (name, draft, target) or SuitePair, optional
+        The pairs to test on; default :func:`conformance_suite` (``level="token"``) or
+        :func:`sequence_suite` (``level="sequence"``).
+    rng : int seed, numpy Generator or None
+        Seeds the drafts and the ``rng`` handed to the verifier (two independent streams).
+    alpha : float in (0, 1)
+        False-positive level of the whole report (each of K pairs is tested at alpha / K).
+    level : "token" or "sequence"
+        ``"token"``: the law of each token given its prefix (valid for every verifier that is
+        lossless for whole sequences; pooled per (position, context)).  ``"sequence"``: the
+        law of whole generations, one multinomial over every (prompt, x₁ … x_T) — for
+        verifiers whose rounds are exact only jointly; pairs need S · V^T ≤
+        :data:`MAX_SEQUENCES` categories.
+    draft_processor : callable, optional
+        Draw the drafts from ``draft_processor(p_rows)`` while still handing the verifier p —
+        reproduces a serving stack that drafts with top-k/temperature and passes raw
+        probabilities (:func:`theory.conformance.top_k` …); None draws from p.
+    name : str, optional
+        The verifier's name in the report (default: its ``__qualname__``).
+    batch_floats : int
+        Split a verifier call whose arrays would hold more floats than this.
+
+    Returns
+    -------
+    ConformanceReport
+
+    Raises
+    ------
+    VerifierError
+        The verifier raised, or returned a wrong shape, dtype, out-of-range token or padding.
+    ValueError, TypeError
+        Invalid arguments (named).
+
+    Examples
+    --------
+    >>> from sim.conformance import check_verifier, failure_verifier
+    >>> report = check_verifier(failure_verifier("resample_from_target"), window=2,
+    ...                         n_rounds=8000, rng=1)
+    >>> report.passed
+    False
+    """
+    if not callable(verifier):
+        raise TypeError(f"verifier must be callable (the module's convention); got "
+                        f"{verifier!r}")
+    window = _positive_int(window, "window")
+    alpha = _checked_alpha(alpha)
+    if level not in ("token", "sequence"):
+        raise ValueError(f"level must be 'token' or 'sequence'; got {level!r}")
+    pairs = _pairs(sequence_suite() if models is None and level == "sequence" else models)
+    n_rounds = _positive_int(n_rounds, "n_rounds")
+    batch_floats = _positive_int(batch_floats, "batch_floats")
+    if draft_processor is not None and not callable(draft_processor):
+        raise TypeError(f"draft_processor must be callable or None; got {draft_processor!r}")
+    if isinstance(rng, bool):
+        raise TypeError("rng must be an int seed, a numpy Generator or None; got a bool")
+    if level == "sequence":
+        for pair in pairs:
+            _sequence_categories(pair)
+    name = _name(verifier) if name is None else str(name)
+    seed = np.random.default_rng(rng).integers(2 ** 63)
+    pair_level = alpha / len(pairs)
+    checks = []
+    for index, pair in enumerate(pairs):
+        draft_rng, verify_rng = (np.random.default_rng(s) for s in
+                                 np.random.SeedSequence([int(seed), index]).spawn(2))
+        generations = _generations(pair, window, -(-n_rounds // len(pairs)))
+        run = _run_pair(verifier, name, pair, window, generations, draft_rng, verify_rng,
+                        draft_processor, batch_floats // pair.target.vocab_size)
+        if level == "token":
+            result, tested = _token_check(run, pair, pair_level)
+        else:
+            result, tested = _sequence_check(run, pair, pair_level)
+        if result.degrees_of_freedom and tested:
+            lam = detectable_noncentrality(result.degrees_of_freedom, pair_level, POWER)
+            detectable = math.sqrt(lam / (4 * tested))
+        else:
+            detectable = float("inf")
+        violations = sorted(run.violations.items(), key=lambda item: (-item[1], item[0]))
+        passed = result.passed and not violations
+        checks.append(PairCheck(
+            pair.name, passed, 0.0 if violations else result.p_value, result.statistic,
+            result.degrees_of_freedom, generations, run.rounds, int(run.counts.sum()),
+            run.accepted, run.optimum, detectable,
+            tuple((*key, count) for key, count in violations[:10]),
+            sum(run.violations.values()),
+            "" if passed or level != "token" else _closest_law(run, pair, pair_level)))
+    p_value = min(1.0, len(pairs) * min(check.p_value for check in checks))
+    return ConformanceReport(
+        name, window, alpha, all(check.passed for check in checks), p_value,
+        _ratio(sum(c.accepted for c in checks), sum(c.optimum for c in checks)),
+        min(check.min_detectable_tv for check in checks), tuple(checks), level)
+
+
+def _token_check(run: _PairRun, pair: SuitePair, level: float):
+    """(check, tokens in cells that were tested: ≥ 2 bins)."""
+    counts = run.counts.reshape(-1, pair.target.vocab_size)
+    laws = np.asarray(pair.target.probs, dtype=np.float64).reshape(counts.shape)
+    tested = pooled_pearson(counts, laws)[3]
+    return cells_check(counts, laws, alpha=level, name=pair.name), tested
+
+
+#: Largest vocabulary for which a failed pair is fitted to a mixture (a hint in the report).
+MAX_FIT_VOCAB = 64
+#: Most categories (prompt × V^T) of a pair in the sequence-level test.
+MAX_SEQUENCES = 100_000
+
+
+def _sequence_categories(pair: SuitePair) -> int:
+    target = pair.target
+    count = target.n_contexts * target.vocab_size ** target.horizon
+    if count > MAX_SEQUENCES:
+        raise ValueError(f"pair {pair.name!r} has S·V^T = {count} whole sequences, over "
+                         f"MAX_SEQUENCES = {MAX_SEQUENCES}: the sequence-level test needs a "
+                         "smaller pair (sim.conformance.sequence_suite)")
+    return count
+
+
+def _sequence_check(run: _PairRun, pair: SuitePair, level: float):
+    """Counts of whole (prompt, x₁ … x_T) against the target's law of sequences."""
+    target = pair.target
+    vocab, horizon = target.vocab_size, target.horizon
+    sequences = np.array(np.meshgrid(*[range(vocab)] * horizon, indexing="ij"))
+    sequences = sequences.reshape(horizon, -1).T  # (V^T, T), lexicographic
+    start = np.asarray(target.start_distribution, dtype=np.float64)
+    next_context = None if target.is_first_order else target.next_context
+    law = np.zeros((target.n_contexts, sequences.shape[0]))
+    for context in np.flatnonzero(start > 0):
+        started = MarkovLM(target.probs, next_context, int(context))
+        law[context] = start[context] * np.asarray(started.sequence_probability(sequences),
+                                                   dtype=np.float64)
+    index = run.sequences @ (vocab ** np.arange(horizon - 1, -1, -1))
+    counts = np.bincount(run.starts * sequences.shape[0] + index, minlength=law.size)
+    result = counts_check(counts, law.ravel() / law.sum(), alpha=level,
+                          name=f"{pair.name} (sequences)")
+    return result, int(run.sequences.shape[0])
+
+
+def _closest_law(run: _PairRun, pair: SuitePair, level: float) -> str:
+    """A hint for a failed pair with V ≤ :data:`MAX_FIT_VOCAB`: the best mixture
+    w·q + (1 − w)·p (w on a grid of 0.02), and
+    whether the counts are consistent with it at the pair's level (p-value not corrected for
+    the fit)."""
+    if pair.target.vocab_size > MAX_FIT_VOCAB:
+        return ""
+    counts = run.counts.reshape(-1, pair.target.vocab_size)
+    q = np.asarray(pair.target.probs, dtype=np.float64).reshape(counts.shape)
+    p = np.asarray(pair.draft.probs, dtype=np.float64).reshape(counts.shape)
+    weights = np.linspace(0, 1, 51)
+    fits = [pooled_pearson(counts, w * q + (1 - w) * p) for w in weights]
+    scores = [statistic if not impossible else np.inf for statistic, _, impossible, _ in fits]
+    best = int(np.argmin(scores))
+    statistic, dof, _, _ = fits[best]
+    if not np.isfinite(scores[best]) or dof == 0:
+        return ""
+    p_value = float(chi2.sf(statistic, dof))
+    verdict = "consistent" if p_value >= level else "not consistent either"
+    return (f"w·q + (1 − w)·p with w = {weights[best]:.2f} fits best (χ² = {statistic:.1f}, "
+            f"dof {dof}, p = {p_value:.3g}: {verdict})")
+
+
+def assert_lossless(verifier, *, window: int, n_rounds: int = DEFAULT_ROUNDS, models=None,
+                    rng=0, alpha: float = DEFAULT_ALPHA, **options) -> ConformanceReport:
+    """:func:`check_verifier` for a pytest suite: raise ``AssertionError`` with the report
+    when the verifier is not lossless, return the report otherwise (seed 0 by default, so the
+    test is deterministic).
+
+    Parameters
+    ----------
+    verifier, window, n_rounds, models, rng, alpha :
+        As for :func:`check_verifier`.
+    options :
+        Further keywords of :func:`check_verifier` (``level``, ``draft_processor``, ``name``).
+
+    Examples
+    --------
+    >>> from sim.conformance import assert_lossless, reference_verifier
+    >>> assert_lossless(reference_verifier, window=2, n_rounds=2000).passed
+    True
+    """
+    report = check_verifier(verifier, window=window, n_rounds=n_rounds, models=models, rng=rng,
+                            alpha=alpha, **options)
+    if not report.passed:
+        raise AssertionError(f"verifier is not lossless:\n{report}")
+    return report

@@ -1,0 +1,186 @@
+r"""The round runner of the conformance harness: whole generations through a verifier.
+
+For one suite pair, every generation starts in a context drawn from the prompt law; each round
+drafts k = min(γ, T − n) tokens from p (or from ``draft_processor(p)``), hands the batch of
+unfinished generations with the same k to the verifier in the convention of
+:mod:`sim.conformance` (the bonus row at the horizon is a uniform placeholder), checks what it
+returns (shape, integer dtype, tokens in range, −1 padding only after the last token; anything
+else raises :class:`VerifierError` naming the call) and advances every generation by the tokens
+it emitted.  It counts the tokens per (position, context), the tokens of target probability 0
+(the support check), the whole sequences, and the accepted drafts beside their expected number
+under standard verification from the same round starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.conformance.suites import SuitePair
+from theory.conformance import expected_accepted
+
+#: Most floats of the arrays passed in one verifier call (B·(γ + 1)·V); larger batches split.
+CALL_FLOATS = 1 << 22
+
+
+class VerifierError(ValueError):
+    """The verifier under test raised, or returned something outside the convention."""
+
+
+def _name(verifier) -> str:
+    return getattr(verifier, "__qualname__", None) or getattr(verifier, "__name__", None) \
+        or type(verifier).__name__
+
+
+def _sample(rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One token from each row (rows need not be normalized; all-zero rows are refused
+    upstream)."""
+    cdf = np.cumsum(rows, axis=1)
+    point = rng.random(rows.shape[0]) * cdf[:, -1]
+    index = (cdf <= point[:, None]).sum(axis=1)
+    last = rows.shape[1] - 1 - np.argmax(rows[:, ::-1] > 0, axis=1)
+    return np.minimum(index, last)
+
+
+def _checked_output(emitted, rows: int, k: int, vocab: int, where: str) -> np.ndarray:
+    if hasattr(emitted, "detach"):  # a torch tensor
+        emitted = emitted.detach().cpu().numpy()
+    try:
+        array = np.asarray(emitted)
+    except Exception as error:
+        raise VerifierError(f"{where}: returned {type(emitted).__name__}, which is not an "
+                            f"array ({error})") from None
+    if array.dtype.kind not in "iu":
+        raise VerifierError(f"{where}: returned dtype {array.dtype}; expected integer tokens "
+                            "(int64)")
+    if array.shape != (rows, k + 1):
+        raise VerifierError(f"{where}: returned shape {array.shape}; expected (B, drafts + 1) "
+                            f"= {(rows, k + 1)}")
+    array = array.astype(np.int64)
+    bad = (array < -1) | (array >= vocab)
+    if bad.any():
+        row, column = np.argwhere(bad)[0]
+        raise VerifierError(f"{where}: token {array[row, column]} at row {row}, column "
+                            f"{column} is outside [0, {vocab}) (−1 only pads after the last "
+                            "token)")
+    padded = array == -1
+    if padded[:, 0].any():
+        raise VerifierError(f"{where}: row {np.flatnonzero(padded[:, 0])[0]} emits no token; "
+                            "a round emits at least one")
+    after = np.diff(padded.astype(np.int8), axis=1) < 0
+    if after.any():
+        raise VerifierError(f"{where}: row {np.argwhere(after)[0][0]} has a token after the "
+                            "−1 padding")
+    return array
+
+
+@dataclass
+class _PairRun:
+    counts: np.ndarray  #: (T, S, V) tokens per (position, context)
+    sequences: np.ndarray  #: (G, T) the generations
+    starts: np.ndarray  #: (G,) their start contexts
+    rounds: int = 0
+    accepted: int = 0
+    optimum: float = 0.0
+    violations: dict = None  #: (position, context, token) → count, tokens with q = 0
+
+
+def _run_pair(verifier, name, pair: SuitePair, window: int, generations: int, draft_rng,
+              verify_rng, draft_processor, batch_rows) -> _PairRun:
+    draft, target = pair.draft, pair.target
+    horizon, vocab = target.horizon, target.vocab_size
+    p_all = np.asarray(draft.probs, dtype=np.float64)
+    q_all = np.asarray(target.probs, dtype=np.float64)
+    following = target.next_context
+    draft_cdf = _RowSampler(p_all)
+    optimum_table = expected_accepted(draft, target, window)
+    start = np.asarray(target.start_distribution, dtype=np.float64)
+    context = draft_rng.choice(start.size, size=generations, p=start)
+    position = np.zeros(generations, dtype=np.int64)
+    run = _PairRun(np.zeros((horizon, target.n_contexts, vocab), dtype=np.int64),
+                   np.full((generations, horizon), -1, dtype=np.int64), context.copy(),
+                   violations={})
+    while True:
+        active = np.flatnonzero(position < horizon)
+        if active.size == 0:
+            return run
+        windows = np.minimum(window, horizon - position[active])
+        for k in np.unique(windows):
+            rows = active[windows == k]
+            size = max(1, batch_rows // int(k + 1))
+            for first in range(0, rows.size, size):
+                chunk = rows[first:first + size]
+                start_n, start_s = position[chunk], context[chunk]
+                emitted, drafts = _one_round(verifier, name, pair, int(k), start_n, start_s,
+                                             p_all, q_all, following, draft_rng, verify_rng,
+                                             draft_processor, draft_cdf, window)
+                length = (emitted >= 0).sum(axis=1)
+                usable = np.minimum(length, horizon - start_n)
+                state = start_s.copy()
+                for i in range(int(k) + 1):
+                    live = np.flatnonzero(i < usable)
+                    if live.size == 0:
+                        break
+                    token, at, here = emitted[live, i], start_n[live] + i, state[live]
+                    for j in np.flatnonzero(q_all[at, here, token] == 0):
+                        key = (int(at[j]), int(here[j]), int(token[j]))
+                        run.violations[key] = run.violations.get(key, 0) + 1
+                    np.add.at(run.counts, (at, here, token), 1)
+                    run.sequences[chunk[live], at] = token
+                    state[live] = following[here, token]
+                position[chunk] = start_n + usable
+                context[chunk] = state
+                same = np.cumprod(emitted[:, :int(k)] == drafts, axis=1).sum(axis=1)
+                run.accepted += int(np.minimum(same, length - 1).sum())
+                run.optimum += float(optimum_table[start_n, start_s].sum())
+                run.rounds += chunk.size
+
+
+class _RowSampler:
+    """Draws from the rows of a (T, S, V) table in O(log(T·S·V)) per draw: the CDFs of all rows
+    laid end to end, row r's shifted by r, so one ``searchsorted`` finds every token."""
+
+    def __init__(self, probs: np.ndarray):
+        rows = probs.reshape(-1, probs.shape[-1])
+        self.vocab, self.n_contexts = probs.shape[-1], probs.shape[1]
+        cdf = np.cumsum(rows, axis=1)
+        self.ends = cdf[:, -1].copy()
+        self.flat = (cdf + np.arange(rows.shape[0])[:, None]).ravel()
+        self.last = rows.shape[1] - 1 - np.argmax(rows[:, ::-1] > 0, axis=1)
+
+    def sample(self, positions, contexts, rng) -> np.ndarray:
+        row = positions * self.n_contexts + contexts
+        point = row + rng.random(row.size) * self.ends[row]
+        token = np.searchsorted(self.flat, point, side="right") - row * self.vocab
+        return np.minimum(token, self.last[row])
+
+
+def _one_round(verifier, name, pair, k, start_n, start_s, p_all, q_all, following, draft_rng,
+               verify_rng, draft_processor, draft_cdf, window):
+    rows, horizon, vocab = start_n.size, pair.target.horizon, pair.target.vocab_size
+    along = np.empty((rows, k + 1), dtype=np.int64)
+    along[:, 0] = start_s
+    drafts = np.empty((rows, k), dtype=np.int64)
+    p_rows = np.empty((rows, k, vocab))
+    q_rows = np.empty((rows, k + 1, vocab))
+    for i in range(k):
+        p_rows[:, i] = p_all[start_n + i, along[:, i]]
+        q_rows[:, i] = q_all[start_n + i, along[:, i]]
+        if draft_processor is None:
+            drafts[:, i] = draft_cdf.sample(start_n + i, along[:, i], draft_rng)
+        else:
+            drafts[:, i] = _sample(draft_processor(p_rows[:, i]), draft_rng)
+        along[:, i + 1] = following[along[:, i], drafts[:, i]]
+    bonus = start_n + k
+    inside = bonus < horizon
+    q_rows[:, k] = 1.0 / vocab  # no bonus position at the horizon: a placeholder row
+    q_rows[inside, k] = q_all[bonus[inside], along[inside, k]]
+    cut = "" if int(start_n.max()) + window <= horizon else f", γ = {window} cut at the horizon"
+    where = (f"verifier {name} on suite pair {pair.name!r} (B = {rows}, {k} drafts{cut}, "
+             f"V = {vocab})")
+    try:
+        emitted = verifier(drafts.copy(), p_rows, q_rows, verify_rng)
+    except Exception as error:
+        raise VerifierError(f"{where} raised {type(error).__name__}: {error}") from error
+    return _checked_output(emitted, rows, k, vocab, where), drafts
