@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml Makefile requirements-clients.txt requirements-clients-
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch 2.13.0 is a CPU build the machine already holds; a bare `torch` would fetch CUDA wheels.
 	$(PY) -m pip install --quiet torch==2.13.0
-	# Real speculative-decoding packages the conformance harness is run against (sim/clients.py):
+	# Real speculative-decoding packages the conformance harness is run against (sim/conformance/clients/):
 	# their light imports with dependencies, then the pinned packages without theirs (servers,
 	# CUDA tools, model hubs are not needed by the verifier functions).  Before the project: the
 	# PyPI package `specdec` has a console script of the same name, which ours must replace.
@@ -30,7 +30,7 @@ lint: $(STAMP)
 reproduce: $(STAMP)
 	$(VENV)/bin/specdec reproduce --out results
 
-# Every real client of sim/clients.py through the conformance harness (a few minutes).
+# Every real client of sim/conformance/clients/ through the conformance harness (a few minutes).
 conformance-report: $(STAMP)
 	$(VENV)/bin/specdec conformance-report --out results
 
