@@ -81,7 +81,7 @@ from sim.stats import (
     merge_small_bins,
     pooled_pearson,
 )
-from theory.algorithms import Speculative
+from theory import Speculative
 from theory.conformance import (
     FAILURE_MODES,
     FailureMode,
