@@ -42,6 +42,8 @@ class RoundProblem:
     def __init__(self, draft: MarkovLM, target: MarkovLM, algorithm: RoundLevelAlgorithm,
                  max_nodes: int = DEFAULT_MAX_NODES):
         check_compatible(draft, target)
+        algorithm.check_models(draft, target)
+        algorithm.check_cost(draft, target, "dp")
         self.draft, self.target, self.algorithm = draft, target, algorithm
         self.horizon = target.horizon
         self.n_contexts = target.n_contexts
