@@ -1,30 +1,21 @@
 """specdec-theory: deterministic mathematics of speculative decoding.
 
-Models (:class:`MarkovLM`), algorithm specifications, one-position quantities, and exact
-closed forms and dynamic programs, after Yin, Chen, Huang, Wang, *A Theoretical Perspective for
+Models (:class:`MarkovLM`), algorithm specifications (one module per family, on the shared base
+of :mod:`theory.algorithms`), one-position quantities, and exact closed forms and dynamic
+programs, after Yin, Chen, Huang, Wang, *A Theoretical Perspective for
 Speculative Decoding Algorithm* (NeurIPS 2024, arXiv:2411.00841).  Nothing here draws random
 numbers; :mod:`sim` does.
 """
 
-from theory.algorithms import (
-    Algorithm,
-    Autoregressive,
-    BatchSpeculative,
-    BlockSpeculative,
-    Branch,
-    LossySpeculative,
-    Speculative,
-    TruncatedSpeculative,
-    TypicalAcceptance,
-    UnbiasedSpeculative,
-)
+from theory.algorithms import Algorithm, Branch, RoundLevelAlgorithm
 from theory.batch import (
+    BatchSpeculative,
     batch_improvement,
     batch_rejection_limit,
-    optimal_multidraft_acceptance,
     root_acceptance,
     theorem3_rejections,
 )
+from theory.block import BlockSpeculative
 from theory.exact import (
     expected_rejections,
     expected_speedup,
@@ -37,13 +28,16 @@ from theory.exact import (
     theorem1_rejections,
 )
 from theory.lossy import (
+    LossySpeculative,
     optimal_rejection_distribution,
     output_model,
     pareto_front,
     tv_loss,
     verifier_tradeoff,
 )
+from theory.lossy_zoo import TruncatedSpeculative, TypicalAcceptance
 from theory.models import MarkovLM, check_compatible, context_transition
+from theory.multidraft import optimal_multidraft_acceptance
 from theory.onestep import (
     acceptance_probability,
     rejection_law,
@@ -51,6 +45,7 @@ from theory.onestep import (
     residual_distribution,
     tv_distance,
 )
+from theory.speculative import Autoregressive, Speculative, UnbiasedSpeculative
 from theory.windows import WindowPolicy, optimal_window_policy
 
 __all__ = [
@@ -61,6 +56,7 @@ __all__ = [
     "Branch",
     "LossySpeculative",
     "MarkovLM",
+    "RoundLevelAlgorithm",
     "Speculative",
     "TruncatedSpeculative",
     "TypicalAcceptance",

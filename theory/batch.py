@@ -1,4 +1,5 @@
-r"""Batch (multi-draft) speculative decoding: Theorem 3, Proposition 1, the optimal verifier.
+r"""Batch (multi-draft) speculative decoding: :class:`BatchSpeculative`, Theorem 3,
+Proposition 1.
 
 **One position.**  With M i.i.d. drafts tried against the recursive residuals
 q¹ = q, q^{m+1} = [q^m − p]₊ / Σ[q^m − p]₊ (:func:`theory.onestep.residual_chain`), all M fail
@@ -35,31 +36,43 @@ produce, and then draws from q restricted to Z.  Hence
 * ``"trie"``: every position is a root with infinitely many candidates:
   lim E[N_rej] = Σₙ E_q[qₙ(Zₙ)], zero when the draft has full support.
 
-**Optimal multi-draft verifier** (beyond the paper; Khisti et al. 2024, Hu et al. 2025).  Any
-verifier that must output one of M i.i.d. drafts from p (or reject) while emitting exactly q
-accepts with probability at most
-
-.. math::  α^* = 1 + \min_{H \subseteq V} \big[q(H) - p(H)^M\big]
-
-(if every draft lands in H, which has probability p(H)^M, an accepted output lies in H), and
-α* is attained; the minimum is over prefixes of the tokens sorted by q/p, so it costs
-O(V log V).  :func:`multidraft_acceptance_lp` checks it by a linear program over all couplings.
+**The family.**  :class:`BatchSpeculative` (with its trie weights, :func:`_trie_stay_weights`)
+is a position-level algorithm (:mod:`theory.algorithms`); the exact root laws of its root
+verifiers ("swor", "spectr", …) and the optimal acceptance α*
+(:func:`theory.multidraft.optimal_multidraft_acceptance`) are in :mod:`theory.multidraft`.
 """
 
 from __future__ import annotations
 
-import itertools
 import numbers
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from theory._arrays import as_scalar, checked_pair, checked_unit_interval
-from theory.algorithms import BatchSpeculative, Branch, Speculative
+from theory.algorithms import Algorithm, Branch
 from theory.exact import expected_rejections
 from theory.models import MarkovLM, check_compatible, context_transition
-from theory.onestep import _tv_distance, positive_part
+from theory.multidraft import (
+    ROOT_VERIFIERS,
+    _n_drafts,
+    multidraft_acceptance_lp,
+    optimal_multidraft_acceptance,
+    root_law,
+)
+from theory.onestep import (
+    _acceptance,
+    _residual,
+    _residual_chain,
+    _tv_distance,
+    positive_part,
+    safe_ratio,
+)
+from theory.speculative import Speculative
 
 __all__ = [
+    "BatchSpeculative",
     "batch_improvement",
     "batch_rejection_limit",
     "bernoulli_batch_improvement",
@@ -72,10 +85,277 @@ __all__ = [
 ]
 
 
-def _n_drafts(value) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"n_drafts must be an integer >= 1; got {value!r}")
-    return int(value)
+_VERIFIERS = ("paper", "trie", *ROOT_VERIFIERS)
+
+
+@dataclass(frozen=True)
+class BatchSpeculative(Algorithm):
+    r"""Batch speculative decoding with M i.i.d. drafts (the paper's Algorithm 4, and a trie).
+
+    Every round drafts M independent continuations from p (to the horizon).  Candidate drafts
+    at a position are tried in draft order against the recursive residuals q¹ = q,
+    q^{m+1} = [q^m − p]₊ / Σ[q^m − p]₊ (:func:`theory.onestep.residual_chain`): draft m is
+    accepted with probability min(1, q^m(x̃_m)/p(x̃_m)).  If all k candidates fail, the token is
+    drawn from q^{k+1}, the position is a rejection and a new round (M fresh drafts) starts.
+
+    * ``verifier="paper"`` (Algorithm 4): all M drafts are candidates at the round's first
+      (root) position; the accepted draft is then followed alone, standard speculative
+      sampling against q, until its first rejection (drawn from [q − p]₊).
+    * ``verifier="trie"`` (our extension, SpecInfer-style, with replacement): at every
+      position, every draft whose prefix equals the accepted prefix is a candidate; after
+      accepting x, the candidates whose token here is x stay candidates.  Never worse than
+      ``"paper"``.
+
+    * ``verifier`` in ``("swor", "spectr", "greedy", "topk", "optimal")``: the root tries the
+      M drafts with that verifier's rule (:mod:`theory.multidraft`: recursive rejection
+      sampling without replacement, SpecTr's K-SEQ, Hu et al.'s greedy drafts, top-k point
+      drafts, a verifier attaining α*); an emitted drafted token accepts and the round follows
+      that draft alone like ``"paper"``.  Only the verifier's root law (a, r) enters the DPs:
+      branches (0 → 1, a), (0 → 0 rejected, r) and standard SD in state 1.
+
+    All emit exactly the law q.  Round states: 0 = a round starts (M candidates); k ≥ 1 =
+    k live candidates continue (``"paper"`` uses only k = 1).  Given k live candidates
+    sharing a prefix, their next tokens are i.i.d. p, so acceptance at candidate i with token x
+    has weight (Π_{j<i} r_j) min(p, q^i)(x), r_j = TV(q^j, p), and the number of later
+    candidates with token x is Binomial(k − i, p(x)).  The trie's M(M + 1)/2 branch weights
+    (k live candidates, j of the later ones drafted x too) follow from Pascal's rule for that
+    binomial, in M stacked array steps rather than a triple sum (:func:`_trie_stay_weights`).
+
+    Parameters
+    ----------
+    n_drafts : int >= 1
+        M.  ``n_drafts=1`` is ``Speculative()`` (except for "topk", whose one draft is the
+        most probable token, and "spectr"/"optimal", equal to it up to rounding).
+    verifier : {'paper', 'trie', 'swor', 'spectr', 'greedy', 'topk', 'optimal'}
+
+    Raises
+    ------
+    ValueError
+        From the DP or an engine (:meth:`check_cost`) when the estimated tables exceed
+        :attr:`max_table_bytes`, or from the DP when its estimated run time exceeds
+        :attr:`max_dp_seconds`; the message names M, the estimate and the limit.
+
+    Notes
+    -----
+    **Cost in M.**  The engines' tables hold, per row (position, context) and token, one
+    acceptance and one residual alias entry for each of the M candidates — about
+    112 · (M + 1) · rows · V bytes while they are built (rows = T·S, or S for time-homogeneous
+    models), so memory and set-up time grow linearly in M (Fig. 2's chains: ≈ 270 MB and 2 s at
+    M = 1000).  The DP of ``"paper"`` costs O(T · M) small array operations (≈ 7 s at M = 1000
+    on Fig. 2) and little memory; the trie's DP has M(M + 1)/2 branches per position, so
+    O(T · M²) operations and ≈ 16 · M(M + 1)/2 · S · (T·S + V) bytes (≈ 1 GB at M = 200).
+    E[N_rej] changes little beyond a few dozen drafts, and
+    :func:`theory.batch_rejection_limit` gives M → ∞ exactly, so problems whose estimate
+    exceeds :attr:`max_table_bytes` (1 GiB) are refused with a clear message; assign a larger
+    ``BatchSpeculative.max_table_bytes`` to run them anyway.  The DP's time, which the tables
+    do not bound for ``"paper"`` (M = 10⁵ on Fig. 2: 160 MB, but about 6 minutes), is
+    estimated too (:meth:`dp_seconds`) and refused above :attr:`max_dp_seconds` (two minutes).
+
+    Examples
+    --------
+    >>> from sim.models import fig2_pair
+    >>> from theory import BatchSpeculative, expected_rejections
+    >>> draft, target = fig2_pair()
+    >>> paper = expected_rejections(draft, target, BatchSpeculative(4))
+    >>> trie = expected_rejections(draft, target, BatchSpeculative(4, "trie"))
+    >>> bool(trie <= paper < expected_rejections(draft, target, BatchSpeculative(1)))
+    True
+    """
+
+    n_drafts: int = 2
+    verifier: str = "paper"
+
+    #: Refuse problems whose tables are estimated above this many bytes (a class attribute:
+    #: assign ``BatchSpeculative.max_table_bytes`` to change it).
+    max_table_bytes: ClassVar[int] = 1 << 30
+
+    #: Refuse exact DPs whose run time (:meth:`dp_seconds`) is estimated above this many
+    #: seconds (a class attribute: assign ``BatchSpeculative.max_dp_seconds`` to change it).
+    max_dp_seconds: ClassVar[float] = 120.0
+
+    def __post_init__(self):
+        if not isinstance(self.n_drafts, numbers.Integral) or isinstance(self.n_drafts, bool):
+            raise TypeError(f"n_drafts must be a positive integer; got {self.n_drafts!r}")
+        if self.n_drafts < 1:
+            raise ValueError(f"n_drafts must be >= 1; got {self.n_drafts}")
+        object.__setattr__(self, "n_drafts", int(self.n_drafts))
+        if self.verifier not in _VERIFIERS:
+            raise ValueError(f"verifier must be one of {_VERIFIERS}; got {self.verifier!r}")
+
+    def n_round_states(self) -> int:
+        return self.n_drafts + 1 if self.verifier == "trie" else 2
+
+    def root_law(self, p, q):
+        """(a, r) of a root verifier: P(root emits x and accepts / rejects), shaped like p.
+
+        Only for the verifiers of :mod:`theory.multidraft` (not "paper" or "trie").
+        """
+        return root_law(self.verifier, p, q, self.n_drafts)
+
+    def table_bytes(self, draft, target, consumer: str) -> int:
+        """Estimated peak bytes of the tables ``consumer`` ('dp' or 'engine') builds (Notes)."""
+        m = self.n_drafts
+        homogeneous = draft.is_time_homogeneous and target.is_time_homogeneous
+        rows = (1 if homogeneous else target.horizon) * target.n_contexts
+        contexts, vocab = target.n_contexts, target.vocab_size
+        if consumer == "engine":
+            return 112 * (m + 1) * rows * vocab
+        if self.verifier == "trie":
+            return 16 * (m * (m + 1) // 2) * contexts * (rows + vocab)
+        return 32 * (m + 1) * contexts * vocab + 32 * rows * contexts
+
+    def dp_seconds(self, draft, target) -> float:
+        """A rough estimate of the exact DP's run time on one core (seconds).
+
+        Parameters
+        ----------
+        draft, target : MarkovLM
+            The model pair.
+
+        Returns
+        -------
+        float
+            Seconds; 0 for the root verifiers (their DP is that of ``Speculative``).
+
+        Notes
+        -----
+        The DP builds, at each of T' positions (T' = 1 for time-homogeneous models, else T),
+        M candidate steps (``"paper"``) or M(M + 1)/2 branches (``"trie"``), each ≈ 80 µs
+        (paper) or 15 µs (trie) plus 8 ns per entry of its (S, S + V) arrays; the trie then
+        applies its branches at each of the T positions (≈ 2 µs each).  Calibrated on
+        Fig. 2's chains, hidden-context and random pairs up to V = 300: measured times lay
+        between a third of the estimate and 1.5 times it.
+
+        Examples
+        --------
+        >>> from sim.models import fig2_pair
+        >>> from theory import BatchSpeculative
+        >>> round(BatchSpeculative(200, "trie").dp_seconds(*fig2_pair()))
+        18
+        """
+        if self.verifier not in ("paper", "trie"):
+            return 0.0
+        m, contexts = self.n_drafts, target.n_contexts
+        homogeneous = draft.is_time_homogeneous and target.is_time_homogeneous
+        built_at = 1 if homogeneous else target.horizon
+        cells = contexts * (contexts + target.vocab_size)
+        if self.verifier == "trie":
+            return m * (m + 1) / 2 * (built_at * (15e-6 + 8e-9 * cells) + target.horizon * 2e-6)
+        return m * built_at * (80e-6 + 8e-9 * cells)
+
+    def check_cost(self, draft, target, consumer: str) -> None:
+        estimate, limit = self.table_bytes(draft, target, consumer), type(self).max_table_bytes
+        problem = (f"{self!r} with n_drafts = {self.n_drafts} on T = {target.horizon}, "
+                   f"S = {target.n_contexts}, V = {target.vocab_size}")
+        advice = ("E[N_rej] changes little past a few dozen drafts and "
+                  "theory.batch_rejection_limit gives M -> infinity exactly")
+        if estimate > limit:
+            what = "the exact DP" if consumer == "dp" else "the engine"
+            raise ValueError(
+                f"{problem}: {what} would need about {estimate / 1e9:.3g} GB of tables, above "
+                f"BatchSpeculative.max_table_bytes = {limit / 1e9:.3g} GB; {advice} (to run "
+                f"anyway, assign a larger BatchSpeculative.max_table_bytes)")
+        seconds, limit = self.dp_seconds(draft, target), type(self).max_dp_seconds
+        if consumer == "dp" and seconds > limit:
+            raise ValueError(
+                f"{problem}: the exact DP would take about {seconds:.3g} s (estimate), above "
+                f"BatchSpeculative.max_dp_seconds = {limit:.3g} s; {advice} (to run anyway, "
+                f"assign a larger BatchSpeculative.max_dp_seconds)")
+
+    def next_residual(self, p, residual):
+        """The law candidate m + 1 is tested against after candidate m failed: [q^m − p]₊."""
+        return _residual(p, residual)
+
+    def residuals(self, p, q):
+        """(q¹ … q^{M+1}, r₁ … r_M) for rows p, q: :func:`theory.onestep.residual_chain`."""
+        return _residual_chain(p, q, self.n_drafts, step=self.next_residual)
+
+    def live_drafts(self, state: int) -> int:
+        """Number of candidate drafts in round state ``state``."""
+        return self.n_drafts if state == 0 else state
+
+    def branches(self, p, q):
+        p, q = np.asarray(p), np.asarray(q)
+        if self.verifier in ROOT_VERIFIERS:  # root law, then standard SD on the winner
+            accepted, rejected = self.root_law(p, q)
+            following = [b for b in Speculative().branches(p, q) if b.source == 1]
+            return [Branch(0, 1, False, accepted), Branch(0, 0, True, rejected), *following]
+        residuals, failures = self.residuals(p, q)
+        reach = [1]  # P(the first i − 1 candidates failed) = Π_{j<i} r_j
+        for failure in failures:
+            reach.append(reach[-1] * failure)
+        # candidate i is reached, drafts x and accepts it: (Π_{j<i} r_j) p(x) min(1, q^i(x)/p(x))
+        accept_at = [np.asarray(reach[i])[..., None] * _acceptance(p, residuals[i]) * p
+                     for i in range(self.n_drafts)]
+
+        def rejected(k):  # all k candidates failed: token from q^{k+1} (normalized)
+            law = residuals[k]
+            return reach[k][..., None] * safe_ratio(law, law.sum(axis=-1, keepdims=True))
+
+        if self.verifier == "paper":
+            return [Branch(0, 1, False, sum(accept_at)),
+                    Branch(0, 0, True, rejected(self.n_drafts)),
+                    Branch(1, 1, False, accept_at[0]), Branch(1, 0, True, rejected(1))]
+        stay_weights = _trie_stay_weights(accept_at, p)  # O(M) steps, see its Notes
+        all_failed = {k: rejected(k) for k in range(1, self.n_drafts + 1)}
+        out = []
+        for state in range(self.n_round_states()):
+            k = self.live_drafts(state)
+            # stay = candidates left after accepting x (incl. the winner): stay − 1 of the
+            # later ones drafted x too
+            out.extend(Branch(state, stay, False, stay_weights[k][stay - 1])
+                       for stay in range(1, k + 1))
+            out.append(Branch(state, 0, True, all_failed[k]))
+        return out
+
+
+def _trie_stay_weights(accept_at, p):
+    r"""Trie branch weights W_{k,j} for k = 1 … M live candidates and j = 0 … k − 1 (internal).
+
+    ``W[k][j]`` (shaped like ``p``) is the probability, with k live candidates, that some
+    candidate i accepts token x (weight ``accept_at[i]``) and exactly j of the k − 1 − i later
+    candidates drafted x too, so that j + 1 candidates stay live:
+
+    .. math::  W_{k,j} = \sum_{i=0}^{k-1-j} a_i\, \binom{k-1-i}{j}\, p^j (1 - p)^{k-1-i-j}
+               = \sum_{i=0}^{k-1} a_i\, β_{k-1-i}(j),
+
+    with :math:`β_n(j)` the Binomial(n, p) pmf (zero for j > n).
+
+    Parameters
+    ----------
+    accept_at : list of M arrays shaped like p
+        a_i = r₁ ⋯ r_i · min(p, q^{i+1}) (0-based i): candidate i + 1 is reached, accepts x.
+    p : ndarray
+        The draft rows (float64, or object arrays of Fractions).
+
+    Returns
+    -------
+    list of M + 1 arrays
+        ``W[k]`` has shape (k, *p.shape) and holds W_{k,0} … W_{k,k−1}; ``W[0]`` is empty.
+
+    Notes
+    -----
+    Pascal's rule for the binomial pmf (is the newest of n + 1 draws x or not?),
+    :math:`β_{n+1}(j) = (1 - p)\, β_n(j) + p\, β_n(j - 1)` with :math:`β_0(j) = [j = 0]`,
+    carries over term by term to the sums over i (the new term i = k has n = 0):
+
+    .. math::  W_{1,0} = a_0,\qquad W_{k+1,j} = (1 - p)\, W_{k,j} + p\, W_{k,j-1}
+               + [j = 0]\, a_k\qquad (0 ≤ j ≤ k),
+
+    with :math:`W_{k,-1} = W_{k,k} = 0`.  Each step acts on the stacked (k, …) array at once,
+    so the M steps cost O(M) array operations and O(M² · S · V) arithmetic; the direct sum
+    costs O(M³) array operations.  Only sums and products of the inputs appear, so Fraction
+    inputs give exactly the values of the direct sum.
+    """
+    stays, first = 1 - p, np.asarray(accept_at[0])
+    weights = [first[:0], first[None]]
+    for k in range(1, len(accept_at)):
+        previous = weights[k]
+        kept, moved = stays * previous, p * previous  # later candidate: another token / x
+        weights.append(np.concatenate([kept[:1] + accept_at[k], kept[1:] + moved[:-1],
+                                       moved[-1:]]))
+    return weights
+
 
 
 def _all_fail(p, q, n_drafts):
@@ -341,77 +621,3 @@ def batch_rejection_limit(draft: MarkovLM, target: MarkovLM, verifier: str = "pa
         return as_scalar((marginals * unreachable).sum())
     raise ValueError(f"verifier must be 'paper' or 'trie'; got {verifier!r}")
 
-
-def optimal_multidraft_acceptance(p, q, n_drafts: int):
-    r"""α* = 1 + min_H [q(H) − p(H)^M], the best acceptance of any verifier with M i.i.d. drafts.
-
-    The minimum runs over prefixes of the tokens sorted by q/p ascending (O(V log V));
-    leading axes broadcast.
-
-    Parameters
-    ----------
-    p, q : array_like
-        Draft and target probability vectors along the last axis (leading axes broadcast);
-        Fractions give exact results.
-    n_drafts : int >= 1
-        M, the number of i.i.d. drafts.
-
-    Returns
-    -------
-    float, Fraction or ndarray
-        α* ∈ [1 − TV(p, q), 1], one value per row.
-
-    Examples
-    --------
-    >>> from theory.batch import optimal_multidraft_acceptance
-    >>> round(float(optimal_multidraft_acceptance([0.5, 0.5], [0.9, 0.1], 1)), 12)  # 1 − TV
-    0.6
-    >>> round(float(optimal_multidraft_acceptance([0.5, 0.5], [0.9, 0.1], 2)), 12)  # H = {1}
-    0.85
-    """
-    n_drafts = _n_drafts(n_drafts)
-    p, q = checked_pair(p, q)
-    p, q = np.broadcast_arrays(np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64))
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        ratio = np.where(p > 0, q / np.where(p > 0, p, 1), np.inf)
-    order = np.argsort(ratio, axis=-1, kind="stable")
-    q_prefix = np.cumsum(np.take_along_axis(q, order, axis=-1), axis=-1)
-    p_prefix = np.cumsum(np.take_along_axis(p, order, axis=-1), axis=-1)
-    gap = np.minimum((q_prefix - p_prefix ** n_drafts).min(axis=-1), 0.0)  # H = ∅ gives 0
-    return as_scalar(1.0 + gap)
-
-
-def multidraft_acceptance_lp(p, q, n_drafts: int) -> float:
-    r"""Brute-force check of α*: max P(output ∈ drafts) over all couplings, as an LP.
-
-    Variables π(d₁…d_M, y) ≥ 0 with Σ_y π(d, y) = Π_i p(d_i) and Σ_d π(d, y) = q(y); maximize
-    Σ_{d, y ∈ d} π(d, y).  Size V^M · V: for small V and M only.
-    """
-    n_drafts = _n_drafts(n_drafts)
-    p, q = (np.asarray(a, dtype=np.float64) for a in checked_pair(p, q))
-    if p.ndim != 1 or p.shape != q.shape:
-        raise ValueError(f"p and q must be single vectors; got shapes {p.shape}, {q.shape}")
-    vocab_size = p.size
-    tuples = list(itertools.product(range(vocab_size), repeat=n_drafts))
-    n_vars = len(tuples) * vocab_size
-    objective = np.zeros(n_vars)
-    rows, rhs = [], []
-    for t, drafts in enumerate(tuples):
-        row = np.zeros(n_vars)
-        row[t * vocab_size:(t + 1) * vocab_size] = 1
-        rows.append(row)
-        rhs.append(np.prod(p[list(drafts)]))
-        for y in set(drafts):
-            objective[t * vocab_size + y] = -1
-    for y in range(vocab_size):
-        row = np.zeros(n_vars)
-        row[y::vocab_size] = 1
-        rows.append(row)
-        rhs.append(q[y])
-    from scipy.optimize import linprog  # scipy is imported only when an LP is solved
-
-    solution = linprog(objective, A_eq=np.array(rows), b_eq=np.array(rhs),
-                       bounds=(0, None), method="highs")
-    if solution.status != 0:
-        raise ValueError(f"the coupling LP could not be solved: {solution.message}")
-    return float(-solution.fun)

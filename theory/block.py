@@ -1,20 +1,13 @@
-r"""Exact laws of block verification (:class:`theory.BlockSpeculative`), round by round.
+r"""Block verification: :class:`BlockSpeculative` and its exact round law, :func:`round_law`.
 
 Block verification (Sun et al., "Block Verification Accelerates Speculative Decoding",
 ICLR 2025, arXiv:2403.10444) is not position-synchronous: whether drafted token i is kept
 depends on the weights h_j of the *later* drafts j > i.  So the unit of the exact computation
-is the round.  This module computes
-
-1. **the law of one round** from (position n, context s) (:func:`round_law`): the joint law of
-   the number k of tokens the round emits, the context s' it ends in and whether it ends in a
-   rejection (a residual draw);
-2. **a dynamic program over rounds**: with :math:`m_n(s)` the probability that a round starts
-   at position n in context s,
-
-   .. math::  m_{n+k}(s') \mathrel{+}= \sum_s m_n(s)\, L_n(k, s' \mid s),
-
-   from which E[target calls] = Σₙ Σ_s m_n(s), the rejection profile (a rejected round from n
-   emitting k tokens rejects at position n + k − 1) and, with a count axis, the full pmfs.
+is the round: :class:`BlockSpeculative` is a round-level algorithm
+(:class:`theory.algorithms.RoundLevelAlgorithm`) whose **law of one round** from
+(position n, context s) (:func:`round_law`) is the joint law of the number k of tokens the
+round emits, the context s' it ends in and whether it ends in a rejection (a residual draw);
+the generic dynamic program over rounds (:mod:`theory.rounds`) does the rest.
 
 **The round law, exactly.**  Drafts are enumerated depth-first as a tree, level by level and
 vectorized over the nodes: a node at depth i is a drafted prefix X≤i with probability
@@ -42,40 +35,111 @@ from dataclasses import dataclass
 import numpy as np
 
 from theory._arrays import zeros_like_kind
-from theory.algorithms import BlockSpeculative
+from theory.algorithms import (
+    DEFAULT_MAX_NODES,
+    RoundLaw,
+    RoundLevelAlgorithm,
+    _check_max_nodes,
+)
 from theory.models import MarkovLM, check_compatible
 from theory.onestep import positive_part
 
-__all__ = ["DEFAULT_MAX_NODES", "RoundLaw", "round_law"]
+__all__ = ["DEFAULT_MAX_NODES", "BlockSpeculative", "RoundLaw", "round_law"]
 
-#: Default limit on the draft-tree nodes of one round law (all start contexts together).
-DEFAULT_MAX_NODES = 2_000_000
+
+_BLOCK_SELECTION = "block"
 
 
 @dataclass(frozen=True)
-class RoundLaw:
-    """The law of one block-verification round started at ``position``.
+class BlockSpeculative(RoundLevelAlgorithm):
+    r"""Block verification (Sun, Mendlovic, Leviathan, Aharoni, Ro, Beirami, Suresh, ICLR 2025).
 
-    ``accepted[k, s, s']`` (``rejected[k, s, s']``) is the probability, for a round starting
-    in context s, that it emits k tokens, ends in context s' and does not end (does end) in a
-    residual draw; k = 0 … γ + 1.  Rows sum to 1 over (k, s', accepted/rejected).
+    A round starting at position n in context s drafts γ' = min(γ, T − n) tokens
+    X₁ … X_γ' from p (p = draft, q = target) and verifies them *jointly* (Sun et al.,
+    arXiv:2403.10444, Algorithm 2).  With
+
+    .. math::  π_0 = 1,\quad π_i = \min\Big(1, π_{i-1}\,
+               \frac{q(X_i \mid X_{<i})}{p(X_i \mid X_{<i})}\Big),\qquad
+               r_i = \sum_x \big[π_i\, q(x \mid X_{\le i}) - p(x \mid X_{\le i})\big]_+,
+
+    :math:`h_i = r_i / (r_i + 1 - π_i)` for 1 ≤ i < γ' (h_i = 1 when the denominator is 0) and
+    :math:`h_{γ'} = π_{γ'}`, independent η_i ∼ U(0, 1) give
+    τ = max{i ≥ 1 : η_i ≤ h_i} (0 if none).  The round emits X₁ … X_τ and then one token Y:
+
+    * τ < γ': Y ∼ [π_τ q(·|X≤τ) − p(·|X≤τ)]₊ / r_τ — the round ends in a *rejection*
+      (one per round, the convention of ``Speculative``'s N_rej);
+    * τ = γ', ``bonus=True`` and a position remains (n + γ' < T): Y ∼ q(·|X≤γ'), no rejection;
+    * τ = γ' otherwise (horizon reached, or ``bonus=False``): no Y.
+
+    One target call per round.  The output law is exactly q, and the expected number of
+    accepted drafts per round is the largest among verifiers of a single drafted block (Sun
+    et al., Theorems 1–2); ``window=1`` is ``Speculative(window=1)`` exactly.
+
+    Conventions.  A residual with r_τ = 0 is reached with probability 0: if r_i = 0 and
+    π_i < 1 then h_i = 0; if r_i = 0 and π_i = 1 then q = p in that context, so π_{i+1} = 1
+    and h_{i+1} = 1, which rules out τ = i (for i = 0 too: π₀ = 1).  The exact code skips such
+    zero-mass outcomes; the engines' float guard is described in :mod:`sim.engine.block`.
+
+    Block verification is not position-synchronous (τ depends on the whole block), so it has
+    no per-position :meth:`branches`: it is a round-level algorithm whose :meth:`round_law` is
+    :func:`theory.block.round_law`, and the dynamic program over rounds of :mod:`theory.rounds`,
+    to which :func:`theory.expected_target_calls` and the other exact functions dispatch, does
+    the rest.
+
+    Parameters
+    ----------
+    window : int >= 1
+        γ, draft tokens per round (required: a block needs a length).
+    bonus : bool
+        Whether a round whose whole block is accepted emits Y ∼ q (when a position remains).
+
+    Examples
+    --------
+    The paper's toy (Sun et al., §3): q = (1/3, 2/3), p = (2/3, 1/3), γ = 2; expected accepted
+    drafts per round are 10/9 token-wise and 11/9 block-wise.
+
+    >>> from fractions import Fraction as F
+    >>> import numpy as np
+    >>> from theory import BlockSpeculative, MarkovLM, Speculative, round_length_pmf
+    >>> p = MarkovLM.homogeneous([[F(2, 3), F(1, 3)]], 3, next_context=[[0, 0]])
+    >>> q = MarkovLM.homogeneous([[F(1, 3), F(2, 3)]], 3, next_context=[[0, 0]])
+    >>> [str(np.arange(4) @ round_length_pmf(p, q, a) - 1)
+    ...  for a in (Speculative(window=2), BlockSpeculative(2))]
+    ['10/9', '11/9']
     """
 
-    position: int
-    accepted: np.ndarray
-    rejected: np.ndarray
+    window: int
+    bonus: bool = True
 
-    @property
-    def total(self) -> np.ndarray:
-        """accepted + rejected: the law of (k, s') per start context s."""
-        return self.accepted + self.rejected
+    #: How τ is selected from (η, h); only "block" is correct.  The negative controls of the
+    #: test suite (known-wrong rules that implementations have shipped) override it.
+    selection = _BLOCK_SELECTION
 
+    def __post_init__(self):
+        if not isinstance(self.window, numbers.Integral) or isinstance(self.window, bool):
+            raise TypeError(f"window must be a positive integer; got {self.window!r}")
+        if self.window < 1:
+            raise ValueError(f"window must be >= 1; got {self.window}")
+        object.__setattr__(self, "window", int(self.window))
+        if not isinstance(self.bonus, (bool, np.bool_)):
+            raise TypeError(f"bonus must be a bool; got {self.bonus!r}")
 
-def _check_max_nodes(max_nodes) -> int:
-    if not isinstance(max_nodes, numbers.Integral) or isinstance(max_nodes, bool) \
-            or max_nodes < 1:
-        raise ValueError(f"max_nodes must be a positive integer; got {max_nodes!r}")
-    return int(max_nodes)
+    def branches(self, p, q):
+        raise TypeError(
+            "BlockSpeculative is not position-synchronous and has no per-position branches; "
+            "its exact laws are computed round by round (theory.block)"
+        )
+
+    def round_law(self, draft, target, position: int, *,
+                  max_nodes: int = DEFAULT_MAX_NODES) -> RoundLaw:
+        """The exact law of one round from ``position``: :func:`round_law`."""
+        return round_law(draft, target, self, position, max_nodes=max_nodes)
+
+    def round_key(self, position: int, horizon: int):
+        """(γ', a position remains after the block): for time-homogeneous models the round
+        law depends on n only through these."""
+        window = min(self.window, horizon - position)
+        return (window, position + window < horizon)
 
 
 def _sum_by(index: np.ndarray, values: np.ndarray, size: int, exact: bool) -> np.ndarray:
@@ -222,76 +286,3 @@ def _scatter(out, start, context, weights, following, exact):
     n_contexts = out.shape[0]
     flat = (start[:, None] * n_contexts + following[context]).ravel()
     out += _sum_by(flat, weights.ravel(), n_contexts * n_contexts, exact).reshape(out.shape)
-
-
-class RoundProblem:
-    """A validated (draft, target, BlockSpeculative) triple: round laws and the round DP.
-
-    It offers the methods :mod:`theory.exact` dispatches to for algorithms that are not
-    position-synchronous: :meth:`mean_pass`, :meth:`count_pass`, :meth:`first_round_pmf`.
-    """
-
-    def __init__(self, draft: MarkovLM, target: MarkovLM, algorithm: BlockSpeculative,
-                 max_nodes: int = DEFAULT_MAX_NODES):
-        check_compatible(draft, target)
-        self.draft, self.target, self.algorithm = draft, target, algorithm
-        self.horizon = target.horizon
-        self.n_contexts = target.n_contexts
-        self.exact = target.is_exact
-        self.max_nodes = _check_max_nodes(max_nodes)
-        self._homogeneous = draft.is_time_homogeneous and target.is_time_homogeneous
-        self._cache: dict = {}
-
-    def law(self, position: int) -> RoundLaw:
-        window = min(self.algorithm.window, self.horizon - position)
-        # time-homogeneous models: the law depends on n only through γ' and "a position
-        # remains after the block"
-        key = (window, position + window < self.horizon) if self._homogeneous else position
-        if key not in self._cache:
-            self._cache[key] = round_law(self.draft, self.target, self.algorithm, position,
-                                         max_nodes=self.max_nodes)
-        return self._cache[key]
-
-    def zeros(self, *shape) -> np.ndarray:
-        return zeros_like_kind(shape, self.exact)
-
-    def mean_pass(self):
-        """(P(position n is a rejection), (T,); P(a round starts at n in context s), (T, S))."""
-        horizon = self.horizon
-        mass = self.zeros(horizon + 1, self.n_contexts)
-        mass[0] = self.target.start_distribution
-        rejection = self.zeros(horizon)
-        round_start = self.zeros(horizon, self.n_contexts)
-        for n in range(horizon):
-            round_start[n] = mass[n]
-            law = self.law(n)
-            for k in range(1, min(law.accepted.shape[0], horizon - n + 1)):
-                rejected = mass[n] @ law.rejected[k]
-                rejection[n + k - 1] = rejection[n + k - 1] + rejected.sum()
-                mass[n + k] = mass[n + k] + mass[n] @ law.accepted[k] + rejected
-        return rejection, round_start
-
-    def count_pass(self, count: str) -> np.ndarray:
-        """pmf of the number of rejections (``count='rejections'``) or of target calls."""
-        horizon = self.horizon
-        mass = self.zeros(horizon + 1, horizon + 1, self.n_contexts)  # position, count, s
-        mass[0, 0] = self.target.start_distribution
-        for n in range(horizon):
-            law = self.law(n)
-            here = mass[n]
-            if count == "calls":
-                here = np.roll(here, 1, axis=0)
-            for k in range(1, min(law.accepted.shape[0], horizon - n + 1)):
-                rejected = here @ law.rejected[k]
-                if count == "rejections":
-                    rejected = np.roll(rejected, 1, axis=0)
-                mass[n + k] = mass[n + k] + here @ law.accepted[k] + rejected
-        return mass[horizon].sum(axis=1)
-
-    def first_round_pmf(self) -> np.ndarray:
-        """P(the first round emits k tokens), k = 0 … T."""
-        pmf = self.zeros(self.horizon + 1)
-        per_k = self.target.start_distribution @ self.law(0).total.sum(axis=2).T
-        for k in range(1, min(per_k.size, self.horizon + 1)):
-            pmf[k] = per_k[k]
-        return pmf

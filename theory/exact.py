@@ -2,9 +2,9 @@ r"""Exact laws of rejections and target calls by dynamic programming.
 
 The design is described in docs/architecture.md §1.
 
-Each algorithm of :mod:`theory.algorithms` is a Markov chain on (position n, context s, round
-state j).  Let :math:`m_n(j, s)` be the probability of reaching position n in context s and
-round state j.  A branch b of position n moves mass as
+Each position-level algorithm (:mod:`theory.algorithms`) is a Markov chain on (position n,
+context s, round state j).  Let :math:`m_n(j, s)` be the probability of reaching position n in
+context s and round state j.  A branch b of position n moves mass as
 
 .. math::  m_{n+1}(j', s') \mathrel{+}= \sum_{s} m_n(j_b, s)\, M_b(s, s'),\qquad
            M_b(s, s') = \sum_{x:\ \mathrm{next}(s, x) = s'} w_b(s, x),
@@ -35,10 +35,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from theory._arrays import as_scalar, compact, zeros_like_kind
-from theory.algorithms import Algorithm, Speculative
-from theory.block import RoundProblem
+from theory.algorithms import Algorithm
 from theory.models import MarkovLM, check_compatible, context_transition
 from theory.onestep import _tv_distance
+from theory.rounds import RoundProblem
+from theory.speculative import Speculative
 from theory.verification import InvalidVerification
 
 __all__ = [
@@ -169,8 +170,9 @@ class _Problem:
 def _problem(draft, target, algorithm):
     """The DP of ``algorithm``: the one place where algorithm kinds are dispatched.
 
-    Position-synchronous algorithms run the per-position DP (:class:`_Problem`); the others
-    (:class:`theory.BlockSpeculative`) the round-level DP of :mod:`theory.block`.  Both offer
+    Position-level algorithms (``position_synchronous``) run the per-position DP
+    (:class:`_Problem`); round-level ones (:class:`theory.algorithms.RoundLevelAlgorithm`, e.g.
+    :class:`theory.BlockSpeculative`) the round-level DP of :mod:`theory.rounds`.  Both offer
     ``mean_pass``, ``count_pass`` and ``first_round_pmf``.
     """
     algorithm = Speculative() if algorithm is None else algorithm
@@ -193,7 +195,7 @@ def rejection_profile(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | 
     draft, target : MarkovLM
         The draft p and the target q (compatible: :func:`theory.check_compatible`).
     algorithm : Algorithm, default ``Speculative()``
-        Any algorithm of :mod:`theory.algorithms` (custom verifiers are validated:
+        Any algorithm of :mod:`theory` (custom verifiers are validated:
         :mod:`theory.verification`).
 
     Returns
@@ -277,7 +279,7 @@ def expected_target_calls(draft: MarkovLM, target: MarkovLM,
     draft, target : MarkovLM
         The draft p and the target q (compatible: :func:`theory.check_compatible`).
     algorithm : Algorithm, default ``Speculative()``
-        Any algorithm of :mod:`theory.algorithms` (custom verifiers are validated:
+        Any algorithm of :mod:`theory` (custom verifiers are validated:
         :mod:`theory.verification`).
 
     Returns
@@ -309,7 +311,7 @@ def rejection_pmf(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | None
     draft, target : MarkovLM
         The draft p and the target q (compatible: :func:`theory.check_compatible`).
     algorithm : Algorithm, default ``Speculative()``
-        Any algorithm of :mod:`theory.algorithms` (custom verifiers are validated:
+        Any algorithm of :mod:`theory` (custom verifiers are validated:
         :mod:`theory.verification`).
 
     Returns
@@ -342,7 +344,7 @@ def target_calls_pmf(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | N
     draft, target : MarkovLM
         The draft p and the target q (compatible: :func:`theory.check_compatible`).
     algorithm : Algorithm, default ``Speculative()``
-        Any algorithm of :mod:`theory.algorithms` (custom verifiers are validated:
+        Any algorithm of :mod:`theory` (custom verifiers are validated:
         :mod:`theory.verification`).
 
     Returns
@@ -370,7 +372,7 @@ def round_length_pmf(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | N
     draft, target : MarkovLM
         The draft p and the target q (compatible: :func:`theory.check_compatible`).
     algorithm : Algorithm, default ``Speculative()``
-        Any algorithm of :mod:`theory.algorithms` (custom verifiers are validated:
+        Any algorithm of :mod:`theory` (custom verifiers are validated:
         :mod:`theory.verification`).
 
     Returns
@@ -412,7 +414,7 @@ def expected_walltime(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | 
     draft, target : MarkovLM
         The draft p and the target q (compatible: :func:`theory.check_compatible`).
     algorithm : Algorithm, default ``Speculative()``
-        Any algorithm of :mod:`theory.algorithms` (custom verifiers are validated:
+        Any algorithm of :mod:`theory` (custom verifiers are validated:
         :mod:`theory.verification`).
     cost_ratio : real >= 0
         c, the cost of one draft token in units of one target call.
@@ -485,7 +487,7 @@ def expected_speedup(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | N
     draft, target : MarkovLM
         The draft p and the target q (compatible: :func:`theory.check_compatible`).
     algorithm : Algorithm, default ``Speculative()``
-        Any algorithm of :mod:`theory.algorithms` (custom verifiers are validated:
+        Any algorithm of :mod:`theory` (custom verifiers are validated:
         :mod:`theory.verification`).
     cost_ratio : float >= 0
         c, the cost of one draft token in units of one target call.

@@ -1,4 +1,9 @@
-r"""The quality–acceleration trade-off of lossy verification (the paper's §4, Theorems 4–5).
+r"""Lossy verification by over-acceptance, :class:`LossySpeculative`, and the
+quality–acceleration trade-off of lossy verification (the paper's §4, Theorems 4–5).
+
+**The family.**  :class:`LossySpeculative` (Decoding-OPT and Decoding-UNO) is a token-wise
+position-level verifier (a subclass of :class:`theory.Speculative`); the practitioners' lossy
+rules are in :mod:`theory.lossy_zoo`.
 
 **One position.**  A verifier accepts a draft x̃ ∼ p with probability b(x̃) and otherwise emits
 a token from 𝒫; it rejects with probability ρ = Σ_x (1 − b(x)) p(x) and emits
@@ -38,7 +43,9 @@ subadditive bound TV ≤ Σₙ E_{s∼μ^o_n}[TV(oₙ(·|s), qₙ(·|s))] (:func
 from __future__ import annotations
 
 import itertools
+import math
 import numbers
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -46,9 +53,11 @@ import numpy as np
 from theory._arrays import as_scalar, checked_acceptance, checked_pair, checked_unit_interval
 from theory.algorithms import Algorithm
 from theory.models import MarkovLM, check_compatible
-from theory.onestep import _tv_distance, positive_part, safe_ratio
+from theory.onestep import _acceptance, _tv_distance, positive_part, safe_ratio
+from theory.speculative import Speculative
 
 __all__ = [
+    "LossySpeculative",
     "VerifierTradeoff",
     "chain_tradeoff",
     "is_optimal_rejection_distribution",
@@ -65,6 +74,76 @@ __all__ = [
     "tv_loss_lp",
     "verifier_tradeoff",
 ]
+
+
+_REJECTION_RULES = ("opt", "target")
+
+
+@dataclass(frozen=True, init=False, repr=False)
+class LossySpeculative(Speculative):
+    r"""Lossy speculative decoding by over-acceptance (the paper's §4), drafting to the horizon.
+
+    A draft x̃ ∼ p is accepted with probability b(x̃) = min(1, (q(x̃) + ε)/p(x̃)) ≥ min(1, q/p);
+    on rejection the token is drawn from
+
+    * ``rejection="opt"`` (Decoding-OPT): 𝒫* = [q − b p]₊ / Σ[q − b p]₊, the canonical member
+      of Theorem 4's optimal set, which minimizes TV(output, q) for this b;
+    * ``rejection="target"`` (Decoding-UNO): q itself.
+
+    Biased for ε > 0: the emitted tokens follow :func:`theory.output_model`, not q.  ε = ∞
+    accepts every draft (the emitted law is p).  ε = 0 is ``Speculative()`` for
+    ``rejection="opt"`` **only**: Decoding-UNO (𝒫 = q) is lossy already at ε = 0, since it
+    emits o = min(p, q) + TV(p, q)·q ≠ q whenever 0 < TV(p, q) < 1 (its per-position TV
+    loss at ε = 0, averaged along its output chain (:func:`theory.lossy.chain_tradeoff`), is
+    0.131 on the Fig. 2 chains of :func:`sim.models.fig2_pair` and 0.150 on their Dirichlet
+    stand-in, ``instance="dirichlet"``).  The two
+    rules' trade-off curves therefore start at different points: OPT on the Pareto line at
+    (TV, 0), UNO above it.
+
+    Note: under over-acceptance q − b p = −ε < 0 wherever b < 1, so 𝒫* is the lossless
+    residual [q − p]₊ restricted to {b = 1} ⊇ {q ≥ p} — that is, [q − p]₊ itself: Decoding-OPT
+    only changes the acceptance rule, never the rejection law.
+
+    Examples
+    --------
+    >>> from theory import LossySpeculative
+    >>> b, law = LossySpeculative(0.1).verification([0.5, 0.5], [0.9, 0.1])
+    >>> b.round(3).tolist(), law.round(3).tolist()
+    ([1.0, 0.4], [1.0, 0.0])
+    """
+
+    eps: float = 0.0
+    rejection: str = "opt"
+
+    def __init__(self, eps, rejection: str = "opt"):
+        if not isinstance(eps, numbers.Real) or isinstance(eps, bool) or math.isnan(eps) \
+                or eps < 0:
+            raise ValueError(f"eps must be a real number >= 0 (inf allowed); got {eps!r}")
+        if rejection not in _REJECTION_RULES:
+            raise ValueError(f"rejection must be one of {_REJECTION_RULES}; got {rejection!r}")
+        object.__setattr__(self, "window", None)
+        object.__setattr__(self, "bonus", True)
+        object.__setattr__(self, "eps", eps)
+        object.__setattr__(self, "rejection", rejection)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(eps={self.eps!r}, rejection={self.rejection!r})"
+
+    def verification(self, p, q):
+        p, q = np.asarray(p), np.asarray(q)
+        if math.isinf(self.eps):
+            accept = np.ones_like(p)
+        else:
+            accept = np.where(p == 0, 1, np.minimum(1, safe_ratio(q + self.eps, p)))
+            if self.eps == 0:  # exactly the standard rule (incl. its p = q convention)
+                accept = _acceptance(p, q)
+        if self.rejection == "target":
+            return accept, q
+        # 𝒫* ∝ [q − b p]₊, which is [q − p]₊ where b = 1 and exactly 0 where
+        # b = (q + ε)/p < 1 (there q − b p = −ε): written so, no rounding residue survives
+        # and ε = 0 gives the speculative residual exactly.
+        gap = np.where(accept >= 1, positive_part(q - p), 0 * p)
+        return accept, safe_ratio(gap, gap.sum(axis=-1, keepdims=True))
 
 
 _NO_ACCEPT = object()
@@ -439,8 +518,6 @@ def verifier_tradeoff(p, q, algorithm) -> VerifierTradeoff:
     >>> round(float(t.gap), 12)  # min(p, q) of the rejected token
     0.05
     """
-    from theory.algorithms import Speculative
-
     if not isinstance(algorithm, Speculative):
         raise TypeError(f"algorithm must be a token-wise verifier (a theory.Speculative); "
                         f"got {algorithm!r}")

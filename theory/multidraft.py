@@ -1,4 +1,5 @@
-r"""Root laws of multi-draft verifiers at the root of Algorithm 4 (issue #14).
+r"""Root laws of multi-draft verifiers at the root of Algorithm 4 (issue #14), and the optimal
+root acceptance α* of any verifier with M i.i.d. drafts.
 
 Every verifier here acts only at a round's *root* (round state 0) of
 :class:`theory.BatchSpeculative`: it looks at M drafts of the root token and either emits one
@@ -50,13 +51,23 @@ Verifiers (p = draft, q = target at the root context):
     renormalized; all fail → a draw from q^{M+1}.  a = q·1_D, r = q·1_{Dᶜ}; α = q(D).
 ``"optimal"``
     A verifier attaining α* = 1 + min_H [q(H) − p(H)^M] (Khisti et al. 2024,
-    arXiv:2410.18234, Thm. 2; :func:`theory.batch.optimal_multidraft_acceptance`): the M i.i.d.
+    arXiv:2410.18234, Thm. 2; :func:`optimal_multidraft_acceptance`): the M i.i.d.
     drafts are reduced to their set S of distinct tokens (law w(S)); a maximum flow
     f(S, y) from sets to their tokens y ∈ S with token capacities q(y) is solved as an LP; given
     S the root emits y ∈ S with probability f(S, y)/w(S) (an acceptance), else a draw from
     (q − a)/(1 − α), a = Σ_S f(S, ·).  By max-flow/min-cut the flow's value is α*, and at a
     maximum flow every set with leftover mass has all its tokens saturated, so a rejection
     never emits a drafted token.  Sizes: at most :data:`OPTIMAL_MAX_SETS` sets S.
+
+**Optimal multi-draft verifier** (beyond the paper; Khisti et al. 2024, Hu et al. 2025).  Any
+verifier that must output one of M i.i.d. drafts from p (or reject) while emitting exactly q
+accepts with probability at most
+
+.. math::  α^* = 1 + \min_{H \subseteq V} \big[q(H) - p(H)^M\big]
+
+(if every draft lands in H, which has probability p(H)^M, an accepted output lies in H), and
+α* is attained; the minimum is over prefixes of the tokens sorted by q/p, so it costs
+O(V log V).  :func:`multidraft_acceptance_lp` checks it by a linear program over all couplings.
 
 Examples
 --------
@@ -69,13 +80,14 @@ Examples
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import numbers
 from fractions import Fraction
 
 import numpy as np
 
-from theory._arrays import checked_pair
+from theory._arrays import as_scalar, checked_pair
 from theory.onestep import _acceptance, _residual, positive_part, safe_ratio
 
 __all__ = [
@@ -85,7 +97,9 @@ __all__ = [
     "SWOR_MAX_NODES",
     "draft_order",
     "greedy_root_law",
+    "multidraft_acceptance_lp",
     "optimal_flow",
+    "optimal_multidraft_acceptance",
     "optimal_root_law",
     "root_law",
     "spectr_rho",
@@ -102,6 +116,12 @@ SWOR_MAX_NODES = 200_000
 FLOW_TOLERANCE = 1e-12
 #: Largest number of draft sets S (non-empty, at most M tokens of p's support) for "optimal".
 OPTIMAL_MAX_SETS = 4096
+
+
+def _n_drafts(value) -> int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"n_drafts must be an integer >= 1; got {value!r}")
+    return int(value)
 
 
 def _checked(p, q, n_drafts):
@@ -511,3 +531,78 @@ def root_law(verifier: str, p, q, n_drafts: int):
         rejected.setflags(write=False)
         _CACHE[key] = accepted, rejected
     return _CACHE[key]
+
+
+def optimal_multidraft_acceptance(p, q, n_drafts: int):
+    r"""α* = 1 + min_H [q(H) − p(H)^M], the best acceptance of any verifier with M i.i.d. drafts.
+
+    The minimum runs over prefixes of the tokens sorted by q/p ascending (O(V log V));
+    leading axes broadcast.
+
+    Parameters
+    ----------
+    p, q : array_like
+        Draft and target probability vectors along the last axis (leading axes broadcast);
+        Fractions give exact results.
+    n_drafts : int >= 1
+        M, the number of i.i.d. drafts.
+
+    Returns
+    -------
+    float, Fraction or ndarray
+        α* ∈ [1 − TV(p, q), 1], one value per row.
+
+    Examples
+    --------
+    >>> from theory.multidraft import optimal_multidraft_acceptance
+    >>> round(float(optimal_multidraft_acceptance([0.5, 0.5], [0.9, 0.1], 1)), 12)  # 1 − TV
+    0.6
+    >>> round(float(optimal_multidraft_acceptance([0.5, 0.5], [0.9, 0.1], 2)), 12)  # H = {1}
+    0.85
+    """
+    n_drafts = _n_drafts(n_drafts)
+    p, q = checked_pair(p, q)
+    p, q = np.broadcast_arrays(np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        ratio = np.where(p > 0, q / np.where(p > 0, p, 1), np.inf)
+    order = np.argsort(ratio, axis=-1, kind="stable")
+    q_prefix = np.cumsum(np.take_along_axis(q, order, axis=-1), axis=-1)
+    p_prefix = np.cumsum(np.take_along_axis(p, order, axis=-1), axis=-1)
+    gap = np.minimum((q_prefix - p_prefix ** n_drafts).min(axis=-1), 0.0)  # H = ∅ gives 0
+    return as_scalar(1.0 + gap)
+
+
+def multidraft_acceptance_lp(p, q, n_drafts: int) -> float:
+    r"""Brute-force check of α*: max P(output ∈ drafts) over all couplings, as an LP.
+
+    Variables π(d₁…d_M, y) ≥ 0 with Σ_y π(d, y) = Π_i p(d_i) and Σ_d π(d, y) = q(y); maximize
+    Σ_{d, y ∈ d} π(d, y).  Size V^M · V: for small V and M only.
+    """
+    n_drafts = _n_drafts(n_drafts)
+    p, q = (np.asarray(a, dtype=np.float64) for a in checked_pair(p, q))
+    if p.ndim != 1 or p.shape != q.shape:
+        raise ValueError(f"p and q must be single vectors; got shapes {p.shape}, {q.shape}")
+    vocab_size = p.size
+    tuples = list(itertools.product(range(vocab_size), repeat=n_drafts))
+    n_vars = len(tuples) * vocab_size
+    objective = np.zeros(n_vars)
+    rows, rhs = [], []
+    for t, drafts in enumerate(tuples):
+        row = np.zeros(n_vars)
+        row[t * vocab_size:(t + 1) * vocab_size] = 1
+        rows.append(row)
+        rhs.append(np.prod(p[list(drafts)]))
+        for y in set(drafts):
+            objective[t * vocab_size + y] = -1
+    for y in range(vocab_size):
+        row = np.zeros(n_vars)
+        row[y::vocab_size] = 1
+        rows.append(row)
+        rhs.append(q[y])
+    from scipy.optimize import linprog  # scipy is imported only when an LP is solved
+
+    solution = linprog(objective, A_eq=np.array(rows), b_eq=np.array(rhs),
+                       bounds=(0, None), method="highs")
+    if solution.status != 0:
+        raise ValueError(f"the coupling LP could not be solved: {solution.message}")
+    return float(-solution.fun)

@@ -37,9 +37,10 @@ import numbers
 import numpy as np
 
 from theory._arrays import zeros_like_kind
-from theory.algorithms import Branch, Speculative
+from theory.algorithms import Branch
 from theory.models import MarkovLM, check_compatible, context_transition
 from theory.onestep import _rejection_mass
+from theory.speculative import Speculative
 from theory.verification import checked_verification
 
 __all__ = ["WindowPolicy", "optimal_window_policy"]

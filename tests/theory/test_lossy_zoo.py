@@ -30,8 +30,8 @@ from theory import (
     tv_distance,
     verifier_tradeoff,
 )
-from theory.algorithms import truncate, typical_cutoff
 from theory.lossy import chain_tradeoff
+from theory.lossy_zoo import truncate, typical_cutoff
 
 exact_pairs = st.integers(1, 5).flatmap(
     lambda v: st.tuples(probability_vectors(v, exact=True), probability_vectors(v, exact=True)))
