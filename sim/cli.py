@@ -211,7 +211,7 @@ def _cluster(address: str | None):
 
 def _reproduce(args) -> int:
     from sim.engine import SchedulerLostError
-    from sim.reproduce import reproduce
+    from sim.experiments import reproduce
 
     with _cluster(args.dask) as client:
         try:

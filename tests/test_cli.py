@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from sim.cli import main
-from sim.figures import FIGURES
-from sim.reproduce import EXPERIMENTS
+from sim.experiments.runner import EXPERIMENTS, FIGURES
 
 
 def test_simulate_prints_theory_and_simulation(capsys):
@@ -104,7 +103,7 @@ def test_quick_reproduction_writes_every_figure_and_a_passing_report(tmp_path):
 
 
 def test_report_puts_the_printed_value_beside_the_paper_instance(tmp_path):
-    from sim.reproduce import reproduce
+    from sim.experiments import reproduce
 
     assert reproduce(tmp_path, quick=True, only=["fig2a", "fig2_dirichlet"],
                      progress=False) == 0
@@ -117,7 +116,7 @@ def test_report_puts_the_printed_value_beside_the_paper_instance(tmp_path):
 
 
 def test_resume_recomputes_records_of_an_older_format(tmp_path):
-    from sim.reproduce import RECORD_FORMAT, Settings, _completed, reproduce
+    from sim.experiments.runner import RECORD_FORMAT, Settings, _completed, reproduce
 
     assert reproduce(tmp_path, quick=True, only=["gap"], progress=False) == 0
     path = tmp_path / "data" / "gap.json"
@@ -131,7 +130,8 @@ def test_resume_recomputes_records_of_an_older_format(tmp_path):
 
 
 def test_report_summary_first_statistics_shown_reuse_named_and_series_in_json(tmp_path):
-    from sim.reproduce import reproduce, running_mean_series
+    from sim.experiments import reproduce
+    from sim.experiments.common import running_mean_series
 
     assert reproduce(tmp_path, quick=True, only=["fig2a", "fig4bc"], progress=False) == 0
     report = (tmp_path / "report.md").read_text()

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.reproduce import Settings, _completed, reproduce
+from sim.experiments.runner import Settings, _completed, reproduce
 
 CLI = [sys.executable, "-m", "sim.cli"]
 
@@ -108,7 +108,7 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_folder(tmp_path):
     gone with it and a run goes through."""
     holder = subprocess.Popen(
         [sys.executable, "-c", "import pathlib, sys, time\n"
-         "from sim.reproduce import _FolderLock\n"
+         "from sim.experiments.runner import _FolderLock\n"
          "with _FolderLock(pathlib.Path(sys.argv[1])):\n"
          "    print('locked', flush=True)\n    time.sleep(60)\n", str(tmp_path)],
         stdout=subprocess.PIPE, text=True)

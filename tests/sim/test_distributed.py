@@ -59,7 +59,7 @@ def test_counts_equal_histograms_of_the_full_result():
 def test_reproduce_on_dask_equals_local(client, tmp_path):
     import json
 
-    from sim.reproduce import reproduce
+    from sim.experiments import reproduce
 
     for folder, cluster in (("local", None), ("dask", client)):
         assert reproduce(tmp_path / folder, quick=True, only=["fig2b", "walltime"],

@@ -3,8 +3,8 @@
 import matplotlib
 import numpy as np
 
-from sim import figures
-from sim.reproduce import running_mean_series
+from sim.experiments import figures
+from sim.experiments.common import running_mean_series
 
 matplotlib.use("Agg")
 
@@ -36,7 +36,7 @@ def test_running_means_are_thinned_so_pdfs_stay_small(tmp_path):
 
 
 def figures_points():
-    from sim.reproduce import RUNNING_POINTS
+    from sim.experiments.common import RUNNING_POINTS
 
     return RUNNING_POINTS
 

@@ -1,4 +1,4 @@
-r"""``specdec reproduce --only multidraft``: the multi-draft verifier zoo against α* (issue #14).
+r"""The multi-draft verifier zoo against α* (issue #14): ``specdec reproduce --only multidraft``.
 
 For every root verifier of :class:`theory.BatchSpeculative` — Algorithm 4 ("paper"), the trie,
 recursive rejection sampling without replacement ("swor"), SpecTr's K-SEQ ("spectr"), Hu et
@@ -22,9 +22,12 @@ sequences the value is left out (None).
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
 
 from sim.engine import simulate
+from sim.experiments.common import Experiment, Outcome, mean_row
+from sim.experiments.plotting import COLORS, label_axes
 from sim.models import bernoulli_pair, fig2_pair, ngram_pair, uniform_subset_pair
 from sim.stats import pmf_moments
 from theory import (
@@ -36,7 +39,7 @@ from theory import (
 )
 from theory.multidraft import SWOR_MAX_NODES, _swor_nodes
 
-__all__ = ["VERIFIERS", "multidraft"]
+__all__ = ["MULTIDRAFT", "VERIFIERS", "multidraft", "multidraft_zoo"]
 
 VERIFIERS = ("paper", "trie", "swor", "spectr", "greedy", "topk", "optimal")
 GAP_DRAFTS = (2, 4, 8)
@@ -79,10 +82,8 @@ def _star_curve(draft, target, m_values):
     return [float((weights * optimal_multidraft_acceptance(p, q, m)).sum()) for m in m_values]
 
 
-def multidraft(settings, rng):
+def multidraft(settings, rng) -> Outcome:
     """Root acceptance and E[N_rej] vs M for every verifier, the gap to α*, checks."""
-    from sim.reproduce import Outcome, _mean_row
-
     m_values = [1, 2, 4] if settings.quick else list(range(1, 9))
     gap_drafts = [m for m in GAP_DRAFTS if m in m_values]
     chains = _chains()
@@ -116,9 +117,41 @@ def multidraft(settings, rng):
             mean, variance = pmf_moments(rejection_pmf(draft, target, algorithm))
             samples = simulate(draft, target, algorithm, n_trials=settings.trials // 4,
                                rng=next(streams), client=settings.client).rejections
-            rows.append(_mean_row(f"E[N_rej] {v} M={m} (Fig. 2)", samples, mean, variance))
+            rows.append(mean_row(f"E[N_rej] {v} M={m} (Fig. 2)", samples, mean, variance))
     return Outcome(rows, {"m": m_values, "acceptance": acceptance, "rejections": rejections,
                           "gap": {name: {v: {str(m): value for m, value in values.items()}
                                          for v, values in per_verifier.items()}
                                   for name, per_verifier in gap.items()},
                           "markdown": "\n".join(lines)})
+
+
+_VERIFIER_STYLE = {"paper": ("-o", 0), "trie": ("-s", 1), "swor": ("-^", 2),
+                   "spectr": ("-v", 3), "greedy": ("-D", 4), "topk": ("-x", 5),
+                   "optimal": (":P", 6)}
+
+
+def multidraft_zoo(data, title):
+    """Root acceptance vs M on four chains (α* in black) and E[N_rej] vs M on two."""
+    m = data["m"]
+    figure, axes = plt.subplots(2, 3, figsize=(15, 8.5))
+    panels = list(data["acceptance"].items())
+    for ax, (name, curves) in zip(axes.ravel()[:4], panels, strict=True):
+        ax.plot(m, curves["alpha_star"], "k--", lw=2, label="α* (i.i.d. drafts' bound)")
+        for verifier, (marker, color) in _VERIFIER_STYLE.items():
+            values = [np.nan if v is None else v for v in curves[verifier]]
+            ax.plot(m, values, marker, ms=4, lw=1, color=COLORS[color % len(COLORS)],
+                    label=verifier)
+        label_axes(ax, "number of drafts M", "root acceptance", name, legend_size=6)
+    for ax, (name, curves) in zip(axes.ravel()[4:], data["rejections"].items(), strict=True):
+        for verifier, (marker, color) in _VERIFIER_STYLE.items():
+            values = [np.nan if v is None else v for v in curves[verifier]]
+            ax.plot(m, values, marker, ms=4, lw=1, color=COLORS[color % len(COLORS)],
+                    label=verifier)
+        label_axes(ax, "number of drafts M", "E[N_rej] (exact DP)", name, legend_size=6)
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+MULTIDRAFT = Experiment("multidraft", multidraft, multidraft_zoo,
+                        "Multi-draft verifiers: root acceptance vs α* and E[N_rej] vs M")
