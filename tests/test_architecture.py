@@ -151,12 +151,10 @@ def test_the_circle_finder_finds_circles():
     assert _cycles(planted) == [["a", "b", "c"]]
 
 
-def test_layers():
-    """theory never imports sim or gpu_kernels; sim never imports gpu_kernels; within sim, a
-    module imports only its own package or lower floors (engines never import experiments,
-    the conformance harness or the CLI)."""
+def _layer_violations(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """(importer, imported) pairs that go against the layers (docs/architecture.md §5)."""
     wrong = []
-    for name, imported in GRAPH.items():
+    for name, imported in graph.items():
         for other in imported:
             top, other_top = name.partition(".")[0], other.partition(".")[0]
             if top == "theory" and other_top != "theory":
@@ -171,7 +169,29 @@ def test_layers():
                     wrong.append((name, other))  # every module of sim has a floor
                 elif theirs[0] != mine[0] and theirs[1] >= mine[1]:
                     wrong.append((name, other))
-    assert wrong == []
+    return sorted(wrong)
+
+
+def test_layers():
+    """theory never imports sim or gpu_kernels; sim never imports gpu_kernels; within sim, a
+    module imports only its own subpackage or lower floors (engines never import experiments,
+    the conformance harness or the CLI)."""
+    assert _layer_violations(GRAPH) == []
+
+
+def test_the_layer_check_catches_wrong_imports():
+    """Negative control: each kind of wrong import is reported, the right ones are not."""
+    planted = {
+        "theory.exact": {"sim.engine.core"},  # theory must not see sim
+        "sim.engine.core": {"sim.experiments.runner", "theory.models"},  # an engine upward
+        "sim.stats": {"gpu_kernels.engine"},  # sim must not see gpu_kernels
+        "sim.engine.token": {"sim"},  # the front door
+        "sim.experiments.block": {"sim.engine.block", "sim.stats"},  # fine: lower floors
+        "sim.reference": {"sim.engine.reference"},  # fine: its own subpackage
+    }
+    assert _layer_violations(planted) == [
+        ("sim.engine.core", "sim.experiments.runner"), ("sim.engine.token", "sim"),
+        ("sim.stats", "gpu_kernels.engine"), ("theory.exact", "sim.engine.core")]
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))
