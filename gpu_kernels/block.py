@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from gpu_kernels.engine import _Run, _torch, _torch_dtype, philox_pair, register_run
 from sim.engine.block import BlockTables
-from sim.engine.core import count_dtype, token_dtype
+from sim.engine.core import count_dtype, drafted_dtype, token_dtype
 from sim.engine.result import SimResult
 
 
@@ -93,6 +93,7 @@ class _BlockRun(_Run):
         counts = _torch_dtype(count_dtype(horizon))
         rejections = torch.zeros(n, dtype=counts, device=device)
         calls = torch.zeros(n, dtype=counts, device=device)
+        n_drafted = torch.zeros(n, dtype=_torch_dtype(drafted_dtype(horizon)), device=device)
         tokens = torch.empty((n, horizon) if record_tokens else (0, 0),
                              dtype=_torch_dtype(token_dtype(layout.vocab_size)), device=device)
         ones = torch.ones(n, dtype=torch.float64, device=device)
@@ -103,6 +104,7 @@ class _BlockRun(_Run):
             calls += active
             start = position
             span = (horizon - position).clamp(min=0, max=window)
+            n_drafted += span.to(n_drafted.dtype)  # 0 for finished trials
             contexts, pis, weights, ratios, drafted = [context], [ones], [ones], [ones], []
             for i in range(window):
                 row = (position + i).clamp(max=horizon - 1) * stride + contexts[i]
@@ -154,7 +156,8 @@ class _BlockRun(_Run):
             position = position + emitted
             rejections += residual
         return SimResult(rejections.cpu().numpy(), calls.cpu().numpy(),
-                         tokens.cpu().numpy() if record_tokens else None)
+                         tokens.cpu().numpy() if record_tokens else None,
+                         n_drafted.cpu().numpy())
 
 
 register_run(BlockTables, _BlockRun)

@@ -32,6 +32,7 @@ import numbers
 import numpy as np
 
 from sim.engine import chunk_bounds, count_dtype, make_tables, token_dtype
+from sim.engine.core import drafted_dtype
 from sim.engine.philox import (
     PHILOX_MULTIPLIERS,
     PHILOX_ROUNDS,
@@ -248,19 +249,26 @@ class _Run:
         counts = _torch_dtype(count_dtype(layout.horizon))
         rejections = torch.zeros(n, dtype=counts, device=self.device)
         calls = torch.zeros(n, dtype=counts, device=self.device)
+        drafted = torch.zeros(n, dtype=_torch_dtype(drafted_dtype(layout.horizon)),
+                              device=self.device)
+        draft_lengths = torch.as_tensor(self.tables.draft_lengths, device=self.device)
         tokens = torch.empty((n, layout.horizon) if record_tokens else (0, 0),
                              dtype=_torch_dtype(token_dtype(layout.vocab_size)),
                              device=self.device)
         for position in range(layout.horizon):
             rows = context + position * layout.row_stride
-            calls += state == 0
+            starts = state == 0
+            calls += starts
+            drafted += (starts * draft_lengths.index_select(
+                0, context + position * layout.n_contexts)).to(drafted.dtype)
             token, state, rejected = self.step(trial, position, rows, state)
             rejections += rejected
             if record_tokens:
                 tokens[:, position] = token
             context = self.advance(context, token)
         return SimResult(rejections.cpu().numpy(), calls.cpu().numpy(),
-                         tokens.cpu().numpy() if record_tokens else None)
+                         tokens.cpu().numpy() if record_tokens else None,
+                         drafted.cpu().numpy())
 
 
 #: Tables class (an engine family of :mod:`sim.engine`) → the class that runs it on a device;
@@ -335,11 +343,12 @@ def simulate(draft, target, algorithm, *, n_trials: int, rng=None, device=None,
         from tqdm.auto import tqdm
 
         bounds = tqdm(bounds, desc=f"{type(algorithm).__name__} [{device}]", unit="chunk")
-    rejections, calls, tokens = _outputs(tables.layout, n_trials, record_tokens)
+    rejections, calls, drafted, tokens = _outputs(tables.layout, n_trials, record_tokens)
     for first, n in bounds:
         part = run.run(key, first, n, record_tokens)
         rejections[first:first + n] = part.rejections
         calls[first:first + n] = part.target_calls
+        drafted[first:first + n] = part.drafted
         if record_tokens:
             tokens[first:first + n] = part.tokens
-    return SimResult(rejections, calls, tokens if record_tokens else None)
+    return SimResult(rejections, calls, tokens if record_tokens else None, drafted)

@@ -262,3 +262,12 @@ def _register(kind, root):
 
 for _kind, _root in _MUTANT_ROOTS.items():
     _register(_kind, _root)
+
+
+@dataclass(frozen=True)
+class UndercountedDrafts(Speculative):
+    """Known-wrong draft count: declares one draft fewer per round than it drafts (the
+    verification itself is standard, so only the walltime is wrong)."""
+
+    def draft_lengths(self, horizon, n_contexts):
+        return np.maximum(super().draft_lengths(horizon, n_contexts) - 1, 0)

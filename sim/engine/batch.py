@@ -32,7 +32,7 @@ from sim.engine.compiled import (
     uniform,
     uniform_pair,
 )
-from sim.engine.core import Layout, register_family
+from sim.engine.core import Layout, draft_table, register_family
 from sim.engine.multidraft import ROOT_PROCEDURES, RootTables, rooted_rounds
 from sim.engine.reference import Outcome, _Trace
 from sim.engine.tables import AliasTable, build_alias
@@ -58,6 +58,7 @@ class BatchTables:
     draft_probs: np.ndarray  # (R·V,) p itself (the trie's "same token" test)
     acceptance: np.ndarray  # (M·R·V,)
     residual: AliasTable  # M·R rows
+    draft_lengths: np.ndarray  # (T·S,) tokens drafted by a round from (n, s)
 
     @classmethod
     def build(cls, draft: MarkovLM, target: MarkovLM, algorithm) -> BatchTables | RootTables:
@@ -69,7 +70,7 @@ class BatchTables:
         acceptance = np.concatenate(
             [_acceptance(p, residual).ravel() for residual in residuals[:-1]])
         return cls(algorithm, layout, p.shape[0], build_alias(p), p.ravel(), acceptance,
-                   build_alias(np.concatenate(residuals[1:])))
+                   build_alias(np.concatenate(residuals[1:])), draft_table(algorithm, layout))
 
     @classmethod
     def steps_per_position(cls, algorithm, target: MarkovLM) -> float:
@@ -79,19 +80,20 @@ class BatchTables:
             return 1.0
         return float(algorithm.n_drafts)
 
-    def run(self, key, first_trial, rejections, target_calls, tokens) -> None:
+    def run(self, key, first_trial, rejections, target_calls, drafted, tokens) -> None:
         algorithm = self.algorithm
         batch_kernel(
             key[0], key[1], first_trial, *self.layout.common_arguments(),
             algorithm.n_drafts, algorithm.verifier == "trie", self.n_rows, self.draft.entries,
-            self.draft_probs, self.acceptance, self.residual.entries, rejections,
-            target_calls, tokens)
+            self.draft_probs, self.acceptance, self.residual.entries, self.draft_lengths,
+            rejections, target_calls, drafted, tokens)
 
 
 @njit(parallel=True, cache=True)
 def batch_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_stride,
                  start, start_cdf, next_context, n_drafts, trie, n_rows, draft, draft_probs,
-                 acceptance, residual, rejections, target_calls, tokens):
+                 acceptance, residual, draft_lengths, rejections, target_calls, drafted,
+                 tokens):
     """Algorithm 4 (``trie=False``) and the trie verifier with M = ``n_drafts`` candidates.
 
     Round state k: 0 = a round starts with M candidates, k ≥ 1 = k live candidates.
@@ -112,6 +114,7 @@ def batch_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_s
         state = np.zeros(size, dtype=np.int64)
         rejected = np.zeros(size, dtype=np.int64)
         calls = np.zeros(size, dtype=np.int64)
+        drafts = np.zeros(size, dtype=np.int64)
         u_draw, u_test = np.empty(size), np.empty(size)
         for j in range(size):
             context[j] = _start_context(k0, k1, np.uint64(first + j), start, start_cdf)
@@ -124,6 +127,7 @@ def batch_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_s
                 live = n_drafts
                 if state[j] == 0:
                     calls[j] += 1
+                    drafts[j] += draft_lengths[position * n_contexts + context[j]]
                 else:
                     live = state[j]
                 winner = -1
@@ -158,6 +162,7 @@ def batch_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_s
         for j in range(size):
             rejections[lo + j] = rejected[j]
             target_calls[lo + j] = calls[j]
+            drafted[lo + j] = drafts[j]
 
 
 # ---------------------------------------------------------------------- reference routine
@@ -186,6 +191,7 @@ def _batch_speculative(algorithm: BatchSpeculative, draft, target, choose) -> Ou
         return rooted_rounds(draft, target, choose, lambda p, q, c: root(p, q, choose=c), trace)
     while not trace.done:  # one round per iteration: one target call, M fresh drafts
         trace.target_calls += 1
+        trace.drafted += target.horizon - trace.position  # drafts run to the horizon
         live = algorithm.n_drafts  # drafts whose prefix equals the accepted prefix
         while not trace.done:
             p = draft.probs[trace.position, trace.context]

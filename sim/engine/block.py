@@ -77,12 +77,12 @@ class BlockTables:
         """At most γ draft steps, each with a sum over the vocabulary (V / 32 steps)."""
         return algorithm.window * (1.0 + target.vocab_size / 32)
 
-    def run(self, key, first_trial, rejections, target_calls, tokens) -> None:
+    def run(self, key, first_trial, rejections, target_calls, drafted, tokens) -> None:
         algorithm = self.algorithm
         block_kernel(
             key[0], key[1], first_trial, *self.layout.common_arguments(), algorithm.window,
             bool(algorithm.bonus), self.selection, self.draft.entries, self.target.entries,
-            self.draft_probs, self.target_probs, rejections, target_calls, tokens)
+            self.draft_probs, self.target_probs, rejections, target_calls, drafted, tokens)
 
 
 @njit(inline="always", cache=True)
@@ -146,14 +146,15 @@ def _block_select(selection, key0, key1, trial, position, span, h, ratio):
 @njit(parallel=True, cache=True)
 def block_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_stride,
                  start, start_cdf, next_context, window, bonus, selection, draft, target,
-                 draft_probs, target_probs, rejections, target_calls, tokens):
+                 draft_probs, target_probs, rejections, target_calls, drafted_counts, tokens):
     """Block verification (:class:`theory.BlockSpeculative`), one round at a time per trial.
 
     A round from position n drafts γ' = min(γ, T − n) tokens (alias draws from ``draft``),
     computes π and h (see the module docstring for the exact arithmetic), selects τ and
     emits X₁ … X_τ and then Y: from the residual (a rejection) when τ < γ', from ``target``'s
     alias table when τ = γ', ``bonus`` and a position remains.  Every uniform of the round uses
-    the counter position n.  ``draft_probs``/``target_probs`` are the (R·V,) rows of p, q.
+    the counter position n.  ``draft_probs``/``target_probs`` are the (R·V,) rows of p, q;
+    ``drafted_counts[i]`` receives Σ γ' over trial i's rounds.
     """
     record = tokens.shape[0] > 0
     first_order = next_context.size == 0
@@ -170,11 +171,12 @@ def block_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_s
         for j in range(size):
             trial = np.uint64(first + j)
             context = _start_context(k0, k1, trial, start, start_cdf)
-            position, rejected, calls = 0, 0, 0
+            position, rejected, calls, drafts = 0, 0, 0, 0
             while position < horizon:
                 calls += 1
                 n = np.uint64(position)
                 span = min(window, horizon - position)
+                drafts += span
                 contexts[0] = context
                 pi[0] = 1.0
                 h[0] = 1.0
@@ -221,6 +223,7 @@ def block_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_s
                     position += 1
             rejections[lo + j] = rejected
             target_calls[lo + j] = calls
+            drafted_counts[lo + j] = drafts
 
 
 # ---------------------------------------------------------------------- reference routine
@@ -253,6 +256,7 @@ def _block_speculative(algorithm: BlockSpeculative, draft, target, choose) -> Ou
         trace.target_calls += 1
         start = trace.position
         span = min(algorithm.window, target.horizon - start)
+        trace.drafted += span
         contexts, drafts, pi = [trace.context], [], [1]
         for i in range(span):  # draft X_{i+1} ~ p(· | X≤i), update π
             p = draft.probs[start + i, contexts[i]]

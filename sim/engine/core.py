@@ -33,6 +33,8 @@ __all__ = [
     "check_memory",
     "check_work",
     "count_dtype",
+    "draft_table",
+    "drafted_dtype",
     "family_tables",
     "make_tables",
     "register_family",
@@ -61,6 +63,42 @@ def count_dtype(horizon: int) -> np.dtype:
         int8, int16, int32 or int64.
     """
     return _smallest_signed(int(horizon))
+
+
+def drafted_dtype(horizon: int) -> np.dtype:
+    """The smallest signed integer dtype that holds every drafted count 0 … T(T + 1)/2.
+
+    A trial drafts at most T + (T − 1) + … + 1 tokens (a window to the horizon, rejected at its
+    first draft every round).
+
+    Parameters
+    ----------
+    horizon : int >= 0
+        T.
+
+    Returns
+    -------
+    numpy.dtype
+        int8, int16, int32 or int64.
+    """
+    return _smallest_signed(int(horizon) * (int(horizon) + 1) // 2)
+
+
+def draft_table(algorithm, layout: Layout) -> np.ndarray:
+    """Tokens drafted by a round starting at (n, s), flat at ``n · S + s`` (int64, (T·S,)).
+
+    :meth:`theory.Algorithm.draft_lengths`, the convention of :func:`theory.expected_walltime`;
+    the kernels add it to a trial's ``drafted`` count at each round start.
+
+    Parameters
+    ----------
+    algorithm : theory.Algorithm
+        The simulated algorithm.
+    layout : Layout
+        The pair's layout (T and S).
+    """
+    lengths = algorithm.draft_lengths(layout.horizon, layout.n_contexts)
+    return np.ascontiguousarray(lengths, dtype=np.int64).ravel()
 
 
 def token_dtype(vocab_size: int) -> np.dtype:

@@ -38,7 +38,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from sim.engine.core import Layout
+from sim.engine.core import Layout, draft_table
 from sim.engine.tables import build_alias
 from sim.engine.token import TokenTables
 from theory import MarkovLM, Speculative
@@ -87,7 +87,8 @@ class RootTables(TokenTables):
         rows = p.shape[0]
         return cls(algorithm, layout, build_alias(np.concatenate([p, root_proposal])),
                    acceptance, build_alias(np.concatenate([residual, root_rejection])),
-                   np.ones(2, dtype=np.int64), 0, rows, np.empty(0, dtype=np.int64), rows)
+                   np.ones(2, dtype=np.int64), 0, rows, np.empty(0, dtype=np.int64), rows,
+                   draft_lengths=draft_table(algorithm, layout))
 
 
 # ---------------------------------------------------------------------- reference routines
@@ -190,6 +191,7 @@ def rooted_rounds(draft, target, choose, root, trace):
     on the accepted draft until its first rejection; fills ``trace`` (a reference trace)."""
     while not trace.done:  # one round per iteration: one target call
         trace.target_calls += 1
+        trace.drafted += target.horizon - trace.position  # drafts run to the horizon
         p = draft.probs[trace.position, trace.context]
         q = target.probs[trace.position, trace.context]
         token, accepted = root(p, q, choose)

@@ -47,11 +47,16 @@ __all__ = [
 
 
 class Outcome(NamedTuple):
-    """What one run of an algorithm produced."""
+    """What one run of an algorithm produced.
+
+    ``drafted`` counts the draft tokens of every round, also those after a rejection
+    (:attr:`sim.SimResult.drafted`).
+    """
 
     tokens: tuple[int, ...]
     rejections: int
     target_calls: int
+    drafted: int = 0
 
 
 class _Trace:
@@ -66,6 +71,7 @@ class _Trace:
         self.tokens: list[int] = []
         self.rejections = 0
         self.target_calls = 0
+        self.drafted = 0
 
     @property
     def position(self) -> int:
@@ -80,7 +86,7 @@ class _Trace:
         self.context = int(self.target.next_context[self.context, token])
 
     def outcome(self) -> Outcome:
-        return Outcome(tuple(self.tokens), self.rejections, self.target_calls)
+        return Outcome(tuple(self.tokens), self.rejections, self.target_calls, self.drafted)
 
 
 # ---------------------------------------------------------------------- the algorithms
@@ -131,6 +137,7 @@ def reference_simulate(draft: MarkovLM, target: MarkovLM, algorithm, *, n_trials
         target_calls=np.array([o.target_calls for o in outcomes], dtype=np.int64),
         tokens=(np.array([o.tokens for o in outcomes], dtype=np.int64).reshape(n_trials, -1)
                 if record_tokens else None),
+        drafted=np.array([o.drafted for o in outcomes], dtype=np.int64),
     )
 
 

@@ -24,11 +24,18 @@ class SimResult:
         Number of target calls (rounds) of each trial.
     tokens : int array (n_trials, T) or None
         The emitted sequences, when recorded.
+    drafted : int array (n_trials,) or None
+        Draft tokens of each trial: the sum, over its rounds, of what a round drafts
+        (:meth:`theory.Algorithm.draft_lengths` at the round's start, e.g. min(γ, T − n) for a
+        window γ, also those after a rejection), so that the walltime of trial i is
+        ``target_calls[i] + c · drafted[i]`` (:func:`theory.expected_walltime`'s convention).
+        Every engine fills it; None only for results built by hand.
     """
 
     rejections: np.ndarray
     target_calls: np.ndarray
     tokens: np.ndarray | None = None
+    drafted: np.ndarray | None = None
 
     @property
     def n_trials(self) -> int:
@@ -40,8 +47,36 @@ class SimResult:
         tokens = None
         if parts and parts[0].tokens is not None:
             tokens = np.concatenate([part.tokens for part in parts])
+        drafted = None
+        if parts and all(part.drafted is not None for part in parts):
+            drafted = np.concatenate([part.drafted for part in parts])
         return cls(np.concatenate([part.rejections for part in parts]),
-                   np.concatenate([part.target_calls for part in parts]), tokens)
+                   np.concatenate([part.target_calls for part in parts]), tokens, drafted)
+
+    def walltime(self, cost_ratio) -> np.ndarray:
+        """Per-trial walltime ``target_calls + cost_ratio · drafted`` (float64).
+
+        Parameters
+        ----------
+        cost_ratio : float >= 0
+            c, the cost of one drafted token in target calls.
+
+        Examples
+        --------
+        >>> from sim import simulate
+        >>> from sim.models import fig2_pair
+        >>> from theory import Speculative, expected_walltime
+        >>> draft, target = fig2_pair()
+        >>> result = simulate(draft, target, Speculative(window=3), n_trials=20_000, rng=0)
+        >>> exact = expected_walltime(draft, target, Speculative(window=3), cost_ratio=0.1)
+        >>> bool(abs(result.walltime(0.1).mean() - exact) < 0.05)
+        True
+        """
+        if self.drafted is None:
+            raise ValueError("this result has no drafted counts (built by hand)")
+        if not 0 <= float(cost_ratio) < float("inf"):
+            raise ValueError(f"cost_ratio must be a finite number >= 0; got {cost_ratio!r}")
+        return self.target_calls.astype(np.float64) + float(cost_ratio) * self.drafted
 
 
 @dataclass(frozen=True)

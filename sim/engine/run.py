@@ -22,6 +22,7 @@ from sim.engine.core import (
     check_memory,
     check_work,
     count_dtype,
+    drafted_dtype,
     make_tables,
     simulation_work,
     token_dtype,
@@ -92,7 +93,7 @@ def chunk_bounds(n_trials: int, chunk_size: int) -> ChunkBounds:
 
 
 def _check_outputs(horizon: int, vocab_size: int, n: int, record_tokens: bool) -> None:
-    per_trial = 2 * count_dtype(horizon).itemsize + (
+    per_trial = 2 * count_dtype(horizon).itemsize + drafted_dtype(horizon).itemsize + (
         horizon * token_dtype(vocab_size).itemsize if record_tokens else 0)
     check_memory(float(n) * per_trial, f"the results of {n:,} trials",
                  "use fewer trials, simulate_counts (histograms only), or record_tokens=False")
@@ -103,6 +104,7 @@ def _outputs(layout: Layout, n: int, record_tokens: bool):
     _check_outputs(layout.horizon, layout.vocab_size, n, record_tokens)
     tokens_shape = (n, layout.horizon) if record_tokens else (0, 0)
     return (np.empty(n, dtype=counts), np.empty(n, dtype=counts),
+            np.empty(n, dtype=drafted_dtype(layout.horizon)),
             np.empty(tokens_shape, dtype=token_dtype(layout.vocab_size)))
 
 
@@ -127,9 +129,9 @@ def run_chunk(tables, key, first_trial: int, n: int, record_tokens: bool = False
     SimResult
         The chunk's per-trial counts (and tokens).
     """
-    rejections, target_calls, tokens = _outputs(tables.layout, n, record_tokens)
-    tables.run(key, first_trial, rejections, target_calls, tokens)
-    return SimResult(rejections, target_calls, tokens if record_tokens else None)
+    rejections, target_calls, drafted, tokens = _outputs(tables.layout, n, record_tokens)
+    tables.run(key, first_trial, rejections, target_calls, drafted, tokens)
+    return SimResult(rejections, target_calls, tokens if record_tokens else None, drafted)
 
 
 def _count_chunk(tables, key, first_trial: int, n: int) -> SimCounts:
@@ -316,7 +318,9 @@ def simulate(draft: MarkovLM, target: MarkovLM, algorithm, *, n_trials: int, rng
     Returns
     -------
     SimResult
-        ``rejections`` and ``target_calls`` in the smallest integer dtype holding T; ``tokens``
+        ``rejections`` and ``target_calls`` in the smallest integer dtype holding T,
+        ``drafted`` (the draft tokens of each trial: walltime = target_calls + c · drafted) in
+        the smallest holding T(T + 1)/2; ``tokens``
         in the smallest holding V − 1.
 
     Raises
@@ -348,13 +352,14 @@ def simulate(draft: MarkovLM, target: MarkovLM, algorithm, *, n_trials: int, rng
     """
     tables, key, bounds = _prepare(draft, target, algorithm, n_trials, rng, chunk_size,
                                    record_tokens=bool(record_tokens))
-    rejections, target_calls, tokens = _outputs(tables.layout, int(n_trials), record_tokens)
+    rejections, target_calls, drafted, tokens = _outputs(tables.layout, int(n_trials),
+                                                         record_tokens)
     if client is None:  # each chunk writes straight into its slice of the outputs
         chunks = bounds if not progress else _progress(bounds, type(algorithm).__name__)
         for first, n in chunks:
             last = first + n
             tables.run(key, first, rejections[first:last], target_calls[first:last],
-                       tokens[first:last] if record_tokens else tokens)
+                       drafted[first:last], tokens[first:last] if record_tokens else tokens)
     else:
         parts = _map_chunks(functools.partial(run_chunk, record_tokens=record_tokens),
                             tables, key, bounds, client=client, progress=progress,
@@ -362,9 +367,10 @@ def simulate(draft: MarkovLM, target: MarkovLM, algorithm, *, n_trials: int, rng
         for (first, n), part in zip(bounds, parts, strict=True):
             rejections[first:first + n] = part.rejections
             target_calls[first:first + n] = part.target_calls
+            drafted[first:first + n] = part.drafted
             if record_tokens:
                 tokens[first:first + n] = part.tokens
-    return SimResult(rejections, target_calls, tokens if record_tokens else None)
+    return SimResult(rejections, target_calls, tokens if record_tokens else None, drafted)
 
 
 def simulate_counts(draft: MarkovLM, target: MarkovLM, algorithm, *, n_trials: int,

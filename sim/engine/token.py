@@ -18,13 +18,13 @@ root row set (:class:`sim.engine.multidraft.RootTables`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numba import njit, prange
 
 from sim.engine.compiled import BLOCK, _first_pairs, _start_context, alias_draw, uniform
-from sim.engine.core import Layout, register_family
+from sim.engine.core import Layout, draft_table, register_family
 from sim.engine.reference import Outcome, _Trace
 from sim.engine.tables import AliasTable, build_alias
 from theory import Autoregressive, MarkovLM, Speculative, WindowPolicy
@@ -58,15 +58,19 @@ class TokenTables:
     #: rows of ``rejection`` used in the bonus state are ``rejection_offset`` rows later
     #: (:class:`RootTables`); 0 for every token-wise verifier
     rejection_offset: int = 0
+    #: (T·S,) tokens drafted by a round starting at (n, s) (:func:`sim.engine.core.draft_table`)
+    draft_lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @classmethod
     def build(cls, draft: MarkovLM, target: MarkovLM, algorithm) -> TokenTables:
         layout = Layout.of(draft, target)
         q = layout.rows(target)
+        drafts = draft_table(algorithm, layout)
         if isinstance(algorithm, Autoregressive):
             table = build_alias(q)
             return cls(algorithm, layout, table, np.ones(q.size), table,
-                       np.zeros(1, dtype=np.int64), 0, 0, np.empty(0, dtype=np.int64))
+                       np.zeros(1, dtype=np.int64), 0, 0, np.empty(0, dtype=np.int64),
+                       draft_lengths=drafts)
         p = layout.rows(draft)
         accept, rejection_law = checked_verification(algorithm, p, q, position=0,
                                                      n_contexts=layout.n_contexts)
@@ -78,31 +82,32 @@ class TokenTables:
             np.ascontiguousarray(starts, dtype=np.int64).ravel()
         if not algorithm.has_bonus_state:
             return cls(algorithm, layout, build_alias(p), accept, build_alias(rejection_law),
-                       after_accept, -1, 0, round_start)
+                       after_accept, -1, 0, round_start, draft_lengths=drafts)
         after_accept[algorithm.bonus_state] = 0
         bonus = np.asarray(algorithm.bonus_law(q), dtype=np.float64)  # q, or q̂ (truncation)
         return cls(algorithm, layout, build_alias(np.concatenate([p, bonus])),
                    np.concatenate([accept, np.ones(q.size)]), build_alias(rejection_law),
-                   after_accept, algorithm.bonus_state, p.shape[0], round_start)
+                   after_accept, algorithm.bonus_state, p.shape[0], round_start,
+                   draft_lengths=drafts)
 
     @classmethod
     def steps_per_position(cls, algorithm, target: MarkovLM) -> float:
         """One step per position: a draft, its test and the rejection draw."""
         return 1.0
 
-    def run(self, key, first_trial, rejections, target_calls, tokens) -> None:
+    def run(self, key, first_trial, rejections, target_calls, drafted, tokens) -> None:
         token_kernel(
             key[0], key[1], first_trial, *self.layout.common_arguments(),
             self.proposal.entries, self.acceptance, self.rejection.entries, self.after_accept,
             self.bonus_state, self.bonus_offset, self.rejection_offset, self.round_start,
-            rejections, target_calls, tokens)
+            self.draft_lengths, rejections, target_calls, drafted, tokens)
 
 
 @njit(parallel=True, cache=True)
 def token_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_stride,
                  start, start_cdf, next_context, proposal, acceptance, rejection,
                  after_accept, bonus_state, bonus_offset, rejection_offset, round_start,
-                 rejections, target_calls, tokens):
+                 draft_lengths, rejections, target_calls, drafted, tokens):
     """Token-wise verification (``Speculative`` and every (b, 𝒫) verifier; ``Autoregressive``).
 
     Round state j: 0 = a round (target call) starts; ``after_accept[j]`` follows an accepted
@@ -117,7 +122,8 @@ def token_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_s
     policy: its window, or the bonus state for a plain target step).  In the bonus state the
     rejection law's row is ``rejection_offset`` rows later (0 except for the root verifiers of
     :class:`sim.engine.multidraft.RootTables`, whose root is the bonus state: proposal a/α,
-    acceptance α, rejection r/(1 − α)).
+    acceptance α, rejection r/(1 − α)).  At each round start the trial's ``drafted`` count
+    grows by ``draft_lengths[n·S + s]``.
     """
     record = tokens.shape[0] > 0
     first_order = next_context.size == 0
@@ -134,6 +140,7 @@ def token_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_s
         state = np.zeros(size, dtype=np.int64)
         rejected = np.zeros(size, dtype=np.int64)
         calls = np.zeros(size, dtype=np.int64)
+        drafts = np.zeros(size, dtype=np.int64)
         u_token, u_test, u_rejection = np.empty(size), np.empty(size), np.empty(size)
         for j in range(size):
             context[j] = _start_context(k0, k1, np.uint64(first + j), start, start_cdf)
@@ -145,8 +152,10 @@ def token_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_s
             for j in range(size):
                 row = position * row_stride + context[j]
                 current = state[j]
-                calls[j] += current == 0
-                if policy and current == 0:
+                starts = current == 0
+                calls[j] += starts  # branch-free: the draft table is small and cached
+                drafts[j] += starts * draft_lengths[position * n_contexts + context[j]]
+                if policy and starts:
                     current = round_start[position * n_contexts + context[j]]
                 proposed_row = row + bonus_offset * (current == bonus_state)
                 token = alias_draw(proposal, proposed_row, vocab_size, u_token[j])
@@ -163,6 +172,7 @@ def token_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_s
         for j in range(size):
             rejections[lo + j] = rejected[j]
             target_calls[lo + j] = calls[j]
+            drafted[lo + j] = drafts[j]
 
 
 # ---------------------------------------------------------------------- reference routines
@@ -179,6 +189,8 @@ def _token_wise_round(algorithm, draft, target, trace, choose, window, bonus) ->
     the horizon), (b, 𝒫) from ``algorithm.verification``; when every draft was accepted and
     ``bonus`` holds, one free token from ``algorithm.bonus_law(q)`` (q, or q̂ when truncated)."""
     trace.target_calls += 1
+    remaining = target.horizon - trace.position  # the round drafts min(window, T − n) tokens
+    trace.drafted += remaining if window is None else min(window, remaining)
     drafted = 0
     while not trace.done:
         q = target.probs[trace.position, trace.context]

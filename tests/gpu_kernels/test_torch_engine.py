@@ -84,6 +84,7 @@ def test_same_seed_same_results_as_the_cpu_engine(device, pair, algorithm, seed,
     np.testing.assert_array_equal(got.tokens, expected.tokens)
     np.testing.assert_array_equal(got.rejections, expected.rejections)
     np.testing.assert_array_equal(got.target_calls, expected.target_calls)
+    np.testing.assert_array_equal(got.drafted, expected.drafted)
     assert got.tokens.dtype == expected.tokens.dtype
     assert got.rejections.dtype == expected.rejections.dtype
 
@@ -100,6 +101,7 @@ def test_lossy_zoo_identical_on_fig2(algorithm):
     np.testing.assert_array_equal(got.tokens, expected.tokens)
     np.testing.assert_array_equal(got.rejections, expected.rejections)
     np.testing.assert_array_equal(got.target_calls, expected.target_calls)
+    np.testing.assert_array_equal(got.drafted, expected.drafted)
 
 
 BLOCK_ALGORITHMS = [BlockSpeculative(1), BlockSpeculative(2), BlockSpeculative(3, bonus=False),
@@ -122,6 +124,7 @@ def test_block_verification_same_seed_same_results(device, pair, algorithm, seed
     np.testing.assert_array_equal(got.tokens, expected.tokens)
     np.testing.assert_array_equal(got.rejections, expected.rejections)
     np.testing.assert_array_equal(got.target_calls, expected.target_calls)
+    np.testing.assert_array_equal(got.drafted, expected.drafted)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -218,6 +221,7 @@ def test_broadcast_layouts_on_the_torch_engine(data, pair, algorithm):
                          record_tokens=True)
     np.testing.assert_array_equal(got.tokens, expected.tokens)
     np.testing.assert_array_equal(got.target_calls, expected.target_calls)
+    np.testing.assert_array_equal(got.drafted, expected.drafted)
 
 
 @settings(max_examples=20)
@@ -237,6 +241,7 @@ def test_window_policies_on_the_torch_engine(data, pair):
     np.testing.assert_array_equal(got.tokens, expected.tokens)
     np.testing.assert_array_equal(got.rejections, expected.rejections)
     np.testing.assert_array_equal(got.target_calls, expected.target_calls)
+    np.testing.assert_array_equal(got.drafted, expected.drafted)
 
 
 def test_the_torch_engine_refuses_what_would_not_fit():
