@@ -107,7 +107,9 @@ def drafted_paths(vocab_size: int, n_contexts: int, horizon: int, max_window: in
     r"""Upper bound on the drafted-path nodes of every round of a problem.
 
     S · Σ_{n<T} Σ_{k=0}^{W′_n} V^k with W′_n = min(W, T − n): every round start (n, s) and every
-    path of at most W′_n drafted tokens (zero-probability drafts are pruned in practice).
+    path of at most W′_n drafted tokens (zero-probability drafts are pruned in practice).  When
+    that exceeds ~10⁶⁰ the count of the trees cut at depth 60 / log₁₀ V is returned instead (a
+    lower bound, still far over any limit), so the estimate stays instant.
 
     Examples
     --------
@@ -121,9 +123,10 @@ def drafted_paths(vocab_size: int, n_contexts: int, horizon: int, max_window: in
         return window + 1 if vocab_size == 1 else (vocab_size ** (window + 1) - 1) \
             // (vocab_size - 1)
 
-    if longest * math.log10(max(vocab_size, 2)) > 60:  # astronomically large: a lower bound
+    if vocab_size > 1 and longest * math.log10(vocab_size) > 60:  # astronomical: a lower bound
         return n_contexts * tree(int(60 / math.log10(vocab_size)))
-    total = sum(tree(window) for window in range(1, longest))
+    total = (longest - 1) * (longest + 2) // 2 if vocab_size == 1 \
+        else sum(tree(window) for window in range(1, longest))
     return n_contexts * (total + (horizon - longest + 1) * tree(longest))
 
 
@@ -233,6 +236,7 @@ class AdaptiveSpeculative(RoundLevelAlgorithm):
         models.
         """
         check_compatible(draft, target)
+        self.check_cost(draft, target, "dp")
         rule = self.bound_rule(draft, target)
         horizon, n_contexts = target.horizon, target.n_contexts
         out = zeros_like_kind((horizon, n_contexts), target.is_exact)

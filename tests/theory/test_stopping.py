@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sim.models import fig2_pair
-from sim.reference import enumerate_outcomes
+from sim.reference import enumerate_outcomes, reference_simulate
 from sim.strategies import model_pairs
 from tests.harness import all_sequences, assert_exact_ladder
 from tests.mutants import (
@@ -289,9 +289,9 @@ def test_optimum_beats_window_policy_beats_fixed_windows(pair, cost_ratio, max_w
 
 
 def test_ordering_on_the_fig2_chains():
-    """(f) on the paper's Fig. 2 chains cut to T = 4 (V = S = 7, float): the drafts help, the
+    """(f) on the paper's Fig. 2 chains cut to T = 6 (V = S = 7, float): the drafts help, the
     optimum is strictly below the best window policy."""
-    draft, target = fig2_pair(horizon=4)
+    draft, target = fig2_pair(horizon=6)
     best, windows, _ = _ordering(draft, target, 0.2, 3, slack=1e-12)
     assert best < windows - 1e-6
 
@@ -325,6 +325,7 @@ def test_argument_validation():
 
 
 def test_compiled_engines_refuse_with_a_pointer():
+    """No kernel yet: simulate refuses and points at the reference engine, which runs."""
     from sim.engine import simulate, simulation_work
 
     draft, target = _context_free(2)
@@ -332,6 +333,9 @@ def test_compiled_engines_refuse_with_a_pointer():
     with pytest.raises(TypeError, match=r"no kernel for .* yet; use sim\.reference"):
         simulate(draft, target, algorithm, n_trials=10)
     assert simulation_work(target, algorithm, 10) == 20.0
+    result = reference_simulate(draft, target, algorithm, n_trials=20, rng=0,
+                                record_tokens=True)
+    assert result.tokens.shape == (20, 2) and (result.target_calls >= 1).all()
 
 
 def test_size_refusal_is_immediate():
