@@ -11,7 +11,9 @@ import numpy as np
 
 from sim.engine.multidraft import rooted_rounds, spectr_root, swor_root
 from sim.engine.reference import _Trace, run_algorithm
+from sim.engine.stopping import draft_round
 from theory import (
+    AdaptiveSpeculative,
     BatchSpeculative,
     BlockSpeculative,
     LossySpeculative,
@@ -271,3 +273,60 @@ class UndercountedDrafts(Speculative):
 
     def draft_lengths(self, horizon, n_contexts):
         return np.maximum(super().draft_lengths(horizon, n_contexts) - 1, 0)
+
+# -- adaptive draft length (issue #27): literal routines with one wrong line each, registered
+#    with the reference engine (the exact round law is the correct one's).
+
+@dataclass(frozen=True)
+class StartContextAdaptive(AdaptiveSpeculative):
+    """Bug: every draft of a round is verified with the rows of the round's start context."""
+
+
+@dataclass(frozen=True)
+class ResampleFromTargetAdaptive(AdaptiveSpeculative):
+    """Bug: after the first failed test the token comes from q instead of [q − p]₊."""
+
+
+@dataclass(frozen=True)
+class BonusAfterRejectionAdaptive(AdaptiveSpeculative):
+    """Bug: the bonus token from q is emitted after a rejection too (still lossless: a token
+    from q in the right context; but one target call too few, caught by the round DP)."""
+
+
+def _adaptive_mutant(algorithm, draft, target, choose):
+    """sim.engine.stopping's routine with the mutant's one wrong line."""
+    rule = algorithm.bound_rule(draft, target)
+    trace = _Trace(target, choose)
+    while not trace.done:
+        trace.target_calls += 1
+        start = trace.context
+        drafted, contexts = draft_round(rule, draft, target, trace, choose,
+                                        algorithm.max_window)
+        if not drafted:
+            trace.emit(choose.categorical(target.probs[trace.position, trace.context]))
+            continue
+        all_accepted = True
+        for token, context in zip(drafted, contexts, strict=False):
+            if isinstance(algorithm, StartContextAdaptive):
+                context = start  # the bug
+            p = draft.probs[trace.position, context]
+            q = target.probs[trace.position, context]
+            if choose.bernoulli(min(1, q[token] / p[token])):
+                trace.emit(token)
+            else:
+                law = q if isinstance(algorithm, ResampleFromTargetAdaptive) else \
+                    positive_part(q - p)  # the bug: q
+                trace.emit(choose.categorical(law))
+                trace.rejections += 1
+                all_accepted = False
+                break
+        if isinstance(algorithm, BonusAfterRejectionAdaptive):
+            all_accepted = True  # the bug
+        if all_accepted and algorithm.bonus and not trace.done:
+            trace.emit(choose.categorical(target.probs[trace.position, trace.context]))
+    return trace.outcome()
+
+
+for _kind in (StartContextAdaptive, ResampleFromTargetAdaptive,
+              BonusAfterRejectionAdaptive):
+    run_algorithm.register(_kind, _adaptive_mutant)

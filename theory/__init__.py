@@ -46,18 +46,27 @@ from theory.onestep import (
     tv_distance,
 )
 from theory.speculative import Autoregressive, Speculative, UnbiasedSpeculative
+from theory.stopping import (
+    AdaptiveSpeculative,
+    EntropyStopping,
+    ThresholdStopping,
+    optimal_stopping_policy,
+)
 from theory.windows import WindowPolicy, optimal_window_policy
 
 __all__ = [
+    "AdaptiveSpeculative",
     "Algorithm",
     "Autoregressive",
     "BatchSpeculative",
     "BlockSpeculative",
     "Branch",
+    "EntropyStopping",
     "LossySpeculative",
     "MarkovLM",
     "RoundLevelAlgorithm",
     "Speculative",
+    "ThresholdStopping",
     "TruncatedSpeculative",
     "TypicalAcceptance",
     "UnbiasedSpeculative",
@@ -73,6 +82,7 @@ __all__ = [
     "expected_walltime",
     "optimal_multidraft_acceptance",
     "optimal_rejection_distribution",
+    "optimal_stopping_policy",
     "optimal_window_policy",
     "output_model",
     "pareto_front",

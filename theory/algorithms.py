@@ -113,6 +113,16 @@ class Algorithm(abc.ABC):
             remaining = np.minimum(window, remaining)
         return np.repeat(remaining[:, None], n_contexts, axis=1)
 
+    def expected_draft_lengths(self, draft, target) -> np.ndarray:
+        """E[tokens drafted by a round that starts at (n, s)], shape (T, S).
+
+        The draft cost of :func:`theory.expected_walltime` (by linearity, only its mean
+        matters).  The default is :meth:`draft_lengths`, for algorithms whose rounds draft a
+        fixed number of tokens; algorithms whose draft length is random and depends on the
+        models (:class:`theory.AdaptiveSpeculative`) override this method.
+        """
+        return self.draft_lengths(target.horizon, target.n_contexts)
+
     def check_cost(self, draft, target, consumer: str) -> None:
         """Raise ``ValueError`` when running on this pair would be absurdly large.
 

@@ -405,7 +405,8 @@ def expected_walltime(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | 
     A round starting at position n in context s costs 1 (the target call) plus c·d(n, s) for
     the d(n, s) tokens it drafts (:meth:`Algorithm.draft_lengths`: min(γ, T − n) for a window
     γ, T − n without one, 0 for ``Autoregressive``, min(table[n, s], T − n) for a
-    :class:`theory.WindowPolicy`):
+    :class:`theory.WindowPolicy`; for a random draft length, its mean E[k | n, s] by linearity,
+    :meth:`Algorithm.expected_draft_lengths`, e.g. :class:`theory.AdaptiveSpeculative`):
 
     .. math::  E[W] = \sum_{n, s} P(\text{round starts at } (n, s))\,(1 + c\, d(n, s)).
 
@@ -463,7 +464,7 @@ def walltime_components(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm 
     """
     problem = _problem(draft, target, algorithm)
     round_start = problem.mean_pass()[1]
-    drafted = problem.algorithm.draft_lengths(problem.horizon, problem.n_contexts)
+    drafted = problem.algorithm.expected_draft_lengths(problem.draft, problem.target)
     return as_scalar(round_start.sum()), as_scalar((round_start * drafted).sum())
 
 

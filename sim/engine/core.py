@@ -156,7 +156,7 @@ class Layout:
 
 #: Algorithm class → the tables class of its engine family (:func:`register_family`),
 #: looked up along the algorithm's class MRO, so a subclass runs in its parent's family.
-FAMILIES: dict[type, type] = {}
+FAMILIES: dict[type, type | None] = {}
 
 
 def register_family(algorithm_class: type, tables_class: type, routine=None) -> None:
@@ -166,11 +166,13 @@ def register_family(algorithm_class: type, tables_class: type, routine=None) -> 
     ----------
     algorithm_class : type
         The :class:`theory.Algorithm` subclass (its subclasses inherit the registration).
-    tables_class : type
-        Builds the sampling tables (``tables_class.build(draft, target, algorithm)``), runs the
-        compiled kernel on them (``tables.run(key, first_trial, rejections, target_calls,
-        tokens)``) and bounds the work of one position (``tables_class.steps_per_position(
-        algorithm, target)``, position-steps for :func:`simulation_work`).
+    tables_class : type or None
+        None for a family with a reference routine only (no compiled kernel yet: the compiled
+        engines refuse it, :func:`make_tables`).  Otherwise it builds the sampling tables
+        (``tables_class.build(draft, target, algorithm)``), runs the compiled kernel on them
+        (``tables.run(key, first_trial, rejections, target_calls, tokens)``) and bounds the
+        work of one position (``tables_class.steps_per_position(algorithm, target)``,
+        position-steps for :func:`simulation_work`).
     routine : callable, optional
         The family's readable reference routine ``routine(algorithm, draft, target, choose)
         -> Outcome`` (:mod:`sim.engine.reference`), registered for this class.
@@ -180,8 +182,13 @@ def register_family(algorithm_class: type, tables_class: type, routine=None) -> 
         run_algorithm.register(algorithm_class, routine)
 
 
+def _registered(algorithm) -> bool:
+    return any(kind in FAMILIES for kind in type(algorithm).__mro__)
+
+
 def family_tables(algorithm) -> type | None:
-    """The tables class registered for ``algorithm``'s class or its nearest base; None if none.
+    """The tables class registered for ``algorithm``'s class or its nearest base; None if none
+    (or if that family has a reference routine only).
 
     Parameters
     ----------
@@ -219,6 +226,9 @@ def make_tables(draft: MarkovLM, target: MarkovLM, algorithm):
     """
     family = family_tables(algorithm)
     if family is None:
+        if _registered(algorithm):  # a reference routine only
+            raise TypeError(f"the compiled engines have no kernel for {algorithm!r} yet; use "
+                            "sim.reference.reference_simulate or the exact functions of theory")
         raise TypeError(f"the engines have no kernel for {algorithm!r}")
     algorithm.check_cost(draft, target, "engine")  # absurd sizes fail fast, clearly
     check_memory(table_bytes(draft, target, algorithm),
@@ -299,7 +309,8 @@ def simulation_work(target: MarkovLM, algorithm, n_trials: int) -> float:
     ``Autoregressive``, the root verifiers of ``BatchSpeculative``); at most M candidate tests
     for ``BatchSpeculative(M)`` with the "paper" or "trie" verifier (an upper bound: only the
     tried candidates are drawn, usually a few); at most γ draft steps, each with a sum over the
-    vocabulary (counted as V / 32 steps), for ``BlockSpeculative(γ)``.
+    vocabulary (counted as V / 32 steps), for ``BlockSpeculative(γ)``; one for a family with a
+    reference routine only (no tables class).
 
     Examples
     --------

@@ -23,11 +23,13 @@ from sim.stats import DEFAULT_ALPHA, mean_check
 from sim.strategies import model_pairs
 from tests.mutants import UndercountedDrafts
 from theory import (
+    AdaptiveSpeculative,
     Autoregressive,
     BatchSpeculative,
     BlockSpeculative,
     LossySpeculative,
     Speculative,
+    ThresholdStopping,
     expected_target_calls,
     expected_walltime,
     optimal_window_policy,
@@ -45,7 +47,9 @@ FAMILIES = [Autoregressive(), Speculative(), Speculative(window=2),
 def test_the_reference_law_of_drafted_tokens_is_the_walltime_convention(pair):
     """E[drafted] from the exact law of the reference routines = E[W](c = 1) − E[calls]."""
     draft, target = pair
-    for algorithm in FAMILIES:
+    adaptive = [AdaptiveSpeculative(ThresholdStopping(Fraction(1, 2)), max_window=2),
+                AdaptiveSpeculative(lambda n, s, drafted: n + len(drafted) >= 2, max_window=3)]
+    for algorithm in [*FAMILIES, *adaptive]:
         law = enumerate_outcomes(draft, target, algorithm)
         mean = sum(p * outcome.drafted for outcome, p in law.outcomes.items())
         expected = (expected_walltime(draft, target, algorithm, cost_ratio=1)
