@@ -171,9 +171,8 @@ def register_family(algorithm_class: type, tables_class: type, routine=None) -> 
         engines refuse it, :func:`make_tables`).  Otherwise it builds the sampling tables
         (``tables_class.build(draft, target, algorithm)``), runs the compiled kernel on them
         (``tables.run(key, first_trial, rejections, target_calls, drafted, tokens)``) and
-        bounds the
-        work of one position (``tables_class.steps_per_position(algorithm, target)``,
-        position-steps for :func:`simulation_work`).
+        bounds the work of one position (``tables_class.steps_per_position(algorithm,
+        target)``, position-steps for :func:`simulation_work`).
     routine : callable, optional
         The family's readable reference routine ``routine(algorithm, draft, target, choose)
         -> Outcome`` (:mod:`sim.engine.reference`), registered for this class.
