@@ -13,6 +13,7 @@ a small vocabulary gets, as a hint, the mixture w·q + (1 − w)·p that fits it
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 
@@ -22,6 +23,14 @@ from scipy.stats import chi2
 from sim.conformance.report import POWER, ConformanceReport, PairCheck, _ratio
 from sim.conformance.rounds import CALL_FLOATS, _name, _PairRun, _run_pair
 from sim.conformance.suites import SuitePair, _pairs, sequence_suite
+from sim.conformance.verdicts import (
+    DEFAULT_MIN_TV,
+    _Design,
+    generations_for,
+    rounds_needed,
+    rounds_per_generation,
+    verdict_of,
+)
 from sim.stats import (
     DEFAULT_ALPHA,
     cells_check,
@@ -29,8 +38,6 @@ from sim.stats import (
     detectable_noncentrality,
     pooled_pearson,
 )
-from theory import Speculative
-from theory.exact import expected_target_calls
 from theory.models import MarkovLM
 
 #: Default number of verifier rounds of :func:`check_verifier` (over the whole suite).
@@ -49,16 +56,17 @@ def _checked_alpha(alpha) -> float:
     return float(alpha)
 
 
-def _generations(pair: SuitePair, window: int, rounds: int) -> int:
-    """Whole generations that give ≈ ``rounds`` rounds under standard verification."""
-    expected = float(expected_target_calls(pair.draft, pair.target, Speculative(window=window)))
-    return max(1, math.ceil(rounds / expected))
+def _checked_min_tv(min_tv) -> float:
+    if isinstance(min_tv, bool) or not isinstance(min_tv, numbers.Real) or not 0 < min_tv <= 1:
+        raise ValueError(f"min_tv must be a number in (0, 1]; got {min_tv!r}")
+    return float(min_tv)
 
 
 def check_verifier(verifier, *, window: int, n_rounds: int = DEFAULT_ROUNDS, models=None,
                    rng=None, alpha: float = DEFAULT_ALPHA, level: str = "token",
                    draft_processor=None, name: str | None = None,
-                   batch_floats: int = CALL_FLOATS) -> ConformanceReport:
+                   batch_floats: int = CALL_FLOATS,
+                   min_tv: float = DEFAULT_MIN_TV) -> ConformanceReport:
     """Test ``verifier`` (the convention, package doc) for losslessness and efficiency.
 
     Parameters
@@ -91,10 +99,17 @@ def check_verifier(verifier, *, window: int, n_rounds: int = DEFAULT_ROUNDS, mod
         The verifier's name in the report (default: its ``__qualname__``).
     batch_floats : int
         Split a verifier call whose arrays would hold more floats than this.
+    min_tv : float in (0, 1]
+        The per-position TV (a sequence TV at ``level="sequence"``) every pair held to it must
+        detect with power 0.9 for the verdict "passed"; a run that finds no deviation but
+        cannot detect ``min_tv`` is "inconclusive" and states the rounds needed
+        (:mod:`sim.conformance.verdicts`).
 
     Returns
     -------
     ConformanceReport
+        ``verdict`` "passed", "failed" or "inconclusive"; ``passed`` is true only for
+        "passed".
 
     Raises
     ------
@@ -108,8 +123,8 @@ def check_verifier(verifier, *, window: int, n_rounds: int = DEFAULT_ROUNDS, mod
     >>> from sim.conformance import check_verifier, failure_verifier
     >>> report = check_verifier(failure_verifier("resample_from_target"), window=2,
     ...                         n_rounds=8000, rng=1)
-    >>> report.passed
-    False
+    >>> report.verdict, report.passed
+    ('failed', False)
     """
     if not callable(verifier):
         raise TypeError(f"verifier must be callable (the module's convention); got "
@@ -121,6 +136,7 @@ def check_verifier(verifier, *, window: int, n_rounds: int = DEFAULT_ROUNDS, mod
     pairs = _pairs(sequence_suite() if models is None and level == "sequence" else models)
     n_rounds = _positive_int(n_rounds, "n_rounds")
     batch_floats = _positive_int(batch_floats, "batch_floats")
+    min_tv = _checked_min_tv(min_tv)
     if draft_processor is not None and not callable(draft_processor):
         raise TypeError(f"draft_processor must be callable or None; got {draft_processor!r}")
     if isinstance(rng, bool):
@@ -131,11 +147,14 @@ def check_verifier(verifier, *, window: int, n_rounds: int = DEFAULT_ROUNDS, mod
     name = _name(verifier) if name is None else str(name)
     seed = np.random.default_rng(rng).integers(2 ** 63)
     pair_level = alpha / len(pairs)
-    checks = []
+    checks, designs, per_generation = [], [], []
     for index, pair in enumerate(pairs):
         draft_rng, verify_rng = (np.random.default_rng(s) for s in
                                  np.random.SeedSequence([int(seed), index]).spawn(2))
-        generations = _generations(pair, window, -(-n_rounds // len(pairs)))
+        per_generation.append(rounds_per_generation(pair, window))
+        generations = generations_for(-(-n_rounds // len(pairs)), per_generation[-1])
+        designs.append(_Design(pair, level, _sequence_law(pair) if level == "sequence"
+                               else None))
         run = _run_pair(verifier, name, pair, window, generations, draft_rng, verify_rng,
                         draft_processor, batch_floats // pair.target.vocab_size)
         if level == "token":
@@ -155,12 +174,24 @@ def check_verifier(verifier, *, window: int, n_rounds: int = DEFAULT_ROUNDS, mod
             run.accepted, run.optimum, detectable,
             tuple((*key, count) for key, count in violations[:10]),
             sum(run.violations.values()),
-            "" if passed or level != "token" else _closest_law(run, pair, pair_level)))
+            "" if passed or level != "token" else _closest_law(run, pair, pair_level),
+            designs[-1].detectable_tv(generations, pair_level, POWER), pair.powered))
     p_value = min(1.0, len(pairs) * min(check.p_value for check in checks))
+    if not any(c.powered for c in checks):  # only unpowered pairs: hold them all to min_tv
+        checks = [dataclasses.replace(c, powered=True) for c in checks]
+    held = [c.powered for c in checks]
+    verdict = verdict_of(not all(c.passed for c in checks),
+                         [c.design_tv for c in checks if c.powered], min_tv)
+    needed = None
+    if verdict == "inconclusive":
+        needed = rounds_needed([d for d, keep in zip(designs, held, strict=True) if keep],
+                               [r for r, keep in zip(per_generation, held, strict=True) if keep],
+                               min_tv, pair_level, POWER, len(pairs))
     return ConformanceReport(
-        name, window, alpha, all(check.passed for check in checks), p_value,
+        name, window, alpha, verdict == "passed", p_value,
         _ratio(sum(c.accepted for c in checks), sum(c.optimum for c in checks)),
-        min(check.min_detectable_tv for check in checks), tuple(checks), level)
+        min(check.min_detectable_tv for check in checks), tuple(checks), level, verdict,
+        min_tv, needed)
 
 
 def _token_check(run: _PairRun, pair: SuitePair, level: float):
@@ -187,8 +218,9 @@ def _sequence_categories(pair: SuitePair) -> int:
     return count
 
 
-def _sequence_check(run: _PairRun, pair: SuitePair, level: float):
-    """Counts of whole (prompt, x₁ … x_T) against the target's law of sequences."""
+def _sequence_law(pair: SuitePair) -> np.ndarray:
+    """The target's law of whole (prompt, x₁ … x_T), flat: index prompt · V^T + the sequence
+    in base V."""
     target = pair.target
     vocab, horizon = target.vocab_size, target.horizon
     sequences = np.array(np.meshgrid(*[range(vocab)] * horizon, indexing="ij"))
@@ -200,10 +232,16 @@ def _sequence_check(run: _PairRun, pair: SuitePair, level: float):
         started = MarkovLM(target.probs, next_context, int(context))
         law[context] = start[context] * np.asarray(started.sequence_probability(sequences),
                                                    dtype=np.float64)
+    return law.ravel() / law.sum()
+
+
+def _sequence_check(run: _PairRun, pair: SuitePair, level: float):
+    """Counts of whole (prompt, x₁ … x_T) against the target's law of sequences."""
+    law = _sequence_law(pair)
+    vocab, horizon = pair.target.vocab_size, pair.target.horizon
     index = run.sequences @ (vocab ** np.arange(horizon - 1, -1, -1))
-    counts = np.bincount(run.starts * sequences.shape[0] + index, minlength=law.size)
-    result = counts_check(counts, law.ravel() / law.sum(), alpha=level,
-                          name=f"{pair.name} (sequences)")
+    counts = np.bincount(run.starts * vocab ** horizon + index, minlength=law.size)
+    result = counts_check(counts, law, alpha=level, name=f"{pair.name} (sequences)")
     return result, int(run.sequences.shape[0])
 
 
@@ -233,24 +271,30 @@ def _closest_law(run: _PairRun, pair: SuitePair, level: float) -> str:
 def assert_lossless(verifier, *, window: int, n_rounds: int = DEFAULT_ROUNDS, models=None,
                     rng=0, alpha: float = DEFAULT_ALPHA, **options) -> ConformanceReport:
     """:func:`check_verifier` for a pytest suite: raise ``AssertionError`` with the report
-    when the verifier is not lossless, return the report otherwise (seed 0 by default, so the
-    test is deterministic).
+    unless the verdict is "passed" — a verifier that is not lossless ("failed"), or a run too
+    small to detect ``min_tv`` ("inconclusive": the message states the rounds needed) — and
+    return the report otherwise (seed 0 by default, so the test is deterministic).
 
     Parameters
     ----------
     verifier, window, n_rounds, models, rng, alpha :
         As for :func:`check_verifier`.
     options :
-        Further keywords of :func:`check_verifier` (``level``, ``draft_processor``, ``name``).
+        Further keywords of :func:`check_verifier` (``min_tv``, ``level``, ``draft_processor``,
+        ``name``, ``timeout``, ``threads``).
 
     Examples
     --------
     >>> from sim.conformance import assert_lossless, reference_verifier
-    >>> assert_lossless(reference_verifier, window=2, n_rounds=2000).passed
-    True
+    >>> assert_lossless(reference_verifier, window=2, n_rounds=4000, min_tv=0.2).verdict
+    'passed'
     """
     report = check_verifier(verifier, window=window, n_rounds=n_rounds, models=models, rng=rng,
                             alpha=alpha, **options)
-    if not report.passed:
+    if report.verdict == "failed":
         raise AssertionError(f"verifier is not lossless:\n{report}")
+    if report.verdict == "inconclusive":
+        raise AssertionError(f"inconclusive: n_rounds = {n_rounds} cannot detect min_tv = "
+                             f"{report.min_tv:g} on every pair; raise n_rounds to "
+                             f"{report.rounds_needed} (or min_tv):\n{report}")
     return report
