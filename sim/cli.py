@@ -246,7 +246,11 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def _load_verifier(spec: str):
-    """``module:attribute`` or ``path/to/file.py:attribute`` → the object (one-line errors)."""
+    """``module:attribute`` or ``path/to/file.py:attribute`` → the object (one-line errors).
+
+    A file is imported as ``python FILE.py`` would run it: its folder first on ``sys.path``, so
+    modules beside it import; a module, as ``python -m`` would: the working directory on the
+    path."""
     import importlib
     import importlib.util
     import os
@@ -258,6 +262,9 @@ def _load_verifier(spec: str):
         if module_name.endswith(".py"):
             if not os.path.isfile(module_name):
                 raise ValueError(f"no such file: {module_name}")
+            folder = os.path.dirname(os.path.abspath(module_name))
+            if folder not in sys.path:  # as `python FILE.py` does: modules beside it import
+                sys.path.insert(0, folder)
             loader_spec = importlib.util.spec_from_file_location("_specdec_verifier",
                                                                  module_name)
             module = importlib.util.module_from_spec(loader_spec)
@@ -281,15 +288,25 @@ def _load_verifier(spec: str):
 
 
 def _check_verifier(args) -> int:
+    import os
+
     from sim.conformance import check_verifier, torch_verifier
+    from sim.conformance.calls import VerifierTimeout
     from sim.conformance.report import VERDICTS
 
     verifier = _load_verifier(args.verifier)
     if args.adapter == "torch":
         verifier = torch_verifier(verifier)
-    report = check_verifier(verifier, window=args.window, n_rounds=args.rounds, rng=args.seed,
-                            alpha=args.alpha, level=args.level, name=args.verifier,
-                            min_tv=args.min_tv)
+    try:
+        report = check_verifier(verifier, window=args.window, n_rounds=args.rounds,
+                                rng=args.seed, alpha=args.alpha, level=args.level,
+                                name=args.verifier, min_tv=args.min_tv,
+                                timeout=args.timeout or None, threads=args.threads)
+    except VerifierTimeout as error:
+        # the hung call still runs in a thread Python cannot stop: end the process now
+        print(f"specdec check-verifier: error: {error}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(2)
     print(report)
     return VERDICTS[report.verdict]
 
@@ -410,6 +427,11 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--min-tv", type=_real(1e-6, 1, "min-tv"), default=0.05,
                        help="the per-position TV every pair must detect with power 0.9 for "
                             "a pass; smaller runs are inconclusive (exit 3)")
+    check.add_argument("--timeout", type=_real(0, float("inf"), "timeout"), default=60.0,
+                       help="seconds one verifier call may take; a hung call ends the run "
+                            "with one line and exit status 2 at once (0: no limit)")
+    check.add_argument("--threads", type=_integer(1, "the number of threads"), default=1,
+                       help="torch (and, with threadpoolctl, BLAS) threads during the run")
     check.add_argument("--level", choices=("token", "sequence"), default="token",
                        help="test each token given its prefix (the default suite), or whole "
                             "generations (small pairs; for verifiers exact only jointly)")

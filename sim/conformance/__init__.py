@@ -65,8 +65,10 @@ rounds needed; otherwise ``"passed"``.  ``report.passed`` is true only for ``"pa
 checks), :mod:`~sim.conformance.harness` (:func:`check_verifier`, :func:`assert_lossless`, the
 token- and sequence-level tests), :mod:`~sim.conformance.report` (:class:`PairCheck`,
 :class:`ConformanceReport`), :mod:`~sim.conformance.verdicts` (design power, verdicts, rounds
-needed), :mod:`~sim.conformance.verifiers` (reference, rule, failure and
-torch verifiers), :mod:`~sim.conformance.power` (detection sizes and the failure-mode table),
+needed), :mod:`~sim.conformance.calls` (calling an untrusted verifier: any exception but
+Ctrl-C is a :class:`VerifierError`, ``timeout=`` per call, bounded torch/BLAS threads),
+:mod:`~sim.conformance.verifiers` (reference, rule, failure and torch verifiers),
+:mod:`~sim.conformance.power` (detection sizes and the failure-mode table),
 :mod:`~sim.conformance.clients` (adapters to real PyPI verifiers; also at ``sim.clients``).
 The names of ``__all__`` (and the constants ``POWER``, ``CALL_FLOATS``,
 ``MAX_FIT_VOCAB``, ``LARGE_VOCAB``, ``LARGE_SUPPORT``, ``LARGE_SHARED``) are importable from
@@ -83,6 +85,7 @@ Examples
 
 """
 
+from sim.conformance.calls import VerifierError, VerifierTimeout
 from sim.conformance.harness import DEFAULT_ROUNDS, MAX_SEQUENCES, assert_lossless, check_verifier
 from sim.conformance.harness import MAX_FIT_VOCAB as MAX_FIT_VOCAB
 from sim.conformance.power import (
@@ -94,7 +97,6 @@ from sim.conformance.power import (
 from sim.conformance.report import POWER as POWER
 from sim.conformance.report import ConformanceReport, PairCheck
 from sim.conformance.rounds import CALL_FLOATS as CALL_FLOATS
-from sim.conformance.rounds import VerifierError
 from sim.conformance.suites import LARGE_SHARED as LARGE_SHARED
 from sim.conformance.suites import LARGE_SUPPORT as LARGE_SUPPORT
 from sim.conformance.suites import LARGE_VOCAB as LARGE_VOCAB
@@ -113,6 +115,7 @@ __all__ = [
     "PairCheck",
     "SuitePair",
     "VerifierError",
+    "VerifierTimeout",
     "assert_lossless",
     "check_verifier",
     "conformance_suite",

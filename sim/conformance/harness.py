@@ -20,8 +20,15 @@ import numbers
 import numpy as np
 from scipy.stats import chi2
 
+from sim.conformance.calls import (
+    DEFAULT_THREADS,
+    DEFAULT_TIMEOUT,
+    bounded_threads,
+    checked_threads,
+    checked_timeout,
+)
 from sim.conformance.report import POWER, ConformanceReport, PairCheck, _ratio
-from sim.conformance.rounds import CALL_FLOATS, _name, _PairRun, _run_pair
+from sim.conformance.rounds import CALL_FLOATS, _name, _PairRun, _run_pair, processed_rows
 from sim.conformance.suites import SuitePair, _pairs, sequence_suite
 from sim.conformance.verdicts import (
     DEFAULT_MIN_TV,
@@ -42,6 +49,11 @@ from theory.models import MarkovLM
 
 #: Default number of verifier rounds of :func:`check_verifier` (over the whole suite).
 DEFAULT_ROUNDS = 100_000
+
+#: Largest estimated work of one :func:`check_verifier` run, Σ rounds · ((2γ + 1) · V + 64)
+#: over the pairs (floats handed to the verifier, plus per-token bookkeeping): ≈ 35 times the
+#: default run at γ = 3 (≈ 1.4·10⁹).
+MAX_WORK = 5e10
 
 
 def _positive_int(value, name: str) -> int:
@@ -66,7 +78,9 @@ def check_verifier(verifier, *, window: int, n_rounds: int = DEFAULT_ROUNDS, mod
                    rng=None, alpha: float = DEFAULT_ALPHA, level: str = "token",
                    draft_processor=None, name: str | None = None,
                    batch_floats: int = CALL_FLOATS,
-                   min_tv: float = DEFAULT_MIN_TV) -> ConformanceReport:
+                   min_tv: float = DEFAULT_MIN_TV, timeout: float | None = DEFAULT_TIMEOUT,
+                   threads: int | None = DEFAULT_THREADS,
+                   max_work: float = MAX_WORK) -> ConformanceReport:
     """Test ``verifier`` (the convention, package doc) for losslessness and efficiency.
 
     Parameters
@@ -104,6 +118,17 @@ def check_verifier(verifier, *, window: int, n_rounds: int = DEFAULT_ROUNDS, mod
         detect with power 0.9 for the verdict "passed"; a run that finds no deviation but
         cannot detect ``min_tv`` is "inconclusive" and states the rounds needed
         (:mod:`sim.conformance.verdicts`).
+    timeout : float or None
+        Seconds one verifier call may take (default 60); a hung call ends the run with a
+        :class:`VerifierTimeout` (the call keeps running in a daemon thread: Python cannot stop
+        a thread; :mod:`sim.conformance.calls`).  None: no limit, calls in this thread.
+    threads : int or None
+        Bound on torch's intra-op threads (and BLAS's, if ``threadpoolctl`` is installed) for
+        the run, restored afterwards (default 1; None leaves them alone).
+    max_work : float
+        Refuse, before any work, a run whose estimated work Σ rounds · ((2γ + 1) · V + 64)
+        over the pairs exceeds this (default :data:`MAX_WORK`, ≈ 35 times the default run at
+        γ = 3) or whose arrays would not fit in ``sim.engine.MEMORY_LIMIT``.
 
     Returns
     -------
@@ -114,9 +139,14 @@ def check_verifier(verifier, *, window: int, n_rounds: int = DEFAULT_ROUNDS, mod
     Raises
     ------
     VerifierError
-        The verifier raised, or returned a wrong shape, dtype, out-of-range token or padding.
+        The verifier raised (any exception but ``KeyboardInterrupt``, ``sys.exit`` included),
+        or returned a wrong shape, dtype, out-of-range token (in any integer dtype) or padding.
+    VerifierTimeout
+        A verifier call took longer than ``timeout`` (a :class:`VerifierError`).
     ValueError, TypeError
-        Invalid arguments (named).
+        Invalid arguments (named), ``draft_processor`` output that is not finite,
+        non-negative weights, or a run over ``max_work`` (with the estimate) — before any
+        verifier call.
 
     Examples
     --------
@@ -137,6 +167,7 @@ def check_verifier(verifier, *, window: int, n_rounds: int = DEFAULT_ROUNDS, mod
     n_rounds = _positive_int(n_rounds, "n_rounds")
     batch_floats = _positive_int(batch_floats, "batch_floats")
     min_tv = _checked_min_tv(min_tv)
+    timeout, threads = checked_timeout(timeout), checked_threads(threads)
     if draft_processor is not None and not callable(draft_processor):
         raise TypeError(f"draft_processor must be callable or None; got {draft_processor!r}")
     if isinstance(rng, bool):
@@ -145,37 +176,24 @@ def check_verifier(verifier, *, window: int, n_rounds: int = DEFAULT_ROUNDS, mod
         for pair in pairs:
             _sequence_categories(pair)
     name = _name(verifier) if name is None else str(name)
+    # γ ≥ T drafts to the horizon: the same run as γ = T, and the exact DPs stay small
+    windows = [min(window, pair.target.horizon) for pair in pairs]
+    per_generation = [rounds_per_generation(pair, gamma) for pair, gamma in zip(pairs, windows,
+                                                                                strict=True)]
+    sizes = [generations_for(-(-n_rounds // len(pairs)), rounds) for rounds in per_generation]
+    _check_work(pairs, windows, sizes, per_generation, n_rounds, window, max_work)
+    if draft_processor is not None:  # blame the processor, before any verifier call
+        for pair in pairs:
+            p = np.asarray(pair.draft.probs, dtype=np.float64)
+            processed_rows(draft_processor, p.reshape(-1, p.shape[-1]), pair.name)
     seed = np.random.default_rng(rng).integers(2 ** 63)
     pair_level = alpha / len(pairs)
-    checks, designs, per_generation = [], [], []
-    for index, pair in enumerate(pairs):
-        draft_rng, verify_rng = (np.random.default_rng(s) for s in
-                                 np.random.SeedSequence([int(seed), index]).spawn(2))
-        per_generation.append(rounds_per_generation(pair, window))
-        generations = generations_for(-(-n_rounds // len(pairs)), per_generation[-1])
-        designs.append(_Design(pair, level, _sequence_law(pair) if level == "sequence"
-                               else None))
-        run = _run_pair(verifier, name, pair, window, generations, draft_rng, verify_rng,
-                        draft_processor, batch_floats // pair.target.vocab_size)
-        if level == "token":
-            result, tested = _token_check(run, pair, pair_level)
-        else:
-            result, tested = _sequence_check(run, pair, pair_level)
-        if result.degrees_of_freedom and tested:
-            lam = detectable_noncentrality(result.degrees_of_freedom, pair_level, POWER)
-            detectable = math.sqrt(lam / (4 * tested))
-        else:
-            detectable = float("inf")
-        violations = sorted(run.violations.items(), key=lambda item: (-item[1], item[0]))
-        passed = result.passed and not violations
-        checks.append(PairCheck(
-            pair.name, passed, 0.0 if violations else result.p_value, result.statistic,
-            result.degrees_of_freedom, generations, run.rounds, int(run.counts.sum()),
-            run.accepted, run.optimum, detectable,
-            tuple((*key, count) for key, count in violations[:10]),
-            sum(run.violations.values()),
-            "" if passed or level != "token" else _closest_law(run, pair, pair_level),
-            designs[-1].detectable_tv(generations, pair_level, POWER), pair.powered))
+    checks, designs = [], []
+    with bounded_threads(threads):
+        for index, pair in enumerate(pairs):
+            checks.append(_check_pair(verifier, name, pair, index, seed, windows[index],
+                                      sizes[index], level, pair_level, draft_processor,
+                                      batch_floats, timeout, designs))
     p_value = min(1.0, len(pairs) * min(check.p_value for check in checks))
     if not any(c.powered for c in checks):  # only unpowered pairs: hold them all to min_tv
         checks = [dataclasses.replace(c, powered=True) for c in checks]
@@ -192,6 +210,54 @@ def check_verifier(verifier, *, window: int, n_rounds: int = DEFAULT_ROUNDS, mod
         _ratio(sum(c.accepted for c in checks), sum(c.optimum for c in checks)),
         min(check.min_detectable_tv for check in checks), tuple(checks), level, verdict,
         min_tv, needed)
+
+
+def _check_pair(verifier, name, pair, index, seed, window, generations, level, pair_level,
+                draft_processor, batch_floats, timeout, designs) -> PairCheck:
+    """Run and test one pair (its design is appended to ``designs``)."""
+    draft_rng, verify_rng = (np.random.default_rng(s) for s in
+                             np.random.SeedSequence([int(seed), index]).spawn(2))
+    designs.append(_Design(pair, level, _sequence_law(pair) if level == "sequence" else None))
+    run = _run_pair(verifier, name, pair, window, generations, draft_rng, verify_rng,
+                    draft_processor, batch_floats // pair.target.vocab_size, timeout)
+    if level == "token":
+        result, tested = _token_check(run, pair, pair_level)
+    else:
+        result, tested = _sequence_check(run, pair, pair_level)
+    if result.degrees_of_freedom and tested:
+        lam = detectable_noncentrality(result.degrees_of_freedom, pair_level, POWER)
+        detectable = math.sqrt(lam / (4 * tested))
+    else:
+        detectable = float("inf")
+    violations = sorted(run.violations.items(), key=lambda item: (-item[1], item[0]))
+    passed = result.passed and not violations
+    return PairCheck(
+        pair.name, passed, 0.0 if violations else result.p_value, result.statistic,
+        result.degrees_of_freedom, generations, run.rounds, int(run.counts.sum()),
+        run.accepted, run.optimum, detectable,
+        tuple((*key, count) for key, count in violations[:10]),
+        sum(run.violations.values()),
+        "" if passed or level != "token" else _closest_law(run, pair, pair_level),
+        designs[-1].detectable_tv(generations, pair_level, POWER), pair.powered)
+
+
+def _check_work(pairs, windows, sizes, per_generation, n_rounds, window, max_work) -> None:
+    """Refuse, before any work, a run over ``max_work`` or over the memory limit."""
+    from sim.engine import check_memory
+
+    if isinstance(max_work, bool) or not isinstance(max_work, numbers.Real) or not max_work > 0:
+        raise ValueError(f"max_work must be a positive number; got {max_work!r}")
+    work = sum(size * rounds * ((2 * gamma + 1) * pair.target.vocab_size + 64)
+               for pair, gamma, size, rounds in zip(pairs, windows, sizes, per_generation,
+                                                    strict=True))
+    if work > max_work:
+        raise ValueError(f"n_rounds = {n_rounds:,} with window = {window} is an estimated "
+                         f"{work:.3g} units of work (Σ over pairs of rounds · ((2γ + 1) · V + "
+                         f"64)), over max_work = {max_work:.3g}: lower n_rounds (the report of "
+                         "a smaller run states the rounds it needs) or raise max_work")
+    check_memory(sum(size * (pair.target.horizon + 4) * 8.0 for pair, size in
+                     zip(pairs, sizes, strict=True)),
+                 f"n_rounds = {n_rounds:,}", "lower n_rounds")
 
 
 def _token_check(run: _PairRun, pair: SuitePair, level: float):

@@ -106,3 +106,192 @@ def test_sequence_level_has_a_design_power_too():
                             models=sequence_suite()[:1], level="sequence", rng=0)
     assert enough.verdict == "passed", str(enough)
     assert np.isfinite(enough.detectable_tv)
+
+
+# ------------------------------------------------------------------ hostile verifiers
+def _counting(verifier):
+    def wrapped(*args):
+        wrapped.calls += 1
+        return verifier(*args)
+
+    wrapped.calls = 0
+    return wrapped
+
+
+def test_sys_exit_and_any_base_exception_are_verifier_errors_but_ctrl_c_passes():
+    import sys
+
+    from sim.conformance import VerifierError
+
+    def exits(tokens, p, q, rng):
+        sys.exit(0)
+
+    with pytest.raises(VerifierError, match=r"called sys.exit\(0\)") as caught:
+        check_verifier(exits, window=2, n_rounds=100, rng=0, models=SMALL)
+    assert "\n" not in str(caught.value) and "suite pair" in str(caught.value)
+
+    def generator_exit(tokens, p, q, rng):
+        raise GeneratorExit("odd")
+
+    with pytest.raises(VerifierError, match="raised GeneratorExit: odd"):
+        check_verifier(generator_exit, window=2, n_rounds=100, rng=0, models=SMALL)
+
+    def interrupted(tokens, p, q, rng):
+        raise KeyboardInterrupt
+
+    for timeout in (None, 5):
+        with pytest.raises(KeyboardInterrupt):
+            check_verifier(interrupted, window=2, n_rounds=100, rng=0, models=SMALL,
+                           timeout=timeout)
+
+
+def test_a_hung_call_ends_the_run_within_the_timeout_with_one_line():
+    import threading
+    import time
+
+    from sim.conformance.calls import VerifierTimeout
+
+    release = threading.Event()
+
+    def hangs(tokens, p, q, rng):
+        release.wait(60)  # ended by the test below, so no thread outlives it
+        return reference_verifier(tokens, p, q, rng)
+
+    start = time.perf_counter()
+    try:
+        with pytest.raises(VerifierTimeout, match=r"did not return within timeout = 1 s") \
+                as caught:
+            check_verifier(hangs, window=2, n_rounds=100, rng=0, models=SMALL, timeout=1)
+    finally:
+        release.set()
+    assert time.perf_counter() - start < 10 and "\n" not in str(caught.value)
+    assert "cannot stop a thread" in str(caught.value)
+    with pytest.raises(ValueError, match="timeout must be"):
+        check_verifier(reference_verifier, window=2, timeout=0)
+
+
+@pytest.mark.parametrize("dtype, value", [(np.uint64, 2 ** 64 - 1), (np.uint8, 200),
+                                          (np.int16, -2), (np.int32, 7)])
+def test_tokens_outside_the_vocabulary_are_refused_in_every_integer_dtype(dtype, value):
+    from sim.conformance import VerifierError
+
+    def wrong(tokens, p, q, rng):
+        out = reference_verifier(tokens, p, q, rng).astype(dtype)
+        out[0, 0] = value
+        return out
+
+    with pytest.raises(VerifierError, match=rf"token {value} \({np.dtype(dtype)}\) at row 0"):
+        check_verifier(wrong, window=2, n_rounds=100, rng=0, models=SMALL)
+
+    def narrow(tokens, p, q, rng):  # in range, small dtype: fine
+        return reference_verifier(tokens, p, q, rng).astype(np.int8)
+
+    assert check_verifier(narrow, window=2, n_rounds=100, rng=0, models=SMALL).verdict \
+        != "failed"
+
+
+def test_huge_runs_are_refused_up_front_and_huge_windows_cost_nothing():
+    import time
+
+    counted = _counting(reference_verifier)
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"n_rounds = 1,000,000,000 .* estimated .* max_work"):
+        check_verifier(counted, window=3, n_rounds=10 ** 9)
+    with pytest.raises(ValueError, match="max_work"):
+        check_verifier(counted, window=3, n_rounds=10 ** 12)
+    assert counted.calls == 0 and time.perf_counter() - start < 5
+    # γ ≥ T drafts to the horizon: the same run as γ = T, at once
+    start = time.perf_counter()
+    huge = check_verifier(reference_verifier, window=100_000, n_rounds=500, rng=0, models=SMALL)
+    same = check_verifier(reference_verifier, window=8, n_rounds=500, rng=0, models=SMALL)
+    assert time.perf_counter() - start < 10 and huge.window == 100_000
+    assert [c.statistic for c in huge.checks] == [c.statistic for c in same.checks]
+
+
+@pytest.mark.parametrize("output, message", [
+    (lambda rows: rows * np.nan, "returned nan at row 0"),
+    (lambda rows: -rows, "returned -"),
+    (lambda rows: rows * 0, "all-zero row 0"),
+    (lambda rows: rows[:, :2], "returned shape"),
+    (lambda rows: 1 / 0, "raised ZeroDivisionError"),
+])
+def test_a_bad_draft_processor_is_blamed_on_the_processor_before_any_call(output, message):
+    from sim.conformance import VerifierError
+
+    counted = _counting(reference_verifier)
+    with pytest.raises(ValueError, match=f"draft_processor on suite pair .*{message}") as caught:
+        check_verifier(counted, window=2, n_rounds=100, rng=0, models=SMALL,
+                       draft_processor=output)
+    assert not isinstance(caught.value, VerifierError) and counted.calls == 0
+
+
+def test_torch_threads_are_bounded_during_the_run_and_restored():
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    seen = []
+
+    def records(tokens, p, q, rng):
+        seen.append(torch.get_num_threads())
+        return reference_verifier(tokens, p, q, rng)
+
+    check_verifier(records, window=2, n_rounds=200, rng=0, models=SMALL)
+    assert set(seen) == {1} and torch.get_num_threads() == before
+    seen.clear()
+    check_verifier(records, window=2, n_rounds=200, rng=0, models=SMALL, threads=2,
+                   timeout=None)
+    assert set(seen) == {2} and torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads must be"):
+        check_verifier(records, window=2, threads=0)
+
+
+# ------------------------------------------------------------------ the CLI, in a subprocess
+HOSTILE = '''
+import sys
+import numpy as np
+from helper import SHIFT  # a module beside this file: imported as `python FILE.py` would
+
+def exits(tokens, p, q, rng):
+    sys.exit(0)
+
+def spins(tokens, p, q, rng):
+    while True:
+        pass
+
+def wide(tokens, p, q, rng):
+    out = np.zeros((tokens.shape[0], tokens.shape[1] + 1), dtype=np.uint64)
+    out[:] = 2 ** 64 - 1 + SHIFT
+    return out
+'''
+
+
+def _cli(tmp_path, *argv, timeout=60):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "sim.cli", "check-verifier", *argv],
+                          capture_output=True, text=True, timeout=timeout, env=env,
+                          cwd=os.getcwd())
+
+
+def test_the_cli_ends_hostile_verifiers_with_one_line(tmp_path):
+    import time
+
+    (tmp_path / "hostile.py").write_text(HOSTILE, encoding="utf-8")
+    (tmp_path / "helper.py").write_text("SHIFT = 0\n", encoding="utf-8")
+    spec = str(tmp_path / "hostile.py")
+    small = ["--window", "2", "--rounds", "300"]
+    for name, options, message in [
+            ("exits", [], "called sys.exit(0)"),
+            ("spins", ["--timeout", "2"], "did not return within timeout = 2 s"),
+            ("wide", [], "token 18446744073709551615 (uint64)")]:
+        start = time.perf_counter()
+        done = _cli(tmp_path, f"{spec}:{name}", *small, *options)
+        assert done.returncode == 2, (name, done.stderr)
+        assert message in done.stderr and done.stderr.count("\n") == 1, done.stderr
+        assert time.perf_counter() - start < 30, name
+    done = _cli(tmp_path, "sim.conformance:reference_verifier", "--window", "3",
+                "--rounds", "1e9")
+    assert done.returncode == 2 and "max_work" in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1 and not done.stdout
