@@ -65,7 +65,9 @@ rounds needed; otherwise ``"passed"``.  ``report.passed`` is true only for ``"pa
 checks), :mod:`~sim.conformance.harness` (:func:`check_verifier`, :func:`assert_lossless`, the
 token- and sequence-level tests), :mod:`~sim.conformance.report` (:class:`PairCheck`,
 :class:`ConformanceReport`), :mod:`~sim.conformance.verdicts` (design power, verdicts, rounds
-needed), :mod:`~sim.conformance.calls` (calling an untrusted verifier: any exception but
+needed), :mod:`~sim.conformance.deviations` (where a failed pair deviates: cells with
+Wilson intervals, a bias-corrected TV per position with a bootstrap interval),
+:mod:`~sim.conformance.calls` (calling an untrusted verifier: any exception but
 Ctrl-C is a :class:`VerifierError`, ``timeout=`` per call, bounded torch/BLAS threads),
 :mod:`~sim.conformance.verifiers` (reference, rule, failure and torch verifiers),
 :mod:`~sim.conformance.power` (detection sizes and the failure-mode table),

@@ -7,8 +7,11 @@ by Pearson's χ² pooled over cells (:func:`sim.stats.cells_check`), at ``level=
 counts of whole (prompt, x₁ … x_T) by one multinomial test; each pair at level α/K (Bonferroni
 over K pairs), and a token of target probability 0 fails the pair at once.  The smallest
 per-position TV δ detected with power 0.9 is δ = √(λ*/(4N)) (χ² ≥ 4 TV²), λ* from
-:func:`sim.stats.detectable_noncentrality` and N the tokens in tested cells.  A failed pair with
-a small vocabulary gets, as a hint, the mixture w·q + (1 − w)·p that fits it best.
+:func:`sim.stats.detectable_noncentrality` and N the tokens in tested cells; the verdict
+(passed, failed, inconclusive) is :mod:`sim.conformance.verdicts`'s.  A failed pair is located
+(:mod:`sim.conformance.deviations`: its most significant cells and a TV per position with a
+bootstrap interval) and, with a small vocabulary, gets as a hint the mixture
+w·q + (1 − w)·p that fits it — only if one fits.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from sim.conformance.calls import (
     checked_threads,
     checked_timeout,
 )
+from sim.conformance.deviations import MAX_DEVIATIONS, cell_deviations, position_tv
 from sim.conformance.report import POWER, ConformanceReport, PairCheck, _ratio
 from sim.conformance.rounds import CALL_FLOATS, _name, _PairRun, _run_pair, processed_rows
 from sim.conformance.suites import SuitePair, _pairs, sequence_suite
@@ -188,12 +192,14 @@ def check_verifier(verifier, *, window: int, n_rounds: int = DEFAULT_ROUNDS, mod
             processed_rows(draft_processor, p.reshape(-1, p.shape[-1]), pair.name)
     seed = np.random.default_rng(rng).integers(2 ** 63)
     pair_level = alpha / len(pairs)
-    checks, designs = [], []
+    checks, designs, deviations = [], [], []
     with bounded_threads(threads):
         for index, pair in enumerate(pairs):
-            checks.append(_check_pair(verifier, name, pair, index, seed, windows[index],
-                                      sizes[index], level, pair_level, draft_processor,
-                                      batch_floats, timeout, designs))
+            check, located = _check_pair(verifier, name, pair, index, seed, windows[index],
+                                         sizes[index], level, pair_level, draft_processor,
+                                         batch_floats, timeout, designs)
+            checks.append(check)
+            deviations.extend(located)
     p_value = min(1.0, len(pairs) * min(check.p_value for check in checks))
     if not any(c.powered for c in checks):  # only unpowered pairs: hold them all to min_tv
         checks = [dataclasses.replace(c, powered=True) for c in checks]
@@ -209,12 +215,13 @@ def check_verifier(verifier, *, window: int, n_rounds: int = DEFAULT_ROUNDS, mod
         name, window, alpha, verdict == "passed", p_value,
         _ratio(sum(c.accepted for c in checks), sum(c.optimum for c in checks)),
         min(check.min_detectable_tv for check in checks), tuple(checks), level, verdict,
-        min_tv, needed)
+        min_tv, needed, tuple(sorted(deviations, key=lambda d: d.p_value)[:MAX_DEVIATIONS]))
 
 
 def _check_pair(verifier, name, pair, index, seed, window, generations, level, pair_level,
-                draft_processor, batch_floats, timeout, designs) -> PairCheck:
-    """Run and test one pair (its design is appended to ``designs``)."""
+                draft_processor, batch_floats, timeout, designs):
+    """Run and test one pair: (PairCheck, its most significant cells if it failed); its design
+    is appended to ``designs``."""
     draft_rng, verify_rng = (np.random.default_rng(s) for s in
                              np.random.SeedSequence([int(seed), index]).spawn(2))
     designs.append(_Design(pair, level, _sequence_law(pair) if level == "sequence" else None))
@@ -231,6 +238,11 @@ def _check_pair(verifier, name, pair, index, seed, window, generations, level, p
         detectable = float("inf")
     violations = sorted(run.violations.items(), key=lambda item: (-item[1], item[0]))
     passed = result.passed and not violations
+    located, estimates = (), ()
+    if not passed and level == "token":
+        q = np.asarray(pair.target.probs, dtype=np.float64)
+        located = cell_deviations(pair.name, run.counts, q)
+        estimates = position_tv(run.counts, q, np.random.default_rng([int(seed), index, 7]))
     return PairCheck(
         pair.name, passed, 0.0 if violations else result.p_value, result.statistic,
         result.degrees_of_freedom, generations, run.rounds, int(run.counts.sum()),
@@ -238,7 +250,8 @@ def _check_pair(verifier, name, pair, index, seed, window, generations, level, p
         tuple((*key, count) for key, count in violations[:10]),
         sum(run.violations.values()),
         "" if passed or level != "token" else _closest_law(run, pair, pair_level),
-        designs[-1].detectable_tv(generations, pair_level, POWER), pair.powered)
+        designs[-1].detectable_tv(generations, pair_level, POWER), pair.powered,
+        estimates), located
 
 
 def _check_work(pairs, windows, sizes, per_generation, n_rounds, window, max_work) -> None:
@@ -313,9 +326,9 @@ def _sequence_check(run: _PairRun, pair: SuitePair, level: float):
 
 def _closest_law(run: _PairRun, pair: SuitePair, level: float) -> str:
     """A hint for a failed pair with V ≤ :data:`MAX_FIT_VOCAB`: the best mixture
-    w·q + (1 − w)·p (w on a grid of 0.02), and
-    whether the counts are consistent with it at the pair's level (p-value not corrected for
-    the fit)."""
+    w·q + (1 − w)·p (w on a grid of 0.02) — only when the counts are consistent with it at the
+    pair's level (its goodness-of-fit test passes; p-value not corrected for the fit), else
+    "" (a resample-from-q bug is no mixture: its best w is not a law that fits)."""
     if pair.target.vocab_size > MAX_FIT_VOCAB:
         return ""
     counts = run.counts.reshape(-1, pair.target.vocab_size)
@@ -329,9 +342,10 @@ def _closest_law(run: _PairRun, pair: SuitePair, level: float) -> str:
     if not np.isfinite(scores[best]) or dof == 0:
         return ""
     p_value = float(chi2.sf(statistic, dof))
-    verdict = "consistent" if p_value >= level else "not consistent either"
-    return (f"w·q + (1 − w)·p with w = {weights[best]:.2f} fits best (χ² = {statistic:.1f}, "
-            f"dof {dof}, p = {p_value:.3g}: {verdict})")
+    if p_value < level:  # the best mixture does not fit either: no hint
+        return ""
+    return (f"w·q + (1 − w)·p with w = {weights[best]:.2f} fits (χ² = {statistic:.1f}, "
+            f"dof {dof}, p = {p_value:.3g} ≥ the pair's level; not corrected for the fit)")
 
 
 def assert_lossless(verifier, *, window: int, n_rounds: int = DEFAULT_ROUNDS, models=None,

@@ -43,8 +43,8 @@ class PairCheck:
     #: visits (:mod:`sim.conformance.verdicts`; inf: too few counts to test)
     design_tv: float = math.inf
     powered: bool = True  #: held to ``min_tv`` (the suite pair's ``powered``)
-    #: for a failed pair: (position, estimated TV, low, high) per position (95% bootstrap
-    #: interval, :mod:`sim.conformance.deviations`)
+    #: for a failed pair: (position, estimated TV, low, high) per position (bias-corrected,
+    #: 95% basic-bootstrap interval, :mod:`sim.conformance.deviations`)
     tv_estimates: tuple = ()
 
     @property
@@ -167,7 +167,8 @@ class ConformanceReport:
             if c.tv_estimates:
                 position, estimate, low, high = max(c.tv_estimates, key=lambda e: e[1])
                 lines.append(f"  {c.name}: largest estimated TV at position {position}: "
-                             f"{estimate:.3f} (95% bootstrap interval {low:.3f} – {high:.3f})")
+                             f"{estimate:.3f} (bias-corrected; 95% basic-bootstrap interval "
+                             f"{low:.3f} – {high:.3f})")
             if c.closest_law:
                 lines.append(f"  {c.name}: closest simple law: {c.closest_law}")
         return lines

@@ -295,3 +295,52 @@ def test_the_cli_ends_hostile_verifiers_with_one_line(tmp_path):
                 "--rounds", "1e9")
     assert done.returncode == 2 and "max_work" in done.stderr, done.stderr
     assert done.stderr.count("\n") == 1 and not done.stdout
+
+
+# ------------------------------------------------------------------ located failures
+def test_a_failed_report_locates_the_deviation_and_estimates_its_tv():
+    """resample-from-q on the small pairs at 20,000 rounds: the report lists the most
+    significant (pair, position, context, token) cells with observed and expected frequencies
+    and Wilson intervals; its per-position TV estimate is within 0.05 of the exact TV of the
+    bug (theory.conformance.deviation) at every position of `context_free` (S = 1); and the
+    resample-from-q law is no mixture, so no mixture hint is given."""
+    from theory.conformance import FAILURE_MODES, deviation
+
+    report = check_verifier(RESAMPLE, window=3, n_rounds=20_000, rng=0, models=SMALL)
+    assert report.verdict == "failed" and len(report.deviations) == 10
+    first = report.deviations[0]
+    assert first.p_value < 1e-20 and not first.low <= first.expected <= first.high
+    assert f"position {first.position}, context {first.context}, token {first.token}" \
+        in str(report)
+    assert [d.p_value for d in report.deviations] == sorted(d.p_value for d in report.deviations)
+    assert not any(c.closest_law for c in report.checks), str(report)
+    free = next(c for c in report.checks if c.name == "context_free")
+    pair = next(p for p in SMALL if p.name == "context_free")
+    exact = deviation(pair.draft, pair.target, 3, FAILURE_MODES["resample_from_target"].rule,
+                      max_sequences=0).per_position_tv
+    for position, estimate, low, high in free.tv_estimates:
+        assert low <= estimate <= high
+        assert abs(estimate - exact[position]) < 0.05, (position, estimate, exact[position])
+    assert "largest estimated TV at position" in str(report)
+
+
+def test_the_mixture_hint_appears_only_when_the_mixture_fits_and_lossless_runs_locate_nothing():
+    """Negative control: a verifier whose output law is exactly 0.6·q + 0.4·p at every position
+    (a documented-lossy ensemble) fails, and the hint names w ≈ 0.6 because that mixture fits;
+    a lossless run at the same size has no deviations and no TV estimates."""
+    def mixture(tokens, p, q, rng):
+        rows, k = tokens.shape
+        law = 0.6 * q[:, 0] + 0.4 * p[:, 0]
+        token = (np.cumsum(law, axis=1) <= rng.random(rows)[:, None]).sum(axis=1)
+        out = np.full((rows, k + 1), -1, dtype=np.int64)
+        out[:, 0] = np.minimum(token, law.shape[1] - 1)
+        return out
+
+    report = check_verifier(mixture, window=3, n_rounds=20_000, rng=1, models=SMALL[:1])
+    assert report.verdict == "failed"
+    weight = float(report.checks[0].closest_law.split("w = ")[1].split(" ")[0])
+    assert 0.5 <= weight <= 0.7, report.checks[0].closest_law
+    clean = check_verifier(reference_verifier, window=3, n_rounds=20_000, rng=1,
+                           models=SMALL[:1])
+    assert clean.verdict != "failed" and not clean.deviations
+    assert not clean.checks[0].tv_estimates and "where:" not in str(clean)
