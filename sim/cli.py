@@ -4,7 +4,10 @@
 Errors in the arguments (and requests that would not fit in memory or would run for hours, an
 output folder another run is writing into, a ``--dask`` scheduler lost during the run) end the
 command with one line on stderr and exit status 2; Ctrl-C ends it with one line and status
-130; status 1 means a check failed.
+130; status 1 means a check failed.  ``check-verifier`` exits 0 passed, 1 failed, 2 usage
+error (or a verifier that could not be loaded, raised, hung past ``--timeout`` or broke the
+convention), 3 inconclusive (no deviation found, but the run was too small to detect
+``--min-tv``; the report states the rounds needed).
 """
 
 from __future__ import annotations
@@ -243,7 +246,11 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def _load_verifier(spec: str):
-    """``module:attribute`` or ``path/to/file.py:attribute`` → the object (one-line errors)."""
+    """``module:attribute`` or ``path/to/file.py:attribute`` → the object (one-line errors).
+
+    A file is imported as ``python FILE.py`` would run it: its folder first on ``sys.path``, so
+    modules beside it import; a module, as ``python -m`` would: the working directory on the
+    path."""
     import importlib
     import importlib.util
     import os
@@ -255,6 +262,9 @@ def _load_verifier(spec: str):
         if module_name.endswith(".py"):
             if not os.path.isfile(module_name):
                 raise ValueError(f"no such file: {module_name}")
+            folder = os.path.dirname(os.path.abspath(module_name))
+            if folder not in sys.path:  # as `python FILE.py` does: modules beside it import
+                sys.path.insert(0, folder)
             loader_spec = importlib.util.spec_from_file_location("_specdec_verifier",
                                                                  module_name)
             module = importlib.util.module_from_spec(loader_spec)
@@ -278,15 +288,27 @@ def _load_verifier(spec: str):
 
 
 def _check_verifier(args) -> int:
+    import os
+
     from sim.conformance import check_verifier, torch_verifier
+    from sim.conformance.calls import VerifierTimeout
+    from sim.conformance.report import VERDICTS
 
     verifier = _load_verifier(args.verifier)
     if args.adapter == "torch":
         verifier = torch_verifier(verifier)
-    report = check_verifier(verifier, window=args.window, n_rounds=args.rounds, rng=args.seed,
-                            alpha=args.alpha, level=args.level, name=args.verifier)
+    try:
+        report = check_verifier(verifier, window=args.window, n_rounds=args.rounds,
+                                rng=args.seed, alpha=args.alpha, level=args.level,
+                                name=args.verifier, min_tv=args.min_tv,
+                                timeout=args.timeout or None, threads=args.threads)
+    except VerifierTimeout as error:
+        # the hung call still runs in a thread Python cannot stop: end the process now
+        print(f"specdec check-verifier: error: {error}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(2)
     print(report)
-    return 0 if report.passed else 1
+    return VERDICTS[report.verdict]
 
 
 def _conformance_report(args) -> int:
@@ -300,7 +322,8 @@ def _conformance_report(args) -> int:
         raise ValueError("--out must name a folder")
 
     def show(row):
-        verdict = {True: "passed", False: "FAILED", None: "not installed"}[row["passed"]]
+        verdict = "not installed" if row["passed"] is None else row["verdict"].upper() \
+            if row["verdict"] != "passed" else "passed"
         print(f"{row['client']}: {verdict}" + (
             f" (efficiency {row['efficiency']:.4f}, {row['seconds']} s)" if row["passed"]
             is not None else ""), flush=True)
@@ -388,8 +411,10 @@ def _parser() -> argparse.ArgumentParser:
                     "--alpha, the efficiency against the token-wise optimum. The verifier "
                     "follows the convention verifier(draft_tokens, draft_probs, target_probs, "
                     "rng) -> emitted (README: 'Check your implementation'). Exit status 0: "
-                    "passed; 1: not lossless; 2: the verifier could not be loaded or broke the "
-                    "convention.")
+                    "passed; 1: failed (not lossless); 2: usage error, or the verifier could "
+                    "not be loaded, raised, hung past --timeout or broke the convention; 3: "
+                    "inconclusive (no deviation found, but too few rounds to detect --min-tv "
+                    "on every pair; the report states the rounds needed).")
     check.add_argument("verifier", metavar="VERIFIER",
                        help="MODULE:FUNCTION or FILE.py:FUNCTION")
     check.add_argument("--window", type=_integer(1, "the window"), required=True,
@@ -399,6 +424,14 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--seed", type=_integer(0, "the seed"), default=0, help="seed")
     check.add_argument("--alpha", type=_real(1e-300, 0.5, "alpha"), default=1e-6,
                        help="false-positive level of the whole check")
+    check.add_argument("--min-tv", type=_real(1e-6, 1, "min-tv"), default=0.05,
+                       help="the per-position TV every pair must detect with power 0.9 for "
+                            "a pass; smaller runs are inconclusive (exit 3)")
+    check.add_argument("--timeout", type=_real(0, float("inf"), "timeout"), default=60.0,
+                       help="seconds one verifier call may take; a hung call ends the run "
+                            "with one line and exit status 2 at once (0: no limit)")
+    check.add_argument("--threads", type=_integer(1, "the number of threads"), default=1,
+                       help="torch (and, with threadpoolctl, BLAS) threads during the run")
     check.add_argument("--level", choices=("token", "sequence"), default="token",
                        help="test each token given its prefix (the default suite), or whole "
                             "generations (small pairs; for verifiers exact only jointly)")
