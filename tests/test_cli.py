@@ -155,8 +155,33 @@ def test_report_summary_first_statistics_shown_reuse_named_and_series_in_json(tm
     assert reproduce(tmp_path, quick=True, only=["fig2a", "pmf"], progress=False) == 0
     report = (tmp_path / "report.md").read_text()
     assert "Reused from a previous run in this folder (same seed and sizes, not " \
-           "recomputed): fig2a." in report
+           "recomputed): fig2a, fig4bc." in report  # fig4bc: left out by --only, on disk
     assert "| [pmf](#pmf) | 1 | 1 | computed |" in report
+
+
+def _summary(report):
+    return next(line for line in report.splitlines() if line.startswith("Seed "))
+
+
+def test_only_into_a_folder_with_other_results_reports_every_completed_experiment(tmp_path):
+    """``--only gap`` into a folder holding gap and pmf used to rewrite the report with gap
+    alone (pmf's data still on disk).  Control: with another seed pmf's data are not this
+    run's, and the report leaves them out."""
+    from sim.experiments import reproduce
+
+    assert reproduce(tmp_path, quick=True, only=["gap", "pmf"], progress=False) == 0
+    both = (tmp_path / "report.md").read_text()
+    assert reproduce(tmp_path, quick=True, only=["gap"], progress=False) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert _summary(report) == _summary(both)  # the same number of checks
+    assert "recomputed): gap, pmf." in report
+    for name in ("gap", "pmf"):
+        assert f"| [{name}](#{name}) |" in report and f"figures/{name}.png" in report
+    assert report.count("| reused |") == 2
+    assert reproduce(tmp_path, quick=True, seed=1, only=["gap"], progress=False) == 0
+    other_seed = (tmp_path / "report.md").read_text()
+    assert "| [gap](#gap) |" in other_seed and "[pmf]" not in other_seed
+    assert "Every experiment was computed in this run." in other_seed
 
 
 # ------------------------------------------------------------------ specdec check-verifier

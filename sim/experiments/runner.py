@@ -321,6 +321,9 @@ def reproduce(out="results", *, quick: bool = False, seed: int = 0, only=None,
     from its own stream spawned from the seed, so the final results are identical to an
     uninterrupted run.
 
+    ``report.md`` lists every experiment whose completed data for this seed and these sizes
+    is in the folder: those run now, and (marked reused) those ``only`` left out.
+
     Examples
     --------
     >>> import tempfile
@@ -375,4 +378,12 @@ def _run(out, quick, seed, only, progress, client, resume) -> int:
                               for file in files},
             "checks": checks, "figures": files, "data": data})
         results[name] = outcome
+    # the report covers the whole folder: experiments not run now (--only) whose completed,
+    # intact data for this seed and these sizes are on disk are listed as reused
+    for name in EXPERIMENTS:
+        if name not in results:
+            previous, _ = _completed(out, name, seed, settings)
+            if previous is not None:
+                results[name] = previous
+                reused.append(name)
     return write_report(out, results, settings, seed, reused, recomputed)
