@@ -1,4 +1,4 @@
-"""Lossy zoo (issue #15): Monte Carlo of typical acceptance and truncated SD ≈ the exact laws.
+"""Lossy zoo: Monte Carlo of typical acceptance and truncated SD ≈ the exact laws.
 
 Level 1e-6 per check, fixed seeds, no retries, each beside a negative control caught by the
 same check at the same size.  Statistical assertions on correct algorithms: 2 × 2 (typical,
