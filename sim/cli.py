@@ -216,6 +216,8 @@ def _reproduce(args) -> int:
     from sim.engine import SchedulerLostError
     from sim.experiments import reproduce
 
+    if str(args.out).strip():  # (an empty --out is refused by reproduce, with its name)
+        _output_folder(args.out)
     with _cluster(args.dask) as client:
         try:
             failed = reproduce(args.out, quick=args.quick, seed=args.seed, only=args.only,
@@ -318,8 +320,9 @@ def _conformance_report(args) -> int:
 
     from sim.conformance.clients import conformance_report, report_markdown
 
-    if not args.out:
-        raise ValueError("--out must name a folder")
+    _output_folder(args.out)  # before running anything
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
 
     def show(row):
         verdict = "not installed" if row["passed"] is None else row["verdict"].upper() \
@@ -330,8 +333,6 @@ def _conformance_report(args) -> int:
 
     rows = conformance_report(window=args.window, n_rounds=args.rounds, rng=args.seed,
                               names=args.only, progress=None if args.quiet else show)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     text = report_markdown(rows, window=args.window, seed=args.seed)
     (out / "conformance.md").write_text(text, encoding="utf-8")
     finite = [{key: (None if isinstance(value, float) and not math.isfinite(value) else value)
@@ -342,18 +343,63 @@ def _conformance_report(args) -> int:
     return 0
 
 
+def _version() -> str:
+    """The installed version of the package (specdec-theory)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("specdec-theory")
+    except PackageNotFoundError:  # pragma: no cover - running from an uninstalled tree
+        return "unknown"
+
+
+class _ExperimentsHelp(argparse.Action):
+    """``reproduce --help``: the help with the experiment names (imported only when asked)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                 help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from sim.experiments.runner import EXPERIMENTS
+
+        parser.epilog = f"experiments (for --only): {', '.join(EXPERIMENTS)}"
+        parser.print_help()
+        parser.exit()
+
+
+def _output_folder(path: str) -> None:
+    """Refuse an ``--out`` that cannot be a folder (it, or a folder above it, is a file) before
+    any work, with one line."""
+    from pathlib import Path
+
+    if not str(path).strip():
+        raise ValueError(f"--out must name a folder; got {str(path)!r}")
+    for part in (Path(path), *Path(path).parents):
+        if part.exists():
+            if not part.is_dir():
+                where = "" if part == Path(path) else f": {part}"
+                raise ValueError(f"--out {path}{where} is a file, not a folder")
+            return
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="specdec", description="Speculative decoding theory "
                                      "and simulation (Yin et al., NeurIPS 2024).")
+    parser.add_argument("--version", action="version", version=f"specdec {_version()}",
+                        help="print the package version and exit")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = commands.add_parser("reproduce", help="regenerate every figure and the report",
-                              formatter_class=_HelpFormatter)
+                              formatter_class=_HelpFormatter, add_help=False)
+    run.add_argument("-h", "--help", action=_ExperimentsHelp,
+                     help="show this help message (with the experiment names) and exit")
     run.add_argument("--out", default="results", help="output folder")
     run.add_argument("--quick", action="store_true", help="small sizes, under a minute")
     run.add_argument("--seed", type=_integer(0, "the seed"), default=0,
                      help="master seed of every experiment")
-    run.add_argument("--only", nargs="+", metavar="NAME", help="run only these experiments")
+    run.add_argument("--only", nargs="+", metavar="NAME",
+                     help="run only these experiments (names listed below)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--dask", metavar="ADDRESS", help="run on a dask.distributed scheduler")
     run.add_argument("--fresh", action="store_true",
@@ -444,8 +490,9 @@ def _parser() -> argparse.ArgumentParser:
         "conformance-report", formatter_class=_HelpFormatter,
         help="run every installed real client (sim.clients) through the harness",
         description="Run the speculative-decoding verifiers of the packages adapted in "
-                    "sim.clients (those installed: `make clients`) through check-verifier and "
-                    "write the table to OUT/conformance.md and OUT/conformance.json.")
+                    "sim.clients (those installed) through check-verifier and write the table "
+                    "to OUT/conformance.md and OUT/conformance.json. From a checkout, `make "
+                    "conformance-report` installs the pinned packages and runs this command.")
     report.add_argument("--out", default="results", help="output folder")
     report.add_argument("--window", type=_integer(1, "the window"), default=3,
                         help="γ, drafts per round")
@@ -458,13 +505,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush at exit finds no broken
+    pipe to complain about."""
+    import os
+
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def main(argv=None) -> int:
     """Entry point of the ``specdec`` console script."""
     args = _parser().parse_args(argv)
     if args.command == "simulate":
         _apply_option_scopes(args.scoped, args)
     try:
-        return args.handler(args)
+        status = args.handler(args)
+        sys.stdout.flush()  # a reader that left (`| head`) shows here, not at exit
+        return status
+    except BrokenPipeError:  # the reader of stdout left: nobody to tell, nothing went wrong
+        _discard_stdout()
+        return 0
     except ImportError as error:  # an optional dependency (torch, dask, a client) is missing
         print(f"specdec {args.command}: error: {error}", file=sys.stderr)
         return 2
