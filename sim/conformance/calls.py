@@ -17,9 +17,9 @@ harness's own thread, with no limit.
 run many times slower (a 26 s run took 11 min on two busy cores).  :func:`bounded_threads`
 bounds, for the length of a run, torch's intra-op threads (``torch.set_num_threads`` in the
 harness's thread and in every verifier call's thread; the previous value is restored at the
-end) and — when the optional ``threadpoolctl`` is installed — the BLAS and OpenMP pools of
-numpy and scipy.  Without threadpoolctl, numpy's BLAS follows ``OPENBLAS_NUM_THREADS`` /
-``OMP_NUM_THREADS`` as set before Python started.  torch must be imported when the bound is
+end) and, through ``threadpoolctl`` (a dependency of the package; should it be missing, numpy's
+BLAS follows ``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` as set before Python started), the
+BLAS and OpenMP pools of numpy and scipy.  torch must be imported when the bound is
 applied: a verifier that imports torch inside its first call is bounded from its second call
 on (the client adapters of :mod:`sim.conformance.clients` apply the bound when they import
 torch, so they are bounded from the first).
