@@ -45,10 +45,12 @@ mean wall time against the exact value, target calls and N_rej against their exa
 from __future__ import annotations
 
 import itertools
+import textwrap
 from fractions import Fraction
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import NullFormatter
 
 from sim.experiments.common import Experiment, Outcome, mean_row
 from sim.experiments.plotting import COLORS, label_axes
@@ -71,7 +73,8 @@ from theory.exact import walltime_components
 from theory.windows import _bellman
 
 __all__ = ["CHECK_COST", "ENTROPY_QUANTILES", "MAX_WINDOW", "RULES", "STOPPING",
-           "STOPPING_COSTS", "THRESHOLDS", "regret_markdown", "stopping", "stopping_panels",
+           "STOPPING_COSTS", "THRESHOLDS", "best_threshold", "entropy_cutoffs", "exact_panel",
+           "fig2_panel", "regret_markdown", "simulated_panel", "stopping", "stopping_panels",
            "threshold_counterexamples"]
 
 #: Cost ratios c (a drafted token costs c target calls).
@@ -177,6 +180,13 @@ def exact_panel(draft, target, costs, thresholds=THRESHOLDS, quantiles=ENTROPY_Q
         _record(series, "window_policy", horizon, window_time, optimum, None)
         _record(series, "fixed", horizon, fixed_time, optimum, best_fixed)
     return series
+
+
+def fig2_panel(horizon=50, costs=STOPPING_COSTS, thresholds=THRESHOLDS,
+               quantiles=ENTROPY_QUANTILES) -> tuple[str, dict]:
+    """(panel name, :func:`exact_panel`) on the Fig. 2 chains (paper's instance) of ``horizon``."""
+    return (f"Fig. 2 (paper's instance, T={horizon}, exact)",
+            exact_panel(*fig2_pair(horizon), costs, thresholds, quantiles))
 
 
 def simulated_panel(draft, target, costs, thresholds, quantiles, n_trials, rng,
@@ -372,8 +382,7 @@ def stopping(settings, rng) -> Outcome:
     costs = (0.05, 0.2, 0.5) if quick else STOPPING_COSTS
     thresholds = (0.3, 0.6) if quick else THRESHOLDS
     quantiles = (0.5, 1.0) if quick else ENTROPY_QUANTILES
-    fig2_name = f"Fig. 2 (paper's instance, T={fig2_horizon}, exact)"
-    panels = {fig2_name: exact_panel(*fig2_pair(fig2_horizon), costs, thresholds, quantiles)}
+    panels = dict([fig2_panel(fig2_horizon, costs, thresholds, quantiles)])
     vocab, contexts = (100, 100) if quick else (1000, 2000)
     ngram_name = (f"text n-gram (V={vocab}, {contexts} contexts, T=32; "
                   "threshold and entropy simulated)")
@@ -391,7 +400,7 @@ def stopping(settings, rng) -> Outcome:
 # ---------------------------------------------------------------------- figure and README
 def stopping_panels(data, title):
     panels = data["panels"]
-    figure, axes = plt.subplots(1, len(panels), figsize=(5.8 * len(panels), 4.3))
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.8 * len(panels), 4.6))
     styles = {"optimal": "-o", "threshold": "--s", "entropy": "-.v", "window_policy": ":^",
               "fixed": "--D"}
     for ax, (name, series) in zip(np.atleast_1d(axes), panels.items(), strict=True):
@@ -408,9 +417,12 @@ def stopping_panels(data, title):
                 ax.fill_between(cost, low, high, color=color, alpha=0.2, lw=0)
         ax.axhline(1, color="0.6", lw=0.8, label="autoregressive")
         ax.set_xscale("log")
+        ax.set_xticks(cost, [f"{c:g}" for c in cost], minor=False)
+        ax.xaxis.set_minor_formatter(NullFormatter())
         label_axes(ax, "cost ratio c (one drafted token = c target calls)",
-                   "speedup T / E[wall time]", name)
+                   "speedup T / E[wall time]", textwrap.fill(name, 48))
     figure.suptitle(title)
+    figure.tight_layout()
     return figure
 
 
