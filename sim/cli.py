@@ -4,7 +4,10 @@
 Errors in the arguments (and requests that would not fit in memory or would run for hours, an
 output folder another run is writing into, a ``--dask`` scheduler lost during the run) end the
 command with one line on stderr and exit status 2; Ctrl-C ends it with one line and status
-130; status 1 means a check failed.
+130; status 1 means a check failed.  ``check-verifier`` exits 0 passed, 1 failed, 2 usage
+error (or a verifier that could not be loaded, raised, hung past ``--timeout`` or broke the
+convention), 3 inconclusive (no deviation found, but the run was too small to detect
+``--min-tv``; the report states the rounds needed).
 """
 
 from __future__ import annotations
@@ -213,6 +216,8 @@ def _reproduce(args) -> int:
     from sim.engine import SchedulerLostError
     from sim.experiments import reproduce
 
+    if str(args.out).strip():  # (an empty --out is refused by reproduce, with its name)
+        _output_folder(args.out)
     with _cluster(args.dask) as client:
         try:
             failed = reproduce(args.out, quick=args.quick, seed=args.seed, only=args.only,
@@ -243,7 +248,11 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def _load_verifier(spec: str):
-    """``module:attribute`` or ``path/to/file.py:attribute`` → the object (one-line errors)."""
+    """``module:attribute`` or ``path/to/file.py:attribute`` → the object (one-line errors).
+
+    A file is imported as ``python FILE.py`` would run it: its folder first on ``sys.path``, so
+    modules beside it import; a module, as ``python -m`` would: the working directory on the
+    path."""
     import importlib
     import importlib.util
     import os
@@ -255,6 +264,9 @@ def _load_verifier(spec: str):
         if module_name.endswith(".py"):
             if not os.path.isfile(module_name):
                 raise ValueError(f"no such file: {module_name}")
+            folder = os.path.dirname(os.path.abspath(module_name))
+            if folder not in sys.path:  # as `python FILE.py` does: modules beside it import
+                sys.path.insert(0, folder)
             loader_spec = importlib.util.spec_from_file_location("_specdec_verifier",
                                                                  module_name)
             module = importlib.util.module_from_spec(loader_spec)
@@ -278,15 +290,27 @@ def _load_verifier(spec: str):
 
 
 def _check_verifier(args) -> int:
+    import os
+
     from sim.conformance import check_verifier, torch_verifier
+    from sim.conformance.calls import VerifierTimeout
+    from sim.conformance.report import VERDICTS
 
     verifier = _load_verifier(args.verifier)
     if args.adapter == "torch":
         verifier = torch_verifier(verifier)
-    report = check_verifier(verifier, window=args.window, n_rounds=args.rounds, rng=args.seed,
-                            alpha=args.alpha, level=args.level, name=args.verifier)
+    try:
+        report = check_verifier(verifier, window=args.window, n_rounds=args.rounds,
+                                rng=args.seed, alpha=args.alpha, level=args.level,
+                                name=args.verifier, min_tv=args.min_tv,
+                                timeout=args.timeout or None, threads=args.threads)
+    except VerifierTimeout as error:
+        # the hung call still runs in a thread Python cannot stop: end the process now
+        print(f"specdec check-verifier: error: {error}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(2)
     print(report)
-    return 0 if report.passed else 1
+    return VERDICTS[report.verdict]
 
 
 def _conformance_report(args) -> int:
@@ -296,19 +320,19 @@ def _conformance_report(args) -> int:
 
     from sim.conformance.clients import conformance_report, report_markdown
 
-    if not args.out:
-        raise ValueError("--out must name a folder")
+    _output_folder(args.out)  # before running anything
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
 
     def show(row):
-        verdict = {True: "passed", False: "FAILED", None: "not installed"}[row["passed"]]
+        verdict = "not installed" if row["passed"] is None else row["verdict"].upper() \
+            if row["verdict"] != "passed" else "passed"
         print(f"{row['client']}: {verdict}" + (
             f" (efficiency {row['efficiency']:.4f}, {row['seconds']} s)" if row["passed"]
             is not None else ""), flush=True)
 
     rows = conformance_report(window=args.window, n_rounds=args.rounds, rng=args.seed,
                               names=args.only, progress=None if args.quiet else show)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     text = report_markdown(rows, window=args.window, seed=args.seed)
     (out / "conformance.md").write_text(text, encoding="utf-8")
     finite = [{key: (None if isinstance(value, float) and not math.isfinite(value) else value)
@@ -319,18 +343,63 @@ def _conformance_report(args) -> int:
     return 0
 
 
+def _version() -> str:
+    """The installed version of the package (specdec-theory)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("specdec-theory")
+    except PackageNotFoundError:  # pragma: no cover - running from an uninstalled tree
+        return "unknown"
+
+
+class _ExperimentsHelp(argparse.Action):
+    """``reproduce --help``: the help with the experiment names (imported only when asked)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                 help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from sim.experiments.runner import EXPERIMENTS
+
+        parser.epilog = f"experiments (for --only): {', '.join(EXPERIMENTS)}"
+        parser.print_help()
+        parser.exit()
+
+
+def _output_folder(path: str) -> None:
+    """Refuse an ``--out`` that cannot be a folder (it, or a folder above it, is a file) before
+    any work, with one line."""
+    from pathlib import Path
+
+    if not str(path).strip():
+        raise ValueError(f"--out must name a folder; got {str(path)!r}")
+    for part in (Path(path), *Path(path).parents):
+        if part.exists():
+            if not part.is_dir():
+                where = "" if part == Path(path) else f": {part}"
+                raise ValueError(f"--out {path}{where} is a file, not a folder")
+            return
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="specdec", description="Speculative decoding theory "
                                      "and simulation (Yin et al., NeurIPS 2024).")
+    parser.add_argument("--version", action="version", version=f"specdec {_version()}",
+                        help="print the package version and exit")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = commands.add_parser("reproduce", help="regenerate every figure and the report",
-                              formatter_class=_HelpFormatter)
+                              formatter_class=_HelpFormatter, add_help=False)
+    run.add_argument("-h", "--help", action=_ExperimentsHelp,
+                     help="show this help message (with the experiment names) and exit")
     run.add_argument("--out", default="results", help="output folder")
     run.add_argument("--quick", action="store_true", help="small sizes, under a minute")
     run.add_argument("--seed", type=_integer(0, "the seed"), default=0,
                      help="master seed of every experiment")
-    run.add_argument("--only", nargs="+", metavar="NAME", help="run only these experiments")
+    run.add_argument("--only", nargs="+", metavar="NAME",
+                     help="run only these experiments (names listed below)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--dask", metavar="ADDRESS", help="run on a dask.distributed scheduler")
     run.add_argument("--fresh", action="store_true",
@@ -388,8 +457,10 @@ def _parser() -> argparse.ArgumentParser:
                     "--alpha, the efficiency against the token-wise optimum. The verifier "
                     "follows the convention verifier(draft_tokens, draft_probs, target_probs, "
                     "rng) -> emitted (README: 'Check your implementation'). Exit status 0: "
-                    "passed; 1: not lossless; 2: the verifier could not be loaded or broke the "
-                    "convention.")
+                    "passed; 1: failed (not lossless); 2: usage error, or the verifier could "
+                    "not be loaded, raised, hung past --timeout or broke the convention; 3: "
+                    "inconclusive (no deviation found, but too few rounds to detect --min-tv "
+                    "on every pair; the report states the rounds needed).")
     check.add_argument("verifier", metavar="VERIFIER",
                        help="MODULE:FUNCTION or FILE.py:FUNCTION")
     check.add_argument("--window", type=_integer(1, "the window"), required=True,
@@ -399,6 +470,14 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--seed", type=_integer(0, "the seed"), default=0, help="seed")
     check.add_argument("--alpha", type=_real(1e-300, 0.5, "alpha"), default=1e-6,
                        help="false-positive level of the whole check")
+    check.add_argument("--min-tv", type=_real(1e-6, 1, "min-tv"), default=0.05,
+                       help="the per-position TV every pair must detect with power 0.9 for "
+                            "a pass; smaller runs are inconclusive (exit 3)")
+    check.add_argument("--timeout", type=_real(0, float("inf"), "timeout"), default=60.0,
+                       help="seconds one verifier call may take; a hung call ends the run "
+                            "with one line and exit status 2 at once (0: no limit)")
+    check.add_argument("--threads", type=_integer(1, "the number of threads"), default=1,
+                       help="torch (and, with threadpoolctl, BLAS) threads during the run")
     check.add_argument("--level", choices=("token", "sequence"), default="token",
                        help="test each token given its prefix (the default suite), or whole "
                             "generations (small pairs; for verifiers exact only jointly)")
@@ -411,8 +490,9 @@ def _parser() -> argparse.ArgumentParser:
         "conformance-report", formatter_class=_HelpFormatter,
         help="run every installed real client (sim.clients) through the harness",
         description="Run the speculative-decoding verifiers of the packages adapted in "
-                    "sim.clients (those installed: `make clients`) through check-verifier and "
-                    "write the table to OUT/conformance.md and OUT/conformance.json.")
+                    "sim.clients (those installed) through check-verifier and write the table "
+                    "to OUT/conformance.md and OUT/conformance.json. From a checkout, `make "
+                    "conformance-report` installs the pinned packages and runs this command.")
     report.add_argument("--out", default="results", help="output folder")
     report.add_argument("--window", type=_integer(1, "the window"), default=3,
                         help="γ, drafts per round")
@@ -425,13 +505,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush at exit finds no broken
+    pipe to complain about."""
+    import os
+
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def main(argv=None) -> int:
     """Entry point of the ``specdec`` console script."""
     args = _parser().parse_args(argv)
     if args.command == "simulate":
         _apply_option_scopes(args.scoped, args)
     try:
-        return args.handler(args)
+        status = args.handler(args)
+        sys.stdout.flush()  # a reader that left (`| head`) shows here, not at exit
+        return status
+    except BrokenPipeError:  # the reader of stdout left: nobody to tell, nothing went wrong
+        _discard_stdout()
+        return 0
     except ImportError as error:  # an optional dependency (torch, dask, a client) is missing
         print(f"specdec {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -136,7 +136,7 @@ class CumulativeProductBlock(BlockSpeculative):
     selection = "cumulative_product"
 
 
-# -- multi-draft root verifiers (issue #14): each mutant has its root law (DP, engines) and
+# -- multi-draft root verifiers: each mutant has its root law (DP, engines) and
 #    its literal reference routine, registered with the reference engine.
 
 def _exclude_without_renormalizing(p, removed):

@@ -155,8 +155,33 @@ def test_report_summary_first_statistics_shown_reuse_named_and_series_in_json(tm
     assert reproduce(tmp_path, quick=True, only=["fig2a", "pmf"], progress=False) == 0
     report = (tmp_path / "report.md").read_text()
     assert "Reused from a previous run in this folder (same seed and sizes, not " \
-           "recomputed): fig2a." in report
+           "recomputed): fig2a, fig4bc." in report  # fig4bc: left out by --only, on disk
     assert "| [pmf](#pmf) | 1 | 1 | computed |" in report
+
+
+def _summary(report):
+    return next(line for line in report.splitlines() if line.startswith("Seed "))
+
+
+def test_only_into_a_folder_with_other_results_reports_every_completed_experiment(tmp_path):
+    """``--only gap`` into a folder holding gap and pmf used to rewrite the report with gap
+    alone (pmf's data still on disk).  Control: with another seed pmf's data are not this
+    run's, and the report leaves them out."""
+    from sim.experiments import reproduce
+
+    assert reproduce(tmp_path, quick=True, only=["gap", "pmf"], progress=False) == 0
+    both = (tmp_path / "report.md").read_text()
+    assert reproduce(tmp_path, quick=True, only=["gap"], progress=False) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert _summary(report) == _summary(both)  # the same number of checks
+    assert "recomputed): gap, pmf." in report
+    for name in ("gap", "pmf"):
+        assert f"| [{name}](#{name}) |" in report and f"figures/{name}.png" in report
+    assert report.count("| reused |") == 2
+    assert reproduce(tmp_path, quick=True, seed=1, only=["gap"], progress=False) == 0
+    other_seed = (tmp_path / "report.md").read_text()
+    assert "| [gap](#gap) |" in other_seed and "[pmf]" not in other_seed
+    assert "Every experiment was computed in this run." in other_seed
 
 
 # ------------------------------------------------------------------ specdec check-verifier
@@ -175,7 +200,7 @@ def wrong_shape(tokens, p, q, rng):
 def test_check_verifier_passes_fails_and_refuses_with_one_line(tmp_path, monkeypatch, capsys):
     (tmp_path / "buggy.py").write_text(BUGGY, encoding="utf-8")
     monkeypatch.chdir(tmp_path)
-    small = ["--window", "2", "--rounds", "20000"]
+    small = ["--window", "2", "--rounds", "20000", "--min-tv", "0.1"]
     assert main(["check-verifier", "sim.conformance:reference_verifier", *small]) == 0
     assert "PASSED" in capsys.readouterr().out
     assert main(["check-verifier", "buggy:resample", *small]) == 1
@@ -197,8 +222,73 @@ def test_conformance_report_writes_its_table(tmp_path, capsys):
     assert main(["conformance-report", "--only", "flashspec.rejection_step[pytorch]",
                  "--rounds", "3000", "--out", str(tmp_path), "--quiet"]) == 0
     table = (tmp_path / "conformance.md").read_text(encoding="utf-8")
-    assert "`flashspec.rejection_step[pytorch]` | flashspec 0.3.1 | passed" in table
+    # 3,000 rounds cannot detect a TV of 0.05: no deviation found, but inconclusive
+    assert "`flashspec.rejection_step[pytorch]` | flashspec 0.3.1 | inconclusive" in table
     rows = json.loads((tmp_path / "conformance.json").read_text(encoding="utf-8"))
-    assert rows[0]["passed"] is True and rows[0]["rounds"] >= 2500
+    assert rows[0]["verdict"] == "inconclusive" and rows[0]["rounds"] >= 2500
+    assert rows[0]["rounds_needed"] > 3000
     assert main(["conformance-report", "--only", "nope", "--out", str(tmp_path)]) == 2
     assert "unknown clients" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the command line itself
+def test_version_prints_the_package_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"specdec {version('specdec-theory')}\n"
+
+
+def test_reproduce_help_lists_the_experiment_names(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["reproduce", "--help"])
+    assert exit_info.value.code == 0
+    names = " ".join(capsys.readouterr().out.split())  # help text wraps lines
+    assert f"experiments (for --only): {', '.join(EXPERIMENTS)}" in names
+
+
+def test_conformance_report_help_names_a_make_target_that_exists(capsys):
+    import pathlib
+    import re
+
+    with pytest.raises(SystemExit):
+        main(["conformance-report", "--help"])
+    targets = re.findall(r"`make ([\w-]+)`", " ".join(capsys.readouterr().out.split()))
+    makefile = (pathlib.Path(__file__).parents[1] / "Makefile").read_text()
+    assert targets == ["conformance-report"]
+    assert all(re.search(rf"^{target}:", makefile, re.MULTILINE) for target in targets)
+
+
+def test_a_reader_that_leaves_the_pipe_ends_the_command_quietly():
+    """``specdec simulate ... | head -1``: the reader is gone before the output is written
+    (here: closed at once, so the write always meets a broken pipe)."""
+    process = subprocess.Popen([sys.executable, "-m", "sim.cli", "simulate", "--model",
+                                "bernoulli", "--horizon", "5", "--trials", "1000"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()
+    stderr = process.stderr.read()
+    process.stderr.close()
+    assert process.wait(timeout=300) == 0
+    assert stderr == b""
+
+
+@pytest.mark.parametrize("command", ["reproduce", "conformance-report"])
+def test_out_naming_a_file_is_refused_in_one_line_before_any_work(tmp_path, capsys, command):
+    """A file for --out used to end in "[Errno 17] File exists" (conformance-report: after
+    running every client)."""
+    import time
+
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    started = time.monotonic()
+    for out, message in [(a_file, f"--out {a_file} is a file, not a folder"),
+                         (a_file / "results", f"--out {a_file / 'results'}: {a_file} is a "
+                                              f"file, not a folder")]:
+        assert main([command, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err == f"specdec {command}: error: {message}\n"
+    assert time.monotonic() - started < 5  # refused before running anything
+    assert main(["reproduce", "--out", str(tmp_path / "fine"), "--quick", "--only", "gap",
+                 "--no-progress"]) == 0  # control: a folder is accepted

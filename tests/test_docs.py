@@ -46,3 +46,17 @@ def test_docs_cite_only_files_the_repository_ships():
     assert cited, "the docstrings cite docs/architecture.md"
     for name in cited:
         assert (ROOT / name).is_file(), name
+
+
+def test_library_docstrings_cite_features_by_name_not_tracker_issues():
+    """A reader of the package cannot look up "issue #14": cite the feature instead."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).parents[1]
+    citing = [f"{path.relative_to(root)}:{number}"
+              for package in ("theory", "sim", "gpu_kernels")
+              for path in sorted((root / package).rglob("*.py"))
+              for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+              if re.search(r"\bissue #\d", line)]
+    assert citing == []

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.experiments.runner import Settings, _completed, reproduce
+from sim.experiments.runner import OutputFolderBusy, Settings, _completed, _FolderLock, reproduce
 
 CLI = [sys.executable, "-m", "sim.cli"]
 
@@ -126,6 +126,31 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_folder(tmp_path):
         holder.wait()
         holder.stdout.close()
     assert reproduce(tmp_path, quick=True, only=["gap"], progress=False) == 0
+
+
+def test_deleting_the_lock_file_does_not_let_a_second_writer_in(tmp_path):
+    """The lock is held on the folder's own descriptor: a holder process keeps it after
+    ``.specdec.lock`` is deleted (it used to be held on the file, so a second run created a new
+    file, locked that and went in).  Control: once the holder is gone the folder is free."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import pathlib, sys, time\n"
+         "from sim.experiments.runner import _FolderLock\n"
+         "with _FolderLock(pathlib.Path(sys.argv[1])):\n"
+         "    print('locked', flush=True)\n    time.sleep(60)\n", str(tmp_path)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        (tmp_path / ".specdec.lock").unlink()
+        with pytest.raises(OutputFolderBusy, match=r"another specdec reproduce \(pid unknown\) "
+                                                   r"is writing into"):
+            with _FolderLock(tmp_path):
+                pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        holder.stdout.close()
+    with _FolderLock(tmp_path):
+        assert (tmp_path / ".specdec.lock").read_text() == str(os.getpid())
 
 
 @pytest.mark.parametrize(("argv", "message"), [

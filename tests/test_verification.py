@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from sim import simulate
 from sim.reference import enumerate_outcomes
 from sim.strategies import model_pairs
-from theory import Speculative, expected_rejections, rejection_pmf
+from theory import MarkovLM, Speculative, UnbiasedSpeculative, expected_rejections, rejection_pmf
 from theory.onestep import _acceptance, _residual
 from theory.verification import InvalidVerification, checked_verification
 
@@ -91,8 +91,6 @@ def test_every_consumer_refuses_an_invalid_verifier(pair, corruption, factor, wi
 
 
 def _pair_with_a_zero_residual():
-    from theory import MarkovLM
-
     same = [[Fraction(1, 2), Fraction(1, 2)], [Fraction(1), Fraction(0)]]
     draft = MarkovLM([same, [[Fraction(1, 4), Fraction(3, 4)], [Fraction(1), Fraction(0)]]])
     target = MarkovLM([same, [[Fraction(3, 4), Fraction(1, 4)], [Fraction(1), Fraction(0)]]])
@@ -105,12 +103,16 @@ def test_rejecting_where_the_residual_is_empty_is_named_precisely():
     expected = ("at position 0, context 0, the rejection law sums to 0 where rejection has "
                 "probability 1/10")
     for call in (lambda: expected_rejections(draft, target, RejectsIntoNothing()),
-                 lambda: enumerate_outcomes(draft, target, RejectsIntoNothing())):
+                 lambda: enumerate_outcomes(draft, target, RejectsIntoNothing()),
+                 # the samplers verify on the exact rows too, before rounding their tables
+                 lambda: simulate(draft, target, RejectsIntoNothing(), n_trials=4, rng=0)):
         assert expected in _message(call)
-    # float tables (the samplers) say the same in floats
+    # float models: the same message in floats
+    floats = [MarkovLM(np.asarray(model.probs, dtype=float), model.next_context, model.start)
+              for model in (draft, target)]
     assert "at position 0, context 0, the rejection law sums to 0.0 where rejection has " \
            "probability 0.1" in _message(
-               lambda: simulate(draft, target, RejectsIntoNothing(), n_trials=4, rng=0))
+               lambda: simulate(*floats, RejectsIntoNothing(), n_trials=4, rng=0))
 
 
 def test_valid_verifiers_may_leave_impossible_rejection_laws_empty():
@@ -142,3 +144,34 @@ def test_messages_locate_the_row_in_position_context_tables():
 
     assert "must have the shape of p" in _message(
         lambda: checked_verification(Ragged(), p, q, position=0, n_contexts=2))
+
+
+@dataclass(frozen=True)
+class NaNRejectionLaw(Speculative):
+    """Exact (b, 𝒫) with a float NaN in 𝒫 (a rule written for floats)."""
+
+    def verification(self, p, q):
+        p, q = np.asarray(p), np.asarray(q)
+        return Fraction(1, 2) * _acceptance(p, q), _residual(p, q) * float("nan")
+
+
+@pytest.mark.parametrize("exact", [False, True], ids=["float", "exact"])
+@pytest.mark.parametrize("rule", [lambda p, q: p * float("nan"),
+                                  lambda p, q: np.full(np.shape(p), float("nan"))],
+                         ids=["nan times p", "nan array"])
+def test_a_nan_acceptance_is_refused_on_exact_models_as_on_float_ones(exact, rule):
+    """Exact models used to give E[N_rej] = nan (or ignore the NaN): the finiteness check
+    skipped object tables, and clipping at min(1, q/p) in Fractions dropped a float NaN."""
+    def number(a, b):
+        return Fraction(a, b) if exact else a / b
+
+    draft = MarkovLM([[[number(1, 3), number(2, 3)], [number(1, 2), number(1, 2)]]])
+    target = MarkovLM([[[number(1, 5), number(4, 5)], [number(1, 2), number(1, 2)]]])
+    algorithm = UnbiasedSpeculative(acceptance=rule)
+    expected = "at position 0, context 0, token 0, the acceptance is nan; it must be finite"
+    for call in (lambda: expected_rejections(draft, target, algorithm),
+                 lambda: rejection_pmf(draft, target, algorithm),
+                 lambda: simulate(draft, target, algorithm, n_trials=4, rng=0)):
+        assert expected in _message(call)
+    law = "at position 0, context 0, token 0, the rejection law is nan; it must be finite"
+    assert law in _message(lambda: expected_rejections(draft, target, NaNRejectionLaw()))

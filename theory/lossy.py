@@ -550,7 +550,8 @@ def chain_tradeoff(draft: MarkovLM, target: MarkovLM, algorithm) -> dict:
     a μ^o-average of per-position gaps.  For a verifier drafting to the horizon every position
     is tested, so ρ̄ · T = E[N_rej] (:func:`theory.expected_rejections`).  In the coordinates
     (ρ̄/TV̄, Loss̄/TV̄) every verifier's line is x + y = 1.  Also returned: ``sequence_kl`` =
-    KL(output ‖ target) (:func:`sequence_kl`).  Float64 throughout.
+    KL(output ‖ target) (:func:`sequence_kl`).  The per-row quantities are computed on the
+    models' own rows (exactly for exact models); the averages are float64.
 
     Examples
     --------
@@ -568,9 +569,9 @@ def chain_tradeoff(draft: MarkovLM, target: MarkovLM, algorithm) -> dict:
                          f"(window=None); got window={algorithm.window!r}")
     emitted = output_model(draft, target, algorithm)
     marginals = np.asarray(emitted.context_marginals(), dtype=np.float64)
-    p = np.asarray(draft.probs, dtype=np.float64)
-    q = np.asarray(target.probs, dtype=np.float64)
-    rows = verifier_tradeoff(*np.broadcast_arrays(p, q), algorithm)
+    # the verifier on the models' own rows (exact for exact models, so a cut such as
+    # truncation falls where the exact DPs put it), averaged in float64 afterwards
+    rows = verifier_tradeoff(*np.broadcast_arrays(draft.probs, target.probs), algorithm)
     horizon = target.horizon
 
     def average(values):

@@ -1,5 +1,5 @@
-r"""Root laws of multi-draft verifiers at the root of Algorithm 4 (issue #14), and the optimal
-root acceptance α* of any verifier with M i.i.d. drafts.
+r"""Root laws of multi-draft verifiers at the root of Algorithm 4 (the multi-draft verifier
+zoo), and the optimal root acceptance α* of any verifier with M i.i.d. drafts.
 
 Every verifier here acts only at a round's *root* (round state 0) of
 :class:`theory.BatchSpeculative`: it looks at M drafts of the root token and either emits one
@@ -173,7 +173,7 @@ def topk_root_law(p, q, n_drafts: int):
 
     Trying x₁, x₂, … ∈ D in turn with acceptance q^k(x_k), q^k = q without x₁…x_{k−1}
     renormalized, accepts x_k with probability (1 − q(x₁…x_{k−1})) · q(x_k)/(1 − q(x₁…x_{k−1}))
-    = q(x_k): the chain of removals telescopes (issue #14; Li et al. 2024's EAGLE verifies its
+    = q(x_k): the chain of removals telescopes (Li et al. 2024's EAGLE verifies its
     top-k tree this way).
 
     Examples

@@ -162,6 +162,10 @@ class Speculative(Algorithm):
 
 
 
+def _is_nan(value) -> bool:
+    return value != value  # NaN is the one number unequal to itself
+
+
 def _scaled_standard_acceptance(p, q, *, factor):
     return factor * _acceptance(p, q)
 
@@ -209,13 +213,21 @@ class UnbiasedSpeculative(Speculative):
             )
         ceiling = _acceptance(p, q)
         slack = 0 if accept.dtype == object else 1e-12
-        bad = np.argwhere((accept < 0) | (accept > ceiling + slack))
-        if bad.size:
-            where = tuple(bad[0])
-            raise ValueError(
-                f"acceptance(p, q){list(where)} = {accept[where]!r} is outside "
-                f"[0, min(1, q/p)] = [0, {ceiling[where]!r}]; such a verifier is biased"
-            )
-        accept = np.minimum(accept, ceiling) if accept.dtype != object else accept
+        # a NaN passes through untouched, to be refused by checked_verification as in float
+        # tables (comparing it, even inside an exact table, only raises the invalid flag)
+        with np.errstate(invalid="ignore"):
+            nan = np.frompyfunc(_is_nan, 1, 1)(accept).astype(bool) \
+                if accept.dtype == object else np.isnan(accept)
+            bad = np.argwhere(~nan & ((accept < 0) | (accept > ceiling + slack)))
+            if bad.size:
+                where = tuple(bad[0])
+                raise ValueError(
+                    f"acceptance(p, q){list(where)} = {accept[where]!r} is outside "
+                    f"[0, min(1, q/p)] = [0, {ceiling[where]!r}]; such a verifier is biased"
+                )
+            if accept.dtype != object:
+                accept = np.where(nan, accept, np.minimum(accept, ceiling))
+            if nan.any():
+                return accept, _rejection_law(p, q, accept)
         return accept, _rejection_law(p, q, accept)
 

@@ -19,18 +19,23 @@ it into silently wrong, and mutually different, numbers.  :func:`checked_verific
 single place the conditions are checked; each consumer calls it once per table of rows and gets
 the same :class:`InvalidVerification` (a ``ValueError``) naming the position, context and token.
 
-Tolerances: exact (``Fraction``) tables are checked exactly; float tables allow
+Every entry of b and 𝒫 must be a finite number, in float and exact tables alike (a rule
+written for floats can put a float NaN into an exact table).  Tolerances: exact (``Fraction``)
+tables are checked exactly; float tables allow
 :data:`ACCEPTANCE_SLACK` of rounding outside [0, 1] and row sums of 𝒫 within
 :data:`theory._arrays.ROW_SUM_ATOL` of 1.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
 
 from theory._arrays import ROW_SUM_ATOL, describe
 
-__all__ = ["ACCEPTANCE_SLACK", "InvalidVerification", "checked_verification"]
+__all__ = ["ACCEPTANCE_SLACK", "InvalidVerification", "checked_verification", "not_finite"]
 
 #: Rounding allowed outside [0, 1] for float acceptances (exact acceptances get none).
 ACCEPTANCE_SLACK = 1e-12
@@ -142,24 +147,22 @@ def checked_verification(algorithm, p, q, *, position=None, context: int = 0,
     accept, law = shaped(accept, "acceptance"), shaped(law, "rejection law")
     flat_p, flat_b, flat_law = (a.reshape(rows, p.shape[-1]) for a in (p, accept, law))
     exact = flat_b.dtype == object
-    if not exact:
-        bad = np.argwhere(~np.isfinite(flat_b.astype(np.float64)))
-        if bad.size:
-            row, token = bad[0]
-            raise fail(f"the acceptance is {describe(flat_b[row, token])}; it must be finite",
-                       row, token)
+    bad = np.argwhere(not_finite(flat_b))
+    if bad.size:
+        row, token = bad[0]
+        raise fail(f"the acceptance is {describe(flat_b[row, token])}; it must be finite",
+                   row, token)
     slack = 0 if exact else ACCEPTANCE_SLACK
     bad = np.argwhere((flat_b < -slack) | (flat_b > 1 + slack))
     if bad.size:
         row, token = bad[0]
         raise fail(f"the acceptance is {describe(flat_b[row, token])}; an acceptance "
                    f"probability must lie in [0, 1]", row, token)
-    if flat_law.dtype != object:
-        bad = np.argwhere(~np.isfinite(flat_law.astype(np.float64)))
-        if bad.size:
-            row, token = bad[0]
-            raise fail(f"the rejection law is {describe(flat_law[row, token])}; it must be "
-                       f"finite", row, token)
+    bad = np.argwhere(not_finite(flat_law))
+    if bad.size:
+        row, token = bad[0]
+        raise fail(f"the rejection law is {describe(flat_law[row, token])}; it must be "
+                   f"finite", row, token)
     rejection = ((1 - flat_b) * flat_p).sum(axis=-1)
     rejecting = rejection > 0
     negative = np.argwhere((flat_law < 0) & rejecting[:, None])
@@ -179,6 +182,33 @@ def checked_verification(algorithm, p, q, *, position=None, context: int = 0,
                    f"has probability {describe(_rounded(rejection[row]))}; it must sum to 1 "
                    f"({tolerance}) wherever rejection can happen", row)
     return accept, law
+
+
+def not_finite(values) -> np.ndarray:
+    """Where ``values`` is not a finite number: NaN or ±inf, in float arrays and in ``Fraction``
+    (object) arrays alike (an exact table may hold a float NaN a user's rule produced).
+
+    Examples
+    --------
+    >>> from fractions import Fraction
+    >>> import numpy as np
+    >>> from theory.verification import not_finite
+    >>> not_finite(np.array([Fraction(1, 3), float("nan"), float("inf")], dtype=object)).tolist()
+    [False, True, True]
+    """
+    values = np.asarray(values)
+    if values.dtype != object:
+        return ~np.isfinite(values.astype(np.float64))
+    return np.frompyfunc(_not_finite_number, 1, 1)(values).astype(bool)
+
+
+def _not_finite_number(value) -> bool:
+    if isinstance(value, numbers.Rational):
+        return False
+    try:
+        return not math.isfinite(value)
+    except (TypeError, ValueError):  # not a number at all
+        return True
 
 
 def _rounded(value):

@@ -54,12 +54,23 @@ covered (the support check still catches mass on excluded tokens).
 :func:`detection_rounds` gives, for the exactly known law of a bug
 (:data:`theory.conformance.FAILURE_MODES`), the rounds needed to catch it with power 0.9.
 
+**Verdicts** (:mod:`~sim.conformance.verdicts`): ``"failed"`` when a pair's test rejects or
+the support check fires; otherwise ``"inconclusive"`` when some pair cannot detect a
+per-position TV of ``min_tv`` (default 0.05) with power 0.9 at this size — its *design* power,
+from the target's expected visits, so the line is deterministic given the sizes — stating the
+rounds needed; otherwise ``"passed"``.  ``report.passed`` is true only for ``"passed"``.
+
 **Modules.** :mod:`~sim.conformance.suites` (the Markov-chain pairs),
 :mod:`~sim.conformance.rounds` (the round runner: whole generations through a verifier, output
 checks), :mod:`~sim.conformance.harness` (:func:`check_verifier`, :func:`assert_lossless`, the
 token- and sequence-level tests), :mod:`~sim.conformance.report` (:class:`PairCheck`,
-:class:`ConformanceReport`), :mod:`~sim.conformance.verifiers` (reference, rule, failure and
-torch verifiers), :mod:`~sim.conformance.power` (detection sizes and the failure-mode table),
+:class:`ConformanceReport`), :mod:`~sim.conformance.verdicts` (design power, verdicts, rounds
+needed), :mod:`~sim.conformance.deviations` (where a failed pair deviates: cells with
+Wilson intervals, a bias-corrected TV per position with a bootstrap interval),
+:mod:`~sim.conformance.calls` (calling an untrusted verifier: any exception but
+Ctrl-C is a :class:`VerifierError`, ``timeout=`` per call, bounded torch/BLAS threads),
+:mod:`~sim.conformance.verifiers` (reference, rule, failure and torch verifiers),
+:mod:`~sim.conformance.power` (detection sizes and the failure-mode table),
 :mod:`~sim.conformance.clients` (adapters to real PyPI verifiers; also at ``sim.clients``).
 The names of ``__all__`` (and the constants ``POWER``, ``CALL_FLOATS``,
 ``MAX_FIT_VOCAB``, ``LARGE_VOCAB``, ``LARGE_SUPPORT``, ``LARGE_SHARED``) are importable from
@@ -69,10 +80,14 @@ Examples
 --------
 >>> from sim.conformance import check_verifier, reference_verifier
 >>> report = check_verifier(reference_verifier, window=3, n_rounds=4000, rng=0)
->>> report.passed, round(report.efficiency, 1)
-(True, 1.0)
+>>> report.verdict, report.rounds_needed, round(report.efficiency, 1)  # too small to pass
+('inconclusive', 39080, 1.0)
+>>> check_verifier(reference_verifier, window=3, n_rounds=39080, rng=0).verdict
+'passed'
+
 """
 
+from sim.conformance.calls import VerifierError, VerifierTimeout
 from sim.conformance.harness import DEFAULT_ROUNDS, MAX_SEQUENCES, assert_lossless, check_verifier
 from sim.conformance.harness import MAX_FIT_VOCAB as MAX_FIT_VOCAB
 from sim.conformance.power import (
@@ -84,7 +99,6 @@ from sim.conformance.power import (
 from sim.conformance.report import POWER as POWER
 from sim.conformance.report import ConformanceReport, PairCheck
 from sim.conformance.rounds import CALL_FLOATS as CALL_FLOATS
-from sim.conformance.rounds import VerifierError
 from sim.conformance.suites import LARGE_SHARED as LARGE_SHARED
 from sim.conformance.suites import LARGE_SUPPORT as LARGE_SUPPORT
 from sim.conformance.suites import LARGE_VOCAB as LARGE_VOCAB
@@ -103,6 +117,7 @@ __all__ = [
     "PairCheck",
     "SuitePair",
     "VerifierError",
+    "VerifierTimeout",
     "assert_lossless",
     "check_verifier",
     "conformance_suite",

@@ -215,9 +215,9 @@ def failure_table(*, window: int = 3, seeds: int = 0) -> list[dict]:
                "rounds_small": detection_rounds(mode, window=gamma, models=small)}
         if seeds and row["rounds_small"] <= 10 ** 6:
             row["caught"] = sum(
-                not check_verifier(failure_verifier(mode), window=gamma, models=small,
-                                   n_rounds=row["rounds_small"], rng=seed,
-                                   draft_processor=mode.drafter).passed
+                check_verifier(failure_verifier(mode), window=gamma, models=small,
+                               n_rounds=row["rounds_small"], rng=seed,
+                               draft_processor=mode.drafter).verdict == "failed"
                 for seed in range(seeds))
             row["seeds"] = seeds
         rows.append(row)

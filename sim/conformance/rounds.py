@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sim.conformance.calls import VerifierError, call_verifier
 from sim.conformance.suites import SuitePair
 from theory.conformance import expected_accepted
 
@@ -24,8 +25,7 @@ from theory.conformance import expected_accepted
 CALL_FLOATS = 1 << 22
 
 
-class VerifierError(ValueError):
-    """The verifier under test raised, or returned something outside the convention."""
+__all__ = ["CALL_FLOATS", "VerifierError"]
 
 
 def _name(verifier) -> str:
@@ -57,13 +57,14 @@ def _checked_output(emitted, rows: int, k: int, vocab: int, where: str) -> np.nd
     if array.shape != (rows, k + 1):
         raise VerifierError(f"{where}: returned shape {array.shape}; expected (B, drafts + 1) "
                             f"= {(rows, k + 1)}")
-    array = array.astype(np.int64)
-    bad = (array < -1) | (array >= vocab)
+    # range-check in the verifier's own dtype: a cast first would turn uint64 2⁶⁴ − 1 into −1
+    bad = (array >= vocab) if array.dtype.kind == "u" else (array < -1) | (array >= vocab)
     if bad.any():
         row, column = np.argwhere(bad)[0]
-        raise VerifierError(f"{where}: token {array[row, column]} at row {row}, column "
-                            f"{column} is outside [0, {vocab}) (−1 only pads after the last "
-                            "token)")
+        raise VerifierError(f"{where}: token {array[row, column]} ({array.dtype}) at row {row}, "
+                            f"column {column} is outside [−1, {vocab}) (−1 only pads after the "
+                            "last token)")
+    array = array.astype(np.int64)
     padded = array == -1
     if padded[:, 0].any():
         raise VerifierError(f"{where}: row {np.flatnonzero(padded[:, 0])[0]} emits no token; "
@@ -87,7 +88,7 @@ class _PairRun:
 
 
 def _run_pair(verifier, name, pair: SuitePair, window: int, generations: int, draft_rng,
-              verify_rng, draft_processor, batch_rows) -> _PairRun:
+              verify_rng, draft_processor, batch_rows, timeout=None) -> _PairRun:
     draft, target = pair.draft, pair.target
     horizon, vocab = target.horizon, target.vocab_size
     p_all = np.asarray(draft.probs, dtype=np.float64)
@@ -114,7 +115,7 @@ def _run_pair(verifier, name, pair: SuitePair, window: int, generations: int, dr
                 start_n, start_s = position[chunk], context[chunk]
                 emitted, drafts = _one_round(verifier, name, pair, int(k), start_n, start_s,
                                              p_all, q_all, following, draft_rng, verify_rng,
-                                             draft_processor, draft_cdf, window)
+                                             draft_processor, draft_cdf, window, timeout)
                 length = (emitted >= 0).sum(axis=1)
                 usable = np.minimum(length, horizon - start_n)
                 state = start_s.copy()
@@ -157,7 +158,7 @@ class _RowSampler:
 
 
 def _one_round(verifier, name, pair, k, start_n, start_s, p_all, q_all, following, draft_rng,
-               verify_rng, draft_processor, draft_cdf, window):
+               verify_rng, draft_processor, draft_cdf, window, timeout=None):
     rows, horizon, vocab = start_n.size, pair.target.horizon, pair.target.vocab_size
     along = np.empty((rows, k + 1), dtype=np.int64)
     along[:, 0] = start_s
@@ -170,7 +171,8 @@ def _one_round(verifier, name, pair, k, start_n, start_s, p_all, q_all, followin
         if draft_processor is None:
             drafts[:, i] = draft_cdf.sample(start_n + i, along[:, i], draft_rng)
         else:
-            drafts[:, i] = _sample(draft_processor(p_rows[:, i]), draft_rng)
+            drafts[:, i] = _sample(processed_rows(draft_processor, p_rows[:, i], pair.name),
+                                   draft_rng)
         along[:, i + 1] = following[along[:, i], drafts[:, i]]
     bonus = start_n + k
     inside = bonus < horizon
@@ -179,8 +181,31 @@ def _one_round(verifier, name, pair, k, start_n, start_s, p_all, q_all, followin
     cut = "" if int(start_n.max()) + window <= horizon else f", γ = {window} cut at the horizon"
     where = (f"verifier {name} on suite pair {pair.name!r} (B = {rows}, {k} drafts{cut}, "
              f"V = {vocab})")
-    try:
-        emitted = verifier(drafts.copy(), p_rows, q_rows, verify_rng)
-    except Exception as error:
-        raise VerifierError(f"{where} raised {type(error).__name__}: {error}") from error
+    emitted = call_verifier(verifier, (drafts.copy(), p_rows, q_rows, verify_rng), timeout, where)
     return _checked_output(emitted, rows, k, vocab, where), drafts
+
+
+def processed_rows(draft_processor, rows: np.ndarray, pair_name: str) -> np.ndarray:
+    """``draft_processor(rows)`` checked: a (B, V) array of finite, non-negative rows with a
+    positive sum (not necessarily 1) — anything else is a ``ValueError`` blaming the
+    processor, not the verifier."""
+    where = (f"draft_processor on suite pair {pair_name!r} (B = {rows.shape[0]}, "
+             f"V = {rows.shape[1]})")
+    try:
+        out = np.asarray(draft_processor(rows.copy()), dtype=np.float64)
+    except KeyboardInterrupt:
+        raise
+    except Exception as error:
+        raise ValueError(f"{where} raised {type(error).__name__}: {error}") from error
+    if out.shape != rows.shape:
+        raise ValueError(f"{where} returned shape {out.shape}; expected {rows.shape}")
+    bad = ~np.isfinite(out) | (out < 0)
+    if bad.any():
+        row, token = np.argwhere(bad)[0]
+        raise ValueError(f"{where} returned {out[row, token]} at row {row}, token {token}; "
+                         "expected finite, non-negative weights")
+    empty = out.sum(axis=1) <= 0
+    if empty.any():
+        raise ValueError(f"{where} returned an all-zero row {np.flatnonzero(empty)[0]}; every "
+                         "row needs a positive sum")
+    return out

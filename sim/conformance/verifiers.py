@@ -70,8 +70,9 @@ def rule_verifier(rule, name: str | None = None):
     --------
     >>> from sim.conformance import check_verifier, rule_verifier
     >>> from theory.conformance import block_rule
-    >>> check_verifier(rule_verifier(block_rule), window=3, n_rounds=4000, rng=2).passed
-    True
+    >>> check_verifier(rule_verifier(block_rule), window=3, n_rounds=4000, rng=2,
+    ...                min_tv=0.2).verdict
+    'passed'
     """
     def verifier(draft_tokens, draft_probs, target_probs, rng):
         draft_tokens = np.asarray(draft_tokens, dtype=np.int64)

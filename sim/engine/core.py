@@ -146,8 +146,18 @@ class Layout:
 
     def rows(self, model: MarkovLM) -> np.ndarray:
         """The (rows, V) float64 laws of ``model`` in table order (broadcast axes expanded)."""
+        return np.ascontiguousarray(self.exact_rows(model), dtype=np.float64)
+
+    def exact_rows(self, model: MarkovLM) -> np.ndarray:
+        """The (rows, V) laws of ``model`` in table order, in the model's own numbers.
+
+        ``Fraction`` rows for an exact model, float64 for a float one.  Tables computed from
+        the rows — a verifier's (b, 𝒫), a bonus law, a root law — are computed on these and
+        converted to float64 afterwards, so a cut or a tie (truncation, top-k) falls exactly
+        where the exact dynamic programs put it.
+        """
         probs = model.probs if self.row_stride else model.probs[:1]
-        return np.ascontiguousarray(probs, dtype=np.float64).reshape(-1, self.vocab_size)
+        return np.ascontiguousarray(probs).reshape(-1, self.vocab_size)
 
     def common_arguments(self) -> tuple:
         return (self.horizon, self.n_contexts, self.vocab_size, self.row_stride, self.start,

@@ -74,14 +74,17 @@ class RootTables(TokenTables):
     @classmethod
     def build(cls, draft: MarkovLM, target: MarkovLM, algorithm) -> RootTables:
         layout = Layout.of(draft, target)
+        exact_p, exact_q = layout.exact_rows(draft), layout.exact_rows(target)
         p, q = layout.rows(draft), layout.rows(target)
+        # the root law on the models' own rows (exact for exact models: ties as in the DPs)
         accepted, rejected = (np.asarray(law, dtype=np.float64)
-                              for law in algorithm.root_law(p, q))
+                              for law in algorithm.root_law(exact_p, exact_q))
         alpha = np.clip(accepted.sum(axis=-1, keepdims=True), 0.0, 1.0)
         root_proposal = np.where(alpha > 0, accepted / np.where(alpha > 0, alpha, 1.0), q)
         root_rejection = np.where(alpha < 1, rejected / np.where(alpha < 1, 1 - alpha, 1.0), q)
         standard = Speculative()
-        accept, residual = standard.verification(p, q)
+        accept, residual = standard.verification(exact_p, exact_q)
+        residual = np.asarray(residual, dtype=np.float64)
         acceptance = np.concatenate([np.ascontiguousarray(accept, dtype=np.float64).ravel(),
                                      np.repeat(alpha.ravel(), layout.vocab_size)])
         rows = p.shape[0]

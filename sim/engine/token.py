@@ -71,10 +71,14 @@ class TokenTables:
             return cls(algorithm, layout, table, np.ones(q.size), table,
                        np.zeros(1, dtype=np.int64), 0, 0, np.empty(0, dtype=np.int64),
                        draft_lengths=drafts)
-        p = layout.rows(draft)
-        accept, rejection_law = checked_verification(algorithm, p, q, position=0,
+        # (b, 𝒫) and the bonus law on the models' own rows (exact for exact models), rounded
+        # to float64 afterwards: a cut (truncation) falls where the exact DPs put it.
+        exact_p, exact_q = layout.exact_rows(draft), layout.exact_rows(target)
+        p = np.ascontiguousarray(exact_p, dtype=np.float64)
+        accept, rejection_law = checked_verification(algorithm, exact_p, exact_q, position=0,
                                                      n_contexts=layout.n_contexts)
         accept = np.ascontiguousarray(accept, dtype=np.float64).ravel()
+        rejection_law = np.asarray(rejection_law, dtype=np.float64)
         after_accept = np.array([algorithm.after_accept(j)
                                  for j in range(algorithm.n_round_states())], dtype=np.int64)
         starts = algorithm.round_start_states()
@@ -84,7 +88,7 @@ class TokenTables:
             return cls(algorithm, layout, build_alias(p), accept, build_alias(rejection_law),
                        after_accept, -1, 0, round_start, draft_lengths=drafts)
         after_accept[algorithm.bonus_state] = 0
-        bonus = np.asarray(algorithm.bonus_law(q), dtype=np.float64)  # q, or q̂ (truncation)
+        bonus = np.asarray(algorithm.bonus_law(exact_q), dtype=np.float64)  # q, or q̂
         return cls(algorithm, layout, build_alias(np.concatenate([p, bonus])),
                    np.concatenate([accept, np.ones(q.size)]), build_alias(rejection_law),
                    after_accept, algorithm.bonus_state, p.shape[0], round_start,

@@ -1,4 +1,4 @@
-r"""The lossy zoo (issue #15): every lossy scheme against Theorem 5's line, Fig. 4(a) extended.
+r"""The lossy zoo: every lossy scheme against Theorem 5's line, Fig. 4(a) extended.
 
 Theorem 5 bounds any verifier's per-position trade-off below by the line
 Loss_TV = (TV(p, q) − P(reject))₊, which Decoding-OPT attains.  Typical acceptance (Medusa's
@@ -44,7 +44,7 @@ def _zoo_point(draft, target, algorithm, **labels) -> dict:
 
 
 def lossy_zoo(settings, rng) -> Outcome:
-    """Fig. 4(a) extended (issue #15): every scheme's per-position (P(reject), Loss_TV)
+    """Fig. 4(a) extended (the lossy zoo): every scheme's per-position (P(reject), Loss_TV)
     averaged along its own output chain (:func:`theory.lossy.chain_tradeoff`), against
     Theorem 5's line; typical acceptance against Decoding-OPT at equal E[N_rej]."""
     chains = [("Fig. 2 chains (V = 7, T = 50)", fig2_pair(50, instance="paper"), (1, 2, 3, 5)),

@@ -1,4 +1,4 @@
-r"""The multi-draft verifier zoo against α* (issue #14): ``specdec reproduce --only multidraft``.
+r"""The multi-draft verifier zoo against α*: ``specdec reproduce --only multidraft``.
 
 For every root verifier of :class:`theory.BatchSpeculative` — Algorithm 4 ("paper"), the trie,
 recursive rejection sampling without replacement ("swor"), SpecTr's K-SEQ ("spectr"), Hu et

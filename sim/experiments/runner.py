@@ -283,8 +283,11 @@ class OutputFolderBusy(OSError):
 
 
 class _FolderLock:
-    """An exclusive, non-blocking lock on ``out/.specdec.lock`` for the whole run: one writer
-    per output folder.  The lock dies with its process (even on SIGKILL)."""
+    """An exclusive, non-blocking lock on the output folder for the whole run: one writer per
+    output folder.  The lock is held on an open descriptor of the folder itself
+    (``fcntl.flock``), so deleting or replacing a file inside cannot release it; it dies with
+    its process (even on SIGKILL).  ``out/.specdec.lock`` holds the holder's pid, for the
+    message a refused run prints."""
 
     def __init__(self, out: pathlib.Path):
         self.path = out / ".specdec.lock"
@@ -293,26 +296,26 @@ class _FolderLock:
         import fcntl
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(self.path, "a+")  # held for the whole run
+        self.folder = os.open(self.path.parent, os.O_RDONLY)  # held for the whole run
         try:
-            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self.folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self.file.seek(0)
-            holder = self.file.read().strip() or "unknown"
-            self.file.close()
+            os.close(self.folder)
+            try:
+                holder = self.path.read_text().strip() or "unknown"
+            except FileNotFoundError:  # deleted by hand: the lock holds regardless
+                holder = "unknown"
             raise OutputFolderBusy(
                 f"another specdec reproduce (pid {holder}) is writing into "
                 f"{self.path.parent}; wait for it to finish or choose another --out") from None
-        self.file.truncate(0)
-        self.file.write(str(os.getpid()))
-        self.file.flush()
+        self.path.write_text(str(os.getpid()))
         return self
 
     def __exit__(self, *exc):
         import fcntl
 
-        fcntl.flock(self.file, fcntl.LOCK_UN)
-        self.file.close()
+        fcntl.flock(self.folder, fcntl.LOCK_UN)
+        os.close(self.folder)
         return False
 
 
@@ -327,6 +330,9 @@ def reproduce(out="results", *, quick: bool = False, seed: int = 0, only=None,
     folder completed with the same seed and sizes are not run again; every experiment draws
     from its own stream spawned from the seed, so the final results are identical to an
     uninterrupted run.
+
+    ``report.md`` lists every experiment whose completed data for this seed and these sizes
+    is in the folder: those run now, and (marked reused) those ``only`` left out.
 
     Examples
     --------
@@ -382,4 +388,12 @@ def _run(out, quick, seed, only, progress, client, resume) -> int:
                               for file in files},
             "checks": checks, "figures": files, "data": data})
         results[name] = outcome
+    # the report covers the whole folder: experiments not run now (--only) whose completed,
+    # intact data for this seed and these sizes are on disk are listed as reused
+    for name in EXPERIMENTS:
+        if name not in results:
+            previous, _ = _completed(out, name, seed, settings)
+            if previous is not None:
+                results[name] = previous
+                reused.append(name)
     return write_report(out, results, settings, seed, reused, recomputed)

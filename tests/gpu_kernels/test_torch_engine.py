@@ -253,7 +253,7 @@ def test_the_torch_engine_refuses_what_would_not_fit():
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("verifier", ["swor", "spectr", "greedy", "topk", "optimal"])
 def test_multidraft_root_verifiers_match_the_cpu_engine(device, verifier):
-    """Every root verifier of issue #14, M = 4 on Fig. 2 (and its known-wrong control too)."""
+    """Every multi-draft root verifier, M = 4 on Fig. 2 (and its known-wrong control too)."""
     from tests.sim.test_multidraft_statistical import CONTROLS
 
     draft, target = fig2_pair(horizon=20)

@@ -188,7 +188,7 @@ def test_every_client_gets_its_documented_verdict_from_the_harness(name):
     models = clients.greedy_drafts(small) if law.get("onehot_drafts") else small
     report = check_verifier(verifier, window=3, n_rounds=HARNESS_ROUNDS, models=models, rng=3,
                             name=name)
-    assert report.passed == (law["law"] == "target"), str(report)
+    assert (report.verdict == "failed") == (law["law"] != "target"), str(report)
     if law["law"] == "mixture":
         hints = [check.closest_law for check in report.checks if check.closest_law]
         weights = [float(hint.split("w = ")[1].split(" ")[0]) for hint in hints]
@@ -203,7 +203,7 @@ def test_hierarchical_naive_variant_passes_at_the_sequence_level():
 
     report = check_verifier(clients.hsd_round("naive_hsd"), window=3, n_rounds=3000,
                             models=sequence_suite()[:1], level="sequence", rng=1)
-    assert report.passed, str(report)
+    assert report.verdict != "failed", str(report)
 
 
 def test_capped_hierarchical_variant_is_caught():

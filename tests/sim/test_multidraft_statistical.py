@@ -1,4 +1,4 @@
-"""Multi-draft root verifiers (issue #14): the compiled engine's samples ≈ the exact DP, with a
+"""Multi-draft root verifiers: the compiled engine's samples ≈ the exact DP, with a
 negative control at the same sample size for every check (false-positive level 1e-6 per
 check; 5 + 5 = 10 statistical assertions on correct algorithms).
 

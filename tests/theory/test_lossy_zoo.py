@@ -1,4 +1,4 @@
-"""Lossy zoo (issue #15): typical acceptance and truncated-target SD against Theorem 5, exactly.
+"""Lossy zoo: typical acceptance and truncated-target SD against Theorem 5, exactly.
 
 Exact rung only: per-position places against the Pareto line (hand-derived closed forms of the
 gap), the enumerated laws of the reference routine against the DPs and the output models in

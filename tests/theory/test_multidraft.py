@@ -1,4 +1,4 @@
-"""Multi-draft root verifiers (issue #14): exact rung — literal reference routine enumerated ==
+"""Multi-draft root verifiers: exact rung — literal reference routine enumerated ==
 DP on the root law == Theorem 3's form, losslessness in rationals, closed forms of the
 acceptances, α* bounds, negative controls and bad input."""
 

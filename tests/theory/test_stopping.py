@@ -10,6 +10,7 @@ window policy ≤ best fixed window, and bad input.  Everything in rationals.
 import functools
 import itertools
 import time
+from dataclasses import dataclass
 from fractions import Fraction as F
 
 import numpy as np
@@ -324,18 +325,28 @@ def test_argument_validation():
         AdaptiveSpeculative(never_stop, 2).round_law(draft, target, 0, max_nodes=2)
 
 
-def test_compiled_engines_refuse_with_a_pointer():
-    """No kernel yet: simulate refuses and points at the reference engine, which runs."""
+def test_reference_only_families_are_refused_by_the_compiled_engines(monkeypatch):
+    """A family registered with its reference routine only (``tables_class=None``) is refused
+    by ``simulate`` with a pointer to the reference engine; the stopping family has a kernel."""
+    import sim.engine.core
     from sim.engine import simulate, simulation_work
 
+    @dataclass(frozen=True)
+    class ReferenceOnly(AdaptiveSpeculative):
+        pass
+
+    monkeypatch.setitem(sim.engine.core.FAMILIES, ReferenceOnly, None)
     draft, target = _context_free(2)
-    algorithm = AdaptiveSpeculative(ThresholdStopping(F(1, 2)), 2)
+    algorithm = ReferenceOnly(ThresholdStopping(F(1, 2)), 2)
     with pytest.raises(TypeError, match=r"no kernel for .* yet; use sim\.reference"):
         simulate(draft, target, algorithm, n_trials=10)
     assert simulation_work(target, algorithm, 10) == 20.0
     result = reference_simulate(draft, target, algorithm, n_trials=20, rng=0,
                                 record_tokens=True)
     assert result.tokens.shape == (20, 2) and (result.target_calls >= 1).all()
+    compiled = simulate(draft, target, AdaptiveSpeculative(ThresholdStopping(F(1, 2)), 2),
+                        n_trials=20, rng=0)
+    assert (compiled.target_calls >= 1).all()
 
 
 def test_size_refusal_is_immediate():

@@ -25,6 +25,9 @@ Verifier = Callable[..., np.ndarray]
 def _torch():
     import torch
 
+    from sim.conformance.calls import apply_torch_limit
+
+    apply_torch_limit(torch)  # the run's thread bound holds from the first call
     return torch
 
 

@@ -214,8 +214,9 @@ def conformance_report(*, window: int = 3, n_rounds: int | None = None, rng=0, n
     """Run every importable client of :data:`CLIENT_SPECS` through
     :func:`sim.conformance.check_verifier` (the default suite; greedy drafts for the one-hot
     adapters) and return one row per client: package, version, verifier, documented law,
-    passed, p-value, efficiency, min detectable TV, support violations, the closest simple law
-    of a failed run, and the seconds it took.
+    verdict ("passed", "failed", "inconclusive"; ``passed`` is true only for "passed"), the
+    rounds needed of an inconclusive run, p-value, efficiency, min detectable TV, support
+    violations, the closest simple law of a failed run, and the seconds it took.
 
     Parameters
     ----------
@@ -261,7 +262,9 @@ def conformance_report(*, window: int = 3, n_rounds: int | None = None, rng=0, n
                                 n_rounds=DEFAULT_ROUNDS if n_rounds is None else n_rounds,
                                 models=models)
         hints = "; ".join(f"{c.name}: {c.closest_law}" for c in report.checks if c.closest_law)
-        row.update(passed=report.passed, p_value=report.p_value, efficiency=report.efficiency,
+        row.update(passed=report.passed, verdict=report.verdict,
+                   rounds_needed=report.rounds_needed, p_value=report.p_value,
+                   efficiency=report.efficiency,
                    min_detectable_tv=report.min_detectable_tv, rounds=report.rounds,
                    support_violations=sum(c.support_count for c in report.checks),
                    closest_law=hints, seconds=round(time.perf_counter() - start, 1),
@@ -286,7 +289,8 @@ def report_markdown(rows: list[dict], *, window: int, seed: int) -> str:
             lines.append(f"| `{row['client']}` | {package} | not installed | | | | | "
                          f"{row['documented']} |")
             continue
-        verdict = "passed" if row["passed"] else "**failed**"
+        verdict = row.get("verdict") or ("passed" if row["passed"] else "failed")
+        verdict = "**failed**" if verdict == "failed" else verdict
         if row.get("drafts") == "greedy":
             verdict += " (greedy drafts)"
         if row.get("level") == "sequence":
