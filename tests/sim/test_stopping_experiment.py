@@ -9,6 +9,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from sim.engine import simulate
 from sim.experiments.common import Settings
 from sim.experiments.stopping import (
     CHECK_COST,
@@ -20,7 +21,6 @@ from sim.experiments.stopping import (
     threshold_counterexamples,
 )
 from sim.models import fig2_pair
-from sim.reference import reference_simulate
 from sim.stats import DEFAULT_ALPHA, mean_check
 from theory import AdaptiveSpeculative, expected_walltime, optimal_stopping_policy
 from theory.stopping import _leaves
@@ -163,11 +163,12 @@ class _DraftsUntilRejection(AdaptiveSpeculative):
 
 
 def test_walltime_check_passes_and_its_negative_control_fails_at_the_same_size():
-    """The report's check (fig2 T = 12, the optimal rule, 4,000 reference trials) against the
+    """The report's check (fig2 T = 12, the optimal rule, the default run's trials) against the
     right exact wall time, and against one that drops the drafts after the first rejection."""
     draft, target = fig2_pair(12)
     policy = optimal_stopping_policy(draft, target, cost_ratio=CHECK_COST, max_window=MAX_WINDOW)
-    samples = reference_simulate(draft, target, policy, n_trials=4000, rng=5).walltime(CHECK_COST)
+    samples = simulate(draft, target, policy, n_trials=Settings().trials // 4,
+                       rng=5).walltime(CHECK_COST)
     right = float(policy.rule.walltime)
     assert right == pytest.approx(expected_walltime(draft, target, policy,
                                                     cost_ratio=CHECK_COST), rel=1e-12)
