@@ -204,7 +204,8 @@ def simulated_panel(draft, target, costs, thresholds, quantiles, n_trials, rng,
     fixed = _fixed_windows(draft, target, max_window)
     series = {**_series(costs), "thresholds": list(thresholds), "entropy_cutoffs": cutoffs,
               "max_window": max_window, "n_trials": n_trials}
-    series["optimal"]["note"] = "not computed: V^W drafted paths per round start"
+    series["optimal"].update(exact=False,
+                             note="not computed: V^W drafted paths per round start")
     for family in ("threshold", "entropy"):
         series[family]["exact"] = False
         series[family]["note"] = (f"simulated ({n_trials} trials per grid point, compiled "
