@@ -15,6 +15,8 @@ the data of its figure, which the same module draws.
 * :mod:`sim.experiments.windows` — optimal draft lengths vs fixed γ and Leviathan's rule;
 * :mod:`sim.experiments.block` — block vs token-wise verification;
 * :mod:`sim.experiments.multidraft` — the multi-draft verifier zoo against α*;
+* :mod:`sim.experiments.stopping` — adaptive draft length: the optimal stopping rule vs
+  SpecDec++'s threshold, an entropy rule, window policies; the smallest counterexample;
 * :mod:`sim.experiments.runner` — the registry in report order and :func:`reproduce` (the
   ``specdec reproduce`` command: lock, resume, hashes, data files, report);
 * :mod:`sim.experiments.figures` — the figure functions under one roof.

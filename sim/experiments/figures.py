@@ -18,9 +18,10 @@ from sim.experiments.plotting import running_means, save
 from sim.experiments.runner import FIGURES
 from sim.experiments.speculative import pmf_bars as pmf
 from sim.experiments.speculative import walltime_panels as walltime
+from sim.experiments.stopping import stopping_panels as adaptive_stopping
 from sim.experiments.windows import window_policies
 
-__all__ = ["FIGURES", "batch_improvement", "block_verification", "fig5", "lossy_zoo",
-           "multidraft_gap", "multidraft_zoo", "pareto", "pmf", "rejections_vs_drafts",
-           "running_means", "running_panels", "save", "tradeoff_chains", "walltime",
-           "window_policies"]
+__all__ = ["FIGURES", "adaptive_stopping", "batch_improvement", "block_verification", "fig5",
+           "lossy_zoo", "multidraft_gap", "multidraft_zoo", "pareto", "pmf",
+           "rejections_vs_drafts", "running_means", "running_panels", "save", "tradeoff_chains",
+           "walltime", "window_policies"]

@@ -31,7 +31,16 @@ import time
 
 import numpy as np
 
-from sim.experiments import batch, block, lossy, lossy_zoo, multidraft, speculative, windows
+from sim.experiments import (
+    batch,
+    block,
+    lossy,
+    lossy_zoo,
+    multidraft,
+    speculative,
+    stopping,
+    windows,
+)
 from sim.experiments.common import Outcome, Settings
 from sim.experiments.plotting import save
 from sim.stats import DEFAULT_ALPHA
@@ -62,6 +71,7 @@ REGISTRY = {experiment.name: experiment for experiment in (
     lossy_zoo.LOSSY_ZOO,
     block.BLOCK,
     multidraft.MULTIDRAFT,
+    stopping.STOPPING,
 )}
 #: Experiment name → the function that runs it (the names ``--only`` accepts).
 EXPERIMENTS = {name: experiment.run for name, experiment in REGISTRY.items()}
