@@ -89,3 +89,11 @@ def test_the_ci_example_of_check_your_implementation_runs():
     namespace = {"conformance_suite": conformance_suite}
     exec(compile(code, "README", "exec"), namespace)
     namespace["test_verifier_is_lossless"]()
+
+
+def test_the_number_of_experiments_is_the_registry_s():
+    from sim.experiments.runner import REGISTRY
+
+    stated = re.search(r"`specdec reproduce --out results`: (\d+) experiments",
+                       README.read_text(encoding="utf-8"))
+    assert stated is not None and int(stated.group(1)) == len(REGISTRY)
