@@ -168,8 +168,9 @@ class AdaptiveSpeculative(RoundLevelAlgorithm):
         draft of a round (the first included, not at ``max_window`` drafts or the horizon),
         with the round's start position and context and the tuple of tokens drafted so far.
         A rule with a method ``bind(draft, target)`` (:class:`ThresholdStopping`,
-        :class:`EntropyStopping`, :class:`StoppingTable`) is replaced by what it returns
-        (:meth:`bound_rule`).  It must be deterministic: the exact laws enumerate it.
+        :class:`EntropyStopping`) is replaced by what it returns (:meth:`bound_rule`);
+        :class:`StoppingTable` is a plain callable.  It must be deterministic: the exact laws
+        enumerate it.  It is asked only on drafted paths the draft can produce.
     max_window : int >= 1
         W, the most tokens a round drafts.
     bonus : bool

@@ -11,10 +11,11 @@ verified — unlike :mod:`sim.engine.token`'s lazy drafts — and every drafted 
   (:class:`theory.ThresholdStopping` on float models, evaluated in the kernel as
   1 − Π min(1, q/p) > threshold in float64), ``"row"`` (:class:`theory.EntropyStopping`,
   whose decision depends only on the row the next draft is drawn from: one flag per (n, s)),
-  and ``"table"`` (any other rule, :class:`theory.StoppingTable` included, and every rule on
-  exact models: the rule's decision at every drafted path of every round start, evaluated in
-  Python once, a table of T·S·(1 + V + … + V^{W−1}) flags, refused above
-  :data:`MAX_DECISIONS`);
+  and ``"table"`` (any other rule, :class:`theory.StoppingTable` included, and a threshold on
+  exact models, whose ties must be decided exactly: the rule's decision at every drafted path
+  a round can reach — each token of positive draft probability, below a "continue" — evaluated
+  in Python once and stored in a table of T·S·(1 + V + … + V^{W−1}) flags, refused above
+  :data:`MAX_DECISIONS`; unreachable paths are never asked and never read);
 * :func:`stopping_kernel` — the compiled loop, one round at a time per trial; every uniform of
   a round uses the round's START position n as its counter position (as block verification
   does): slot 2i: draft X_{i+1}, 2i + 1: its test u < min(1, q/p), 2W: the round's last
@@ -57,16 +58,6 @@ def _tree_offsets(vocab_size: int, window: int) -> np.ndarray:
     for k in range(1, window + 1):
         offsets[k] = offsets[k - 1] + vocab_size ** (k - 1)
     return offsets
-
-
-def _paths(vocab_size: int, length: int):
-    """Every drafted path of ``length`` tokens, in the order of its index base V."""
-    if length == 0:
-        yield ()
-        return
-    for head in _paths(vocab_size, length - 1):
-        for token in range(vocab_size):
-            yield (*head, token)
 
 
 @dataclass(frozen=True)
@@ -115,14 +106,7 @@ class StoppingTables:
                     f"sim.engine.stopping.MAX_DECISIONS = {MAX_DECISIONS:.3g}; use a smaller "
                     f"max_window, sim.reference.reference_simulate, or a ThresholdStopping rule "
                     f"(evaluated in the kernel)")
-            decisions = np.zeros(size, dtype=np.int8)
-            width = int(offsets[window])
-            for n in range(horizon):
-                for s in range(n_contexts):
-                    base = (n * n_contexts + s) * width
-                    for k in range(min(window, horizon - n)):
-                        for code, path in enumerate(_paths(vocab, k)):
-                            decisions[base + offsets[k] + code] = _stop(bound, n, s, path)
+            decisions = _tabulate(bound, draft, target, window, offsets)
         return cls(algorithm, layout, build_alias(p), build_alias(residual), build_alias(q),
                    p.ravel(), q.ravel(), _FORMS[form], threshold, decisions, offsets,
                    stop_rows)
@@ -140,6 +124,36 @@ class StoppingTables:
             self.decisions, self.offsets, self.stop_rows, self.draft.entries,
             self.residual.entries, self.target.entries, self.draft_probs, self.target_probs,
             rejections, target_calls, drafted, tokens)
+
+
+def _tabulate(rule, draft: MarkovLM, target: MarkovLM, window: int,
+              offsets: np.ndarray) -> np.ndarray:
+    """The rule's decisions (1 = stop) at every drafted path a round can reach, flat at
+    ``(n·S + s)·D + offsets[k] + Σ x_i V^{k−i}`` (D = ``offsets[window]``); a path is reached
+    when the rule continued at each of its prefixes and each token has positive draft
+    probability.  Other entries stay 1 and are never read by the kernel."""
+    horizon, n_contexts, vocab = target.horizon, target.n_contexts, target.vocab_size
+    width = int(offsets[window])
+    decisions = np.ones(horizon * n_contexts * width, dtype=np.int8)
+    for n in range(horizon):
+        span = min(window, horizon - n)
+        for s in range(n_contexts):
+            base = (n * n_contexts + s) * width
+            pending = [((), 0, s)]  # (drafted path, its code, the context after it)
+            while pending:
+                path, code, context = pending.pop()
+                k = len(path)
+                if k == span:  # the round stops without asking
+                    continue
+                stop = _stop(rule, n, s, path)
+                decisions[base + offsets[k] + code] = stop
+                if stop:
+                    continue
+                row = draft.probs[n + k, context]
+                pending.extend(((*path, x), code * vocab + x,
+                                int(target.next_context[context, x]))
+                               for x in range(vocab) if row[x] != 0)
+    return decisions
 
 
 def _stop(rule, position, context, drafted) -> bool:

@@ -24,7 +24,9 @@ that do not depend on c).  **Text n-gram pair** (V = 1,000, S = 2,000, T = 32): 
 optimum and the exact laws of the adaptive rules are out of reach (V^W drafted paths per round
 start; :mod:`theory.stopping` refuses them), so the window policy and the fixed windows are
 exact and the threshold and entropy rules are *simulated* (mean wall time with its 95%
-interval, the best grid point per c picked on the simulated means); the data and the report say
+interval, the best grid point per c picked on the simulated means — picked on the same
+samples it is then reported with, so the best point's speedup is biased upward by up to about
+the spread of the grid points' errors, ≈ 0.01 at 5,000 trials); the data and the report say
 which.
 
 **The smallest counterexample** (:func:`threshold_counterexamples`): exact pairs with V = 2 in

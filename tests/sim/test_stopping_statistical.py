@@ -120,16 +120,43 @@ def test_negative_control_an_off_by_one_threshold_is_caught():
 
 
 def test_exact_models_tabulate_the_exact_decisions():
-    """On Fraction models a threshold rule is tabulated (exact ties), not compared in floats:
-    here 1 − Π min(1, q/p) equals the threshold exactly after one draft of token 0."""
-    draft = MarkovLM.homogeneous([[Fraction(1, 2), Fraction(1, 2)]], 4, next_context=[[0, 0]])
-    target = MarkovLM.homogeneous([[Fraction(1, 4), Fraction(3, 4)]], 4,
-                                  next_context=[[0, 0]])
-    algorithm = AdaptiveSpeculative(ThresholdStopping(Fraction(1, 2)), 3)
+    """On Fraction models a threshold rule is tabulated (ties decided exactly), not compared
+    in floats: with p = (1/2, 1/2), q = (1/6, 5/6), 1 − min(1, q/p) = 2/3 after drafting token 0
+    — the threshold exactly, so the exact rule continues, while in float64 (1/6)/(1/2) rounds
+    below 1/3 and the rule stops.  E[W] at c = 1/5: 133/45 exact, 26/9 in floats (a gap of
+    ≈ 9 standard errors at 20,000 trials).  The float copy, run by the in-kernel threshold, is
+    the negative control: it fails the exact checks."""
+    def pair(exact):
+        half, sixth = (Fraction(1, 2), Fraction(1, 6)) if exact else (0.5, 1 / 6)
+        draft = MarkovLM.homogeneous([[half, 1 - half]], 4, next_context=[[0, 0]])
+        target = MarkovLM.homogeneous([[sixth, 1 - sixth]], 4, next_context=[[0, 0]])
+        return draft, target
+
+    draft, target = pair(exact=True)
+    algorithm = AdaptiveSpeculative(ThresholdStopping(Fraction(2, 3)), 3)
     assert StoppingTables.build(draft, target, algorithm).form == 1
+    assert expected_walltime(draft, target, algorithm, cost_ratio=Fraction(1, 5)) \
+        == Fraction(133, 45)
     result = simulate(draft, target, algorithm, n_trials=20_000, rng=2)
-    checks = _checks(result, draft, target, algorithm)
-    assert all(check.passed for check in checks)
+    assert all(check.passed for check in _checks(result, draft, target, algorithm))
+    float_draft, float_target = pair(exact=False)
+    float_rule = AdaptiveSpeculative(ThresholdStopping(2 / 3), 3)
+    assert StoppingTables.build(float_draft, float_target, float_rule).form == 0
+    floats = simulate(float_draft, float_target, float_rule, n_trials=20_000, rng=2)
+    assert not all(check.passed for check in _checks(floats, draft, target, algorithm))
+
+
+def test_rules_are_asked_only_on_paths_the_draft_can_produce():
+    """A draft row with a zero: the exact threshold rule (which divides by p) is never asked
+    about a token the draft cannot produce; the engines agree with the exact laws."""
+    draft = MarkovLM.homogeneous([[Fraction(1), Fraction(0)],
+                                  [Fraction(1, 2), Fraction(1, 2)]], 3)
+    target = MarkovLM.homogeneous([[Fraction(1, 2), Fraction(1, 2)]] * 2, 3)
+    algorithm = AdaptiveSpeculative(ThresholdStopping(Fraction(1, 3)), 2)
+    result = simulate(draft, target, algorithm, n_trials=20_000, rng=0)
+    assert all(check.passed for check in _checks(result, draft, target, algorithm))
+    torch = simulate_torch(draft, target, algorithm, n_trials=2_000, rng=0, device="cpu")
+    np.testing.assert_array_equal(torch.drafted, result.drafted[:2_000])
 
 
 def test_a_huge_decision_table_is_refused_up_front():
