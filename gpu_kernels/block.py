@@ -149,15 +149,10 @@ class _BlockRun(_Run):
             residual = active & (tau < span)
             bonus = active & (tau == span) & (position < horizon) & self.bonus
             final = torch.where(residual, residual_token, bonus_token)
-            emitted = residual | bonus
-            if record_tokens:
-                tokens[emitted, position[emitted]] = final[emitted].to(tokens.dtype)
-            context = torch.where(emitted, self.advance(context, final).long(), context)
-            position = position + emitted
+            context, position = self.emit_last(tokens, record_tokens, residual | bonus,
+                                               position, context, final)
             rejections += residual
-        return SimResult(rejections.cpu().numpy(), calls.cpu().numpy(),
-                         tokens.cpu().numpy() if record_tokens else None,
-                         n_drafted.cpu().numpy())
+        return self.result(rejections, calls, tokens, n_drafted, record_tokens)
 
 
 register_run(BlockTables, _BlockRun)

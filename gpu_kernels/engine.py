@@ -239,6 +239,20 @@ class _Run:
             return token
         return self.next_context.index_select(0, context * self.layout.vocab_size + token)
 
+    def emit_last(self, tokens, record_tokens: bool, emitted, position, context, final):
+        """The last token of a round (round-level families): recorded and the context advanced
+        where ``emitted``; returns (context, position) after it."""
+        if record_tokens:
+            tokens[emitted, position[emitted]] = final[emitted].to(tokens.dtype)
+        context = _torch().where(emitted, self.advance(context, final).long(), context)
+        return context, position + emitted
+
+    @staticmethod
+    def result(rejections, calls, tokens, drafted, record_tokens: bool) -> SimResult:
+        """The chunk's counters as a :class:`SimResult` of host arrays."""
+        return SimResult(rejections.cpu().numpy(), calls.cpu().numpy(),
+                         tokens.cpu().numpy() if record_tokens else None, drafted.cpu().numpy())
+
     def run(self, key, first: int, n: int, record_tokens: bool) -> SimResult:
         torch = _torch()
         self.key = key
@@ -266,9 +280,7 @@ class _Run:
             if record_tokens:
                 tokens[:, position] = token
             context = self.advance(context, token)
-        return SimResult(rejections.cpu().numpy(), calls.cpu().numpy(),
-                         tokens.cpu().numpy() if record_tokens else None,
-                         drafted.cpu().numpy())
+        return self.result(rejections, calls, tokens, drafted, record_tokens)
 
 
 #: Tables class (an engine family of :mod:`sim.engine`) → the class that runs it on a device;

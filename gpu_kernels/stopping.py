@@ -110,15 +110,10 @@ class _StoppingRun(_Run):
             target_step = active & ~rejected & ((k == 0) | ((position < horizon) & self.bonus))
             final = torch.where(rejected, self.residual.draw(row, u_last),
                                 self.target.draw(row, u_last)).long()
-            emitted = rejected | target_step
-            if record_tokens:
-                tokens[emitted, position[emitted]] = final[emitted].to(tokens.dtype)
-            context = torch.where(emitted, self.advance(context, final).long(), context)
-            position = position + emitted
+            context, position = self.emit_last(tokens, record_tokens, rejected | target_step,
+                                               position, context, final)
             rejections += rejected
-        return SimResult(rejections.cpu().numpy(), calls.cpu().numpy(),
-                         tokens.cpu().numpy() if record_tokens else None,
-                         n_drafted.cpu().numpy())
+        return self.result(rejections, calls, tokens, n_drafted, record_tokens)
 
 
 register_run(StoppingTables, _StoppingRun)

@@ -102,16 +102,21 @@ def test_resume_recomputes_damaged_results_and_says_so(tmp_path, intact, damage,
     assert _completed(folder, "pmf", 0, settings)[0] is not None
 
 
+def _lock_holder(folder):
+    """A process that holds ``folder``'s reproduce lock for a minute (prints 'locked' first)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", "import pathlib, sys, time\n"
+         "from sim.experiments.runner import _FolderLock\n"
+         "with _FolderLock(pathlib.Path(sys.argv[1])):\n"
+         "    print('locked', flush=True)\n    time.sleep(60)\n", str(folder)],
+        stdout=subprocess.PIPE, text=True)
+
+
 def test_a_second_writer_is_refused_while_the_first_holds_the_folder(tmp_path):
     """A real process holds the folder's lock; a second `specdec reproduce` into the same
     folder exits 2 with one line naming the holder; once the holder is SIGKILLed the lock is
     gone with it and a run goes through."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import pathlib, sys, time\n"
-         "from sim.experiments.runner import _FolderLock\n"
-         "with _FolderLock(pathlib.Path(sys.argv[1])):\n"
-         "    print('locked', flush=True)\n    time.sleep(60)\n", str(tmp_path)],
-        stdout=subprocess.PIPE, text=True)
+    holder = _lock_holder(tmp_path)
     try:
         assert holder.stdout.readline().strip() == "locked"
         second = subprocess.run([*CLI, "reproduce", "--out", str(tmp_path), "--quick",
@@ -132,12 +137,7 @@ def test_deleting_the_lock_file_does_not_let_a_second_writer_in(tmp_path):
     """The lock is held on the folder's own descriptor: a holder process keeps it after
     ``.specdec.lock`` is deleted (it used to be held on the file, so a second run created a new
     file, locked that and went in).  Control: once the holder is gone the folder is free."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import pathlib, sys, time\n"
-         "from sim.experiments.runner import _FolderLock\n"
-         "with _FolderLock(pathlib.Path(sys.argv[1])):\n"
-         "    print('locked', flush=True)\n    time.sleep(60)\n", str(tmp_path)],
-        stdout=subprocess.PIPE, text=True)
+    holder = _lock_holder(tmp_path)
     try:
         assert holder.stdout.readline().strip() == "locked"
         (tmp_path / ".specdec.lock").unlink()

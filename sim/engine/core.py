@@ -192,8 +192,14 @@ def register_family(algorithm_class: type, tables_class: type, routine=None) -> 
         run_algorithm.register(algorithm_class, routine)
 
 
-def _registered(algorithm) -> bool:
-    return any(kind in FAMILIES for kind in type(algorithm).__mro__)
+_UNREGISTERED = object()
+
+
+def _registry_entry(algorithm):
+    """The entry of ``algorithm``'s class or nearest registered base: a tables class, None (a
+    reference routine only) or ``_UNREGISTERED``."""
+    return next((FAMILIES[kind] for kind in type(algorithm).__mro__ if kind in FAMILIES),
+                _UNREGISTERED)
 
 
 def family_tables(algorithm) -> type | None:
@@ -205,7 +211,8 @@ def family_tables(algorithm) -> type | None:
     algorithm : theory.Algorithm
         Any algorithm.
     """
-    return next((FAMILIES[kind] for kind in type(algorithm).__mro__ if kind in FAMILIES), None)
+    family = _registry_entry(algorithm)
+    return None if family is _UNREGISTERED else family
 
 
 def make_tables(draft: MarkovLM, target: MarkovLM, algorithm):
@@ -234,12 +241,12 @@ def make_tables(draft: MarkovLM, target: MarkovLM, algorithm):
     InvalidVerification
         If a custom verifier's (b, 𝒫) is invalid (:mod:`theory.verification`).
     """
-    family = family_tables(algorithm)
-    if family is None:
-        if _registered(algorithm):  # a reference routine only
-            raise TypeError(f"the compiled engines have no kernel for {algorithm!r} yet; use "
-                            "sim.reference.reference_simulate or the exact functions of theory")
+    family = _registry_entry(algorithm)
+    if family is _UNREGISTERED:
         raise TypeError(f"the engines have no kernel for {algorithm!r}")
+    if family is None:  # a reference routine only
+        raise TypeError(f"the compiled engines have no kernel for {algorithm!r} yet; use "
+                        "sim.reference.reference_simulate or the exact functions of theory")
     algorithm.check_cost(draft, target, "engine")  # absurd sizes fail fast, clearly
     check_memory(table_bytes(draft, target, algorithm),
                  f"the sampling tables of {algorithm!r} on {target!r}",
