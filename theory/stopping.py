@@ -36,8 +36,11 @@ which :func:`theory.expected_walltime` computes with E[k | n, s] from
 (children of zero draft probability pruned); its leaves are the paths where the rule stops.  A
 leaf d = (x₁ … x_k) of probability P(d) = Π p(x_i) ends the round after i tokens in a rejection
 with mass P(d) A_{i−1}(1 − a_i) [q − p]₊(y)/Σ[q − p]₊, A_i = Π_{j≤i} a_j, and after k (+ 1 with
-the bonus) tokens without one with mass P(d) A_k.  The generic round DP (:mod:`theory.rounds`)
-does the rest; all exact in rationals for Fraction models.
+the bonus) tokens without one with mass P(d) A_k.  The code walks the *accepted* prefixes
+instead: with alive(d) = Π_i min(p(x_i), q(x_i)) = P(d) A_k, a prefix that drafts on ends the
+round in a rejection at y with mass alive(d) [q − p]₊(y) (summed over the drafted token, since
+Σ_x p(x)(1 − a(x)) = Σ[q − p]₊), so paths whose acceptance is 0 are never visited.  The generic
+round DP (:mod:`theory.rounds`) does the rest; all exact in rationals for Fraction models.
 
 **The optimal rule** (:func:`optimal_stopping_policy`) is an exact finite-horizon MDP over
 (position, round-start context, drafted path).  Let V(n, s) be the least expected wall time to
@@ -260,7 +263,7 @@ class AdaptiveSpeculative(RoundLevelAlgorithm):
                 or not 0 <= position < horizon:
             raise ValueError(f"position must be an integer in [0, T) = [0, {horizon}); "
                              f"got {position!r}")
-        budget = [_check_max_nodes(max_nodes)]
+        budget = _check_max_nodes(max_nodes)
         rule = self.bound_rule(draft, target)
         window = min(self.max_window, horizon - position)
         exact = target.is_exact
@@ -268,38 +271,49 @@ class AdaptiveSpeculative(RoundLevelAlgorithm):
         following = target.next_context
         shape = (window + 2, n_contexts, n_contexts)
         accepted, rejected = zeros_like_kind(shape, exact), zeros_like_kind(shape, exact)
+        one = 1 if exact else 1.0
         for s in range(n_contexts):
-            for drafted, contexts, prob in _leaves(rule, draft, target, position, s, window,
-                                                   budget):
+            # Depth-first over the *accepted* drafted prefixes d, with alive = P(d drafted and
+            # every token of it accepted).  A prefix that drafts on adds, summed over the
+            # drafted token x, alive · [q − p]₊(y) to the rejections at depth |d| + 1 (the
+            # rejected mass Σ_x p(x)(1 − min(1, q(x)/p(x))) times the residual's law), and goes
+            # on to the children x with alive · min(p(x), q(x)) > 0.
+            stack = [((), s, one)]
+            while stack:
+                drafted, context, alive = stack.pop()
+                budget -= 1
+                if budget < 0:
+                    raise ValueError(f"the exact round law at position {position} needs more "
+                                     "drafted-path nodes than max_nodes; simulate instead "
+                                     "(sim.reference.reference_simulate)")
                 k = len(drafted)
-                if k == 0:  # a plain target step
-                    for y, weight in enumerate(target.probs[position, s]):
-                        if weight != 0:
-                            accepted[1, s, following[s, y]] += prob * weight
+                if k == window or _asks_stop(rule, position, s, drafted):
+                    if k == 0:  # a plain target step
+                        _add_row(accepted[1, s], following[s], one,
+                                 target.probs[position, s])
+                    elif self.bonus and position + k < horizon:
+                        _add_row(accepted[k + 1, s], following[context], alive,
+                                 target.probs[position + k, context])
+                    else:
+                        accepted[k, s, context] += alive
                     continue
-                alive = prob  # P(d) A_i
-                for i, token in enumerate(drafted):
-                    p = draft.probs[position + i, contexts[i]]
-                    q = target.probs[position + i, contexts[i]]
-                    accept = min(1, q[token] / p[token])
-                    if accept != 1:
-                        residual = positive_part(q - p)
-                        scale = alive * (1 - accept) / residual.sum()
-                        for y, weight in enumerate(residual):
-                            if weight != 0:
-                                rejected[i + 1, s, following[contexts[i], y]] += scale * weight
-                    alive = alive * accept
-                    if alive == 0:
-                        break
-                if alive == 0:
-                    continue
-                if self.bonus and position + k < horizon:
-                    for y, weight in enumerate(target.probs[position + k, contexts[k]]):
-                        if weight != 0:
-                            accepted[k + 1, s, following[contexts[k], y]] += alive * weight
-                else:
-                    accepted[k, s, contexts[k]] += alive
+                p = draft.probs[position + k, context]
+                q = target.probs[position + k, context]
+                _add_row(rejected[k + 1, s], following[context], alive, positive_part(q - p))
+                kept = np.minimum(p, q)
+                for token in range(len(p) - 1, -1, -1):  # pushed in reverse: popped in order
+                    if kept[token] != 0:
+                        stack.append(((*drafted, token), int(following[context, token]),
+                                      alive * kept[token]))
         return RoundLaw(position, accepted, rejected)
+
+
+def _add_row(out, destinations, scale, weights) -> None:
+    """out[destinations[y]] += scale · weights[y] for every y with weights[y] ≠ 0 (exact for
+    Fractions: no products with zero weights are formed)."""
+    for y, weight in enumerate(weights):
+        if weight != 0:
+            out[destinations[y]] += scale * weight
 
 
 def _leaves(rule, draft, target, position, context, window, budget):
