@@ -32,8 +32,16 @@ from sim.conformance.calls import (
 )
 from sim.conformance.deviations import MAX_DEVIATIONS, cell_deviations, position_tv
 from sim.conformance.report import POWER, ConformanceReport, PairCheck, _ratio
-from sim.conformance.rounds import CALL_FLOATS, _name, _PairRun, _run_pair, processed_rows
+from sim.conformance.rounds import (
+    CALL_FLOATS,
+    PathRounds,
+    _name,
+    _PairRun,
+    _run_pair,
+    processed_rows,
+)
 from sim.conformance.suites import SuitePair, _pairs, sequence_suite
+from sim.conformance.trees import TreeRounds, bfs_layout, checked_tree
 from sim.conformance.verdicts import (
     DEFAULT_MIN_TV,
     _Design,
@@ -78,21 +86,28 @@ def _checked_min_tv(min_tv) -> float:
     return float(min_tv)
 
 
-def check_verifier(verifier, *, window: int, n_rounds: int = DEFAULT_ROUNDS, models=None,
+def check_verifier(verifier, *, window: int | None = None, n_rounds: int = DEFAULT_ROUNDS,
+                   models=None,
                    rng=None, alpha: float = DEFAULT_ALPHA, level: str = "token",
                    draft_processor=None, name: str | None = None,
                    batch_floats: int = CALL_FLOATS,
                    min_tv: float = DEFAULT_MIN_TV, timeout: float | None = DEFAULT_TIMEOUT,
                    threads: int | None = DEFAULT_THREADS,
-                   max_work: float = MAX_WORK) -> ConformanceReport:
+                   max_work: float = MAX_WORK, tree=None) -> ConformanceReport:
     """Test ``verifier`` (the convention, package doc) for losslessness and efficiency.
 
     Parameters
     ----------
     verifier : callable
-        ``verifier(draft_tokens, draft_probs, target_probs, rng) -> emitted`` (package doc).
+        ``verifier(draft_tokens, draft_probs, target_probs, rng) -> emitted`` (package doc),
+        or with ``tree=`` a tree verifier ``verifier(tree_tokens, parents, draft_probs,
+        target_probs, rng) -> emitted`` (:mod:`sim.conformance.trees`).
     window : int >= 1
-        γ, drafts per round (fewer near the horizon).
+        γ, drafts per round (fewer near the horizon).  Exactly one of ``window`` and ``tree``.
+    tree : theory.TreeSpeculative, optional
+        Test a *tree* verifier: every round drafts this tree (its ``tree`` shape, cut at the
+        horizon, and its ``sampling``); its ``verifier`` field is ignored (the verifier under
+        test is ``verifier``).  Token level only, no ``draft_processor``.
     n_rounds : int
         Verifier rounds to run, split evenly over the pairs (whole generations: each pair runs
         ⌈n_rounds / K / E[rounds per generation]⌉ generations, E under standard verification).
@@ -163,6 +178,14 @@ def check_verifier(verifier, *, window: int, n_rounds: int = DEFAULT_ROUNDS, mod
     if not callable(verifier):
         raise TypeError(f"verifier must be callable (the module's convention); got "
                         f"{verifier!r}")
+    if (window is None) == (tree is None):
+        raise TypeError("give exactly one of window= (a path of drafts) and tree= (a "
+                        "theory.TreeSpeculative whose tree is drafted)")
+    if tree is not None:
+        tree = checked_tree(tree)
+        if level != "token" or draft_processor is not None:
+            raise ValueError("tree= runs at level='token' without a draft_processor")
+        window = int(bfs_layout(tree.tree)[1].max())
     window = _positive_int(window, "window")
     alpha = _checked_alpha(alpha)
     if level not in ("token", "sequence"):
@@ -182,10 +205,11 @@ def check_verifier(verifier, *, window: int, n_rounds: int = DEFAULT_ROUNDS, mod
     name = _name(verifier) if name is None else str(name)
     # γ ≥ T drafts to the horizon: the same run as γ = T, and the exact DPs stay small
     windows = [min(window, pair.target.horizon) for pair in pairs]
-    per_generation = [rounds_per_generation(pair, gamma) for pair, gamma in zip(pairs, windows,
-                                                                                strict=True)]
+    per_generation = [rounds_per_generation(pair, gamma if tree is None else tree)
+                      for pair, gamma in zip(pairs, windows, strict=True)]
     sizes = [generations_for(-(-n_rounds // len(pairs)), rounds) for rounds in per_generation]
-    _check_work(pairs, windows, sizes, per_generation, n_rounds, window, max_work)
+    widths = windows if tree is None else [bfs_layout(tree.tree)[0].size] * len(pairs)
+    _check_work(pairs, widths, sizes, per_generation, n_rounds, window, max_work)
     if draft_processor is not None:  # blame the processor, before any verifier call
         for pair in pairs:
             p = np.asarray(pair.draft.probs, dtype=np.float64)
@@ -197,7 +221,7 @@ def check_verifier(verifier, *, window: int, n_rounds: int = DEFAULT_ROUNDS, mod
         for index, pair in enumerate(pairs):
             check, located = _check_pair(verifier, name, pair, index, seed, windows[index],
                                          sizes[index], level, pair_level, draft_processor,
-                                         batch_floats, timeout, designs)
+                                         batch_floats, timeout, designs, tree)
             checks.append(check)
             deviations.extend(located)
     p_value = min(1.0, len(pairs) * min(check.p_value for check in checks))
@@ -219,14 +243,19 @@ def check_verifier(verifier, *, window: int, n_rounds: int = DEFAULT_ROUNDS, mod
 
 
 def _check_pair(verifier, name, pair, index, seed, window, generations, level, pair_level,
-                draft_processor, batch_floats, timeout, designs):
+                draft_processor, batch_floats, timeout, designs, tree=None):
     """Run and test one pair: (PairCheck, its most significant cells if it failed); its design
     is appended to ``designs``."""
     draft_rng, verify_rng = (np.random.default_rng(s) for s in
                              np.random.SeedSequence([int(seed), index]).spawn(2))
     designs.append(_Design(pair, level, _sequence_law(pair) if level == "sequence" else None))
-    run = _run_pair(verifier, name, pair, window, generations, draft_rng, verify_rng,
-                    draft_processor, batch_floats // pair.target.vocab_size, timeout)
+    if tree is None:
+        player = PathRounds(verifier, name, pair, window, draft_rng, verify_rng,
+                            draft_processor, timeout)
+    else:
+        player = TreeRounds(verifier, name, pair, tree, draft_rng, verify_rng, timeout)
+    run = _run_pair(pair, generations, draft_rng, player,
+                    batch_floats // pair.target.vocab_size)
     if level == "token":
         result, tested = _token_check(run, pair, pair_level)
     else:

@@ -87,15 +87,14 @@ class _PairRun:
     violations: dict = None  #: (position, context, token) → count, tokens with q = 0
 
 
-def _run_pair(verifier, name, pair: SuitePair, window: int, generations: int, draft_rng,
-              verify_rng, draft_processor, batch_rows, timeout=None) -> _PairRun:
-    draft, target = pair.draft, pair.target
+def _run_pair(pair: SuitePair, generations: int, draft_rng, player, batch_rows) -> _PairRun:
+    """Whole generations of ``pair`` through ``player`` (:class:`PathRounds`, or
+    :class:`sim.conformance.trees.TreeRounds`): rounds whose span ``player.span(n)`` (drafts
+    for a path, depth for a tree) is equal are batched into one verifier call."""
+    target = pair.target
     horizon, vocab = target.horizon, target.vocab_size
-    p_all = np.asarray(draft.probs, dtype=np.float64)
     q_all = np.asarray(target.probs, dtype=np.float64)
     following = target.next_context
-    draft_cdf = _RowSampler(p_all)
-    optimum_table = expected_accepted(draft, target, window)
     start = np.asarray(target.start_distribution, dtype=np.float64)
     context = draft_rng.choice(start.size, size=generations, p=start)
     position = np.zeros(generations, dtype=np.int64)
@@ -106,20 +105,18 @@ def _run_pair(verifier, name, pair: SuitePair, window: int, generations: int, dr
         active = np.flatnonzero(position < horizon)
         if active.size == 0:
             return run
-        windows = np.minimum(window, horizon - position[active])
+        windows = player.span(position[active])
         for k in np.unique(windows):
             rows = active[windows == k]
-            size = max(1, batch_rows // int(k + 1))
+            size = max(1, batch_rows // player.width(int(k)))
             for first in range(0, rows.size, size):
                 chunk = rows[first:first + size]
                 start_n, start_s = position[chunk], context[chunk]
-                emitted, drafts = _one_round(verifier, name, pair, int(k), start_n, start_s,
-                                             p_all, q_all, following, draft_rng, verify_rng,
-                                             draft_processor, draft_cdf, window, timeout)
+                emitted, accepted, optimum = player.play(int(k), start_n, start_s)
                 length = (emitted >= 0).sum(axis=1)
                 usable = np.minimum(length, horizon - start_n)
                 state = start_s.copy()
-                for i in range(int(k) + 1):
+                for i in range(emitted.shape[1]):
                     live = np.flatnonzero(i < usable)
                     if live.size == 0:
                         break
@@ -132,10 +129,43 @@ def _run_pair(verifier, name, pair: SuitePair, window: int, generations: int, dr
                     state[live] = following[here, token]
                 position[chunk] = start_n + usable
                 context[chunk] = state
-                same = np.cumprod(emitted[:, :int(k)] == drafts, axis=1).sum(axis=1)
-                run.accepted += int(np.minimum(same, length - 1).sum())
-                run.optimum += float(optimum_table[start_n, start_s].sum())
+                run.accepted += int(accepted.sum())
+                run.optimum += float(optimum)
                 run.rounds += chunk.size
+
+
+class PathRounds:
+    """Rounds of the path convention: k = min(γ, T − n) drafts from p (or from
+    ``draft_processor(p)``); accepted drafts = the common prefix of the emitted tokens and the
+    drafts (at most emitted − 1); optimum = standard verification's expected accepted drafts
+    from the same round starts."""
+
+    def __init__(self, verifier, name, pair, window, draft_rng, verify_rng, draft_processor,
+                 timeout=None):
+        self.verifier, self.name, self.pair, self.window = verifier, name, pair, window
+        self.draft_rng, self.verify_rng = draft_rng, verify_rng
+        self.draft_processor, self.timeout = draft_processor, timeout
+        self.p_all = np.asarray(pair.draft.probs, dtype=np.float64)
+        self.q_all = np.asarray(pair.target.probs, dtype=np.float64)
+        self.draft_cdf = _RowSampler(self.p_all)
+        self.optimum_table = expected_accepted(pair.draft, pair.target, window)
+
+    def span(self, positions: np.ndarray) -> np.ndarray:
+        return np.minimum(self.window, self.pair.target.horizon - positions)
+
+    @staticmethod
+    def width(k: int) -> int:
+        return k + 1
+
+    def play(self, k: int, start_n, start_s):
+        emitted, drafts = _one_round(self.verifier, self.name, self.pair, k, start_n, start_s,
+                                     self.p_all, self.q_all, self.pair.target.next_context,
+                                     self.draft_rng, self.verify_rng, self.draft_processor,
+                                     self.draft_cdf, self.window, self.timeout)
+        length = (emitted >= 0).sum(axis=1)
+        same = np.cumprod(emitted[:, :k] == drafts, axis=1).sum(axis=1)
+        return (emitted, np.minimum(same, length - 1),
+                self.optimum_table[start_n, start_s].sum())
 
 
 class _RowSampler:

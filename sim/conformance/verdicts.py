@@ -35,7 +35,9 @@ models, γ, α, ``min_tv``) cannot be inconclusive.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import numbers
 
 import numpy as np
 
@@ -51,9 +53,13 @@ DEFAULT_MIN_TV = 0.05
 MAX_NEEDED_ROUNDS = 10 ** 12
 
 
-def rounds_per_generation(pair, window: int) -> float:
-    """E[rounds of one generation] under standard verification (how the harness sizes runs)."""
-    return float(expected_target_calls(pair.draft, pair.target, Speculative(window=window)))
+def rounds_per_generation(pair, window) -> float:
+    """E[rounds of one generation] under standard verification with ``window`` drafts (how the
+    harness sizes runs); ``window`` may instead be an algorithm (a tree: recursive rejection
+    sampling on it), whose expected rounds are used."""
+    algorithm = Speculative(window=window) if isinstance(window, numbers.Integral) else \
+        dataclasses.replace(window, verifier="rrs")
+    return float(expected_target_calls(pair.draft, pair.target, algorithm))
 
 
 def generations_for(share: int, per_generation: float) -> int:
