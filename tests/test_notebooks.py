@@ -29,3 +29,8 @@ def test_notebook_runs(path):
     assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")
     NotebookClient(notebook, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(path.parent)}}).execute()
+    # every cell that plots shows its figure (a backend switched to Agg by an import shows none)
+    for cell in notebook.cells:
+        if cell.cell_type == "code" and "plt." in cell.source:
+            assert any("image/png" in output.get("data", {}) for output in cell.outputs), \
+                cell.source.splitlines()[0]
