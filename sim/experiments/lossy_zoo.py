@@ -156,4 +156,10 @@ def zoo_front(data, title):
 
 
 LOSSY_ZOO = Experiment("lossy_zoo", lossy_zoo, zoo_front,
-                       "Lossy zoo against Theorem 5's line (Fig. 4(a) extended)")
+                       "Lossy zoo against Theorem 5's line (Fig. 4(a) extended)",
+                       caption=("Both axes are divided by TV̄, so every scheme's Theorem 5 line is "
+                                "x + y = 1: Decoding-OPT lies on it, Decoding-UNO and typical "
+                                "acceptance (Medusa's rule) above it, truncated SD (top-k, top-p) "
+                                "right of x = 1 — more rejections than lossless SD and a loss "
+                                "besides. The table below compares typical acceptance with "
+                                "Decoding-OPT at equal rejections."))

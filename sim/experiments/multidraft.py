@@ -158,4 +158,9 @@ def multidraft_zoo(data, title):
 
 
 MULTIDRAFT = Experiment("multidraft", multidraft, multidraft_zoo,
-                        "Multi-draft verifiers: root acceptance vs α* and E[N_rej] vs M")
+                        "Multi-draft verifiers: root acceptance vs α* and E[N_rej] vs M",
+                        caption=("Paper, trie, SpecTr and the optimal verifier draw M i.i.d. "
+                                 "drafts: their root acceptance stays at or below the grey α* "
+                                 "band, the optimal verifier on it; swor, greedy and topk draft "
+                                 "otherwise and may exceed it. Bottom middle and right: E[N_rej] "
+                                 "vs M from the exact DP."))
