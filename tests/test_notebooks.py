@@ -11,7 +11,8 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
 def test_notebooks_exist_explore_and_have_a_documented_front_end():
-    assert {path.stem for path in NOTEBOOKS} >= {"quickstart", "batch", "tradeoff", "verifier", "block"}
+    assert {path.stem for path in NOTEBOOKS} >= {"quickstart", "batch", "tradeoff", "verifier",
+                                                 "block"}
     for path in NOTEBOOKS:
         code = "\n".join(cell.source for cell in nbformat.read(path, as_version=4).cells
                          if cell.cell_type == "code")
