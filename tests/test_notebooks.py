@@ -11,7 +11,8 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
 def test_notebooks_exist_explore_and_have_a_documented_front_end():
-    assert {path.stem for path in NOTEBOOKS} >= {"quickstart", "batch", "tradeoff"}
+    assert {path.stem for path in NOTEBOOKS} >= {"quickstart", "batch", "tradeoff", "verifier",
+                                                 "block"}
     for path in NOTEBOOKS:
         code = "\n".join(cell.source for cell in nbformat.read(path, as_version=4).cells
                          if cell.cell_type == "code")
@@ -29,3 +30,8 @@ def test_notebook_runs(path):
     assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")
     NotebookClient(notebook, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(path.parent)}}).execute()
+    # every cell that plots shows its figure (a backend switched to Agg by an import shows none)
+    for cell in notebook.cells:
+        if cell.cell_type == "code" and "plt." in cell.source:
+            assert any("image/png" in output.get("data", {}) for output in cell.outputs), \
+                cell.source.splitlines()[0]

@@ -11,7 +11,7 @@ estimate with no closed form (``passed`` is None).  :func:`running_mean_series` 
 running mean x̄ₖ to log-spaced k with its band x̄ₖ ± 1.96 σ/√k, and
 :func:`running_rejections` is the running-mean experiment of the Fig. 2 family (E[N_rej] of
 one algorithm against its theorem).  :class:`Experiment` is one registration: a name, the
-function that runs it, the one that draws its figure, and the figure's title.
+function that runs it, the one that draws its figure, the figure's title and its caption.
 """
 
 from __future__ import annotations
@@ -62,12 +62,14 @@ class Outcome:
 @dataclass(frozen=True)
 class Experiment:
     """One experiment of the report: ``run(settings, rng)`` makes its :class:`Outcome`,
-    ``draw(outcome.data, title)`` its figure, saved as ``<name>.png`` and ``<name>.pdf``."""
+    ``draw(outcome.data, title)`` its figure, saved as ``<name>.png`` and ``<name>.pdf``;
+    ``caption`` tells the report's reader what to look for in that figure."""
 
     name: str
     run: Callable[[Settings, np.random.Generator], Outcome]
     draw: Callable[[dict, str], object]
     title: str
+    caption: str
 
 
 def mean_row(quantity: str, samples, mean: float, variance: float | None) -> dict:

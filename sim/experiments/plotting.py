@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import os
 import pathlib
+import sys
 
 import matplotlib
 
-matplotlib.use("Agg")
+# Batch runs draw off-screen.  Inside a Jupyter kernel the notebook's backend (inline) stays:
+# switching it to Agg there silently drops every plot of a notebook that imports the experiments.
+if "ipykernel" not in sys.modules:
+    matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import numpy as np

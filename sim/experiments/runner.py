@@ -186,7 +186,8 @@ def write_report(out: pathlib.Path, results: dict, settings: Settings, seed: int
     lines += ["## Figures", ""]
     for name in results:
         lines += [f"### {FIGURES[name][1]}", "", f'<a id="{name}"></a>', "",
-                  f"![{name}](figures/{name}.png)", ""]
+                  f"![{name}](figures/{name}.png)", "",
+                  f"*What to look for:* {REGISTRY[name].caption}", ""]
         markdown = results[name].data.get("markdown", [])  # an experiment's own tables
         lines += [markdown, ""] if isinstance(markdown, str) else markdown
     lines += [
