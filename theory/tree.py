@@ -242,7 +242,7 @@ class TreeSpeculative(RoundLevelAlgorithm):
     >>> q = MarkovLM.homogeneous([[F(1, 3), F(2, 3)]], 4, next_context=[[0, 0]])
     >>> [str(round_accepted_tokens(p, q, TreeSpeculative((2, 1), verifier=v)))
     ...  for v in ("rrs", "traversal")]
-    ['112/81', '13/9']
+    ['35/27', '38/27']
     >>> TreeSpeculative((2, 2)).tree
     (((), ()), ((), ()))
     """
@@ -383,6 +383,8 @@ class TreeSpeculative(RoundLevelAlgorithm):
 
         def expected(shape, context, row):
             key = (shape, context, row)
+            if not shape:
+                return 0 * out[0, 0]
             if key not in cache:
                 total = 0 * out[0, 0]
                 for tokens, prob in _children(draft.probs[row, context], self.sampling,
