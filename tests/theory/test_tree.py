@@ -281,7 +281,8 @@ def test_round_accepted_tokens_against_enumeration(algorithm):
 
 
 @pytest.mark.parametrize("algorithm", [
-    Speculative(window=2), BlockSpeculative(2), AdaptiveSpeculative(ThresholdStopping(F(1, 2)), max_window=2),
+    Speculative(window=2), BlockSpeculative(2),
+    AdaptiveSpeculative(ThresholdStopping(F(1, 2)), max_window=2),
     TreeSpeculative((2, 1), sampling="topk"), TreeSpeculative((2, 1), verifier="traversal"),
 ], ids=repr)
 def test_round_accepted_tokens_with_a_final_token_is_the_round_length_minus_one(algorithm):
