@@ -214,7 +214,7 @@ class TreeSpeculative(RoundLevelAlgorithm):
     token); ``branching=(k,)`` with rrs has the root law of ``BatchSpeculative(k, v)`` with v =
     "paper" ("iid"), "swor", "topk", and ``(k,) + (1,)*(T − 1)`` with "iid" ("swor") is
     ``BatchSpeculative(k, "paper")`` (``"swor"``) exactly; traversal on a single path is
-    ``BlockSpeculative(d)``.
+    ``BlockSpeculative(d)`` (on the greedy draft for "topk") and at one level it is rrs.
 
     Parameters
     ----------
