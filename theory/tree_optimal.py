@@ -83,8 +83,8 @@ __all__ = [
     "SAMPLINGS",
     "TreeLP",
     "cut_shape",
-    "drafted_tries",
     "drafted_trees",
+    "drafted_tries",
     "match_coupling_acceptance",
     "optimal_tree_acceptance",
     "optimal_tree_lp",
@@ -292,7 +292,7 @@ def trie_of(rows: _Rows, tree, bonus: bool):
 
     def walk(nodes, prefix):
         for token, sub in nodes:
-            string = prefix + (token,)
+            string = (*prefix, token)
             extra, plain = marks.get(string, (False, False))
             if sub:
                 extra = True
@@ -422,8 +422,8 @@ def _string_probabilities(rows: _Rows, length: int):
         for string, context in frontier:
             for x, value in enumerate(rows.q(depth, context)):
                 if value > 0:
-                    probs[string + (x,)] = probs[string] * value
-                    following.append((string + (x,), rows.step(context, x)))
+                    probs[(*string, x)] = probs[string] * value
+                    following.append(((*string, x), rows.step(context, x)))
         frontier = following
     return probs
 
@@ -433,8 +433,8 @@ def _outputs(marks, vocab: int, qprob):
     out = []
     for string, (extra, plain) in marks:
         if extra:
-            out.extend((string + (y,), len(string)) for y in range(vocab)
-                       if string + (y,) in qprob)
+            out.extend(((*string, y), len(string)) for y in range(vocab)
+                       if (*string, y) in qprob)
         if plain and string in qprob:
             out.append((string, len(string)))
     return out
@@ -528,9 +528,9 @@ def optimal_tree_lp(draft: MarkovLM, target: MarkovLM, tree, *, position: int = 
     for u in r_strings:
         entries.append((row_of[u], r_col[u], 1.0))
         for x in range(rows.vocab):
-            if u + (x,) in row_of:
-                entries.append((row_of[u + (x,)], r_col[u],
-                                -float(qprob[u + (x,)] / qprob[u])))
+            if (*u, x) in row_of:
+                entries.append((row_of[(*u, x)], r_col[u],
+                                -float(qprob[(*u, x)] / qprob[u])))
     rhs = [float(prob) for _, prob in tries] + [float(qprob[u]) if len(u) == 1 else 0.0
                                                  for u in strings]
     from scipy.sparse import csr_matrix
