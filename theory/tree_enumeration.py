@@ -123,7 +123,8 @@ def _rrs(rows, nodes, prefix, depth, context, sampling, bonus):
 def _traversal(rows, nodes, prefix, depth, context, pi, q_tilde, sampling, bonus, leaf):
     """Outputs of traversal verification inside the subtree of ``prefix`` entered with
     state (π, q̃); the root (depth 0) is accepted when its children are all deleted."""
-    p_row, used, reach, out = rows.p(depth, context), [], rows.one, []
+    p_row = rows.p(depth, context) if nodes else None
+    used, reach, out = [], rows.one, []
     for token, sub in nodes:
         p_j = _draw_law(p_row, used, token, sampling)
         child = rows.step(context, token)

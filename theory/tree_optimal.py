@@ -399,7 +399,8 @@ class TreeLP:
     checked), else the float of the primal solve; ``dual_value``: the float optimum of the dual
     formulation (an independent LP); ``upper_bound``: the exact dual objective of the rational
     prices (a rigorous bound for exact models, equal to ``value`` when certified);
-    ``coupling``: {(trie index, emitted string): probability} of one optimal verifier,
+    ``coupling``: {(trie index, emitted string, accepted drafts): probability} of one optimal
+    verifier (exact when certified),
     ``tries``: the tries with their probabilities; sizes of the LP.
     """
 
@@ -561,18 +562,22 @@ def optimal_tree_lp(draft: MarkovLM, target: MarkovLM, tree, *, position: int = 
     value, dual_value = -float(primal.fun), float(dual.fun)
     if abs(value - dual_value) > 1e-7 * max(1.0, abs(value)):
         raise ValueError(f"the tree LP and its dual disagree: {value} vs {dual_value}")
-    coupling = {(d, s): float(v) for (d, s, _), v in zip(columns, primal.x, strict=False)
+    coupling = {columns[j]: float(v) for j, v in enumerate(primal.x[:len(columns)])
                 if v > _SUPPORT_TOL}
     certified, exact_value, upper = False, value, dual_value
     if rows.exact:
-        exact_value, upper, certified = _certify(tries, columns, r_strings, strings, qprob,
-                                                 full, primal.x, dual.x, rows)
+        exact_value, upper, exact_coupling = _certify(tries, columns, r_strings, strings,
+                                                      qprob, full, primal.x, dual.x)
+        certified = upper is not None and exact_value == upper
+        if certified:
+            coupling = exact_coupling
     return TreeLP(exact_value if certified else value, dual_value, certified, upper,
                   n_vars, n_rows, tuple(tries), coupling)
 
 
-def _certify(tries, columns, r_strings, strings, qprob, full, x, y, rows):
-    """(exact primal value, exact dual bound, equal?) from the float vertex and prices."""
+def _certify(tries, columns, r_strings, strings, qprob, full, x, y):
+    """(exact primal value, exact dual bound, exact coupling) from the float vertex and prices
+    (None where the rational solve fails)."""
     support = [j for j, v in enumerate(x[:len(columns)]) if v > _SUPPORT_TOL]
     equations = [({j: 1 for j in support if columns[j][0] == d}, prob)
                  for d, (_, prob) in enumerate(tries)]
@@ -589,7 +594,7 @@ def _certify(tries, columns, r_strings, strings, qprob, full, x, y, rows):
     unknowns = support + [("r", u) for u in r_strings]
     solution = _solve_exact(equations, unknowns)
     if solution is None or any(solution[j] < 0 for j in support):
-        return None, None, False
+        return None, None, None
     lower = sum((columns[j][2] * solution[j] for j in support), Fraction(0))
 
     # prices: every support output ties for the maximum of its trie
@@ -613,8 +618,9 @@ def _certify(tries, columns, r_strings, strings, qprob, full, x, y, rows):
     defaults = {x: Fraction(float(y[len(tries) + i])).limit_denominator(10 ** 12)
                 for i, x in enumerate(f_vars)}
     prices = _solve_exact(ties, f_vars, defaults)
+    coupling = {columns[j]: solution[j] for j in support if solution[j] != 0}
     if prices is None:
-        return lower, None, False
+        return lower, None, coupling
     mu = {}
     for s in {s for _, s, _ in columns}:
         mu[s] = sum((w * prices[v] for v, w in mu_terms(s).items()), Fraction(0))
@@ -623,7 +629,7 @@ def _certify(tries, columns, r_strings, strings, qprob, full, x, y, rows):
         best[d] = max(best.get(d, c - mu[s]), c - mu[s])
     upper = sum((prob * best[d] for d, (_, prob) in enumerate(tries)), Fraction(0)) \
         + sum((qprob[v] * prices[v] for v in full), Fraction(0))
-    return lower, upper, lower == upper
+    return lower, upper, coupling
 
 
 def optimal_tree_acceptance(draft: MarkovLM, target: MarkovLM, tree, *, position: int = 0,

@@ -301,8 +301,8 @@ def optimal_tree_shape(draft: MarkovLM, target: MarkovLM, n_nodes: int, *, sampl
     >>> from theory.tree_shapes import optimal_tree_shape
     >>> p = MarkovLM.homogeneous([[F(2, 3), F(1, 3)]], 3, next_context=[[0, 0]])
     >>> q = MarkovLM.homogeneous([[F(1, 3), F(2, 3)]], 3, next_context=[[0, 0]])
-    >>> optimal_tree_shape(p, q, 2, sampling="swor", verifier="rrs")  # both tokens at the root
-    (((), ()), Fraction(1, 1))
+    >>> optimal_tree_shape(p, q, 2, sampling="swor", verifier="rrs")  # a path beats 2 children
+    ((((),),), Fraction(10, 9))
     """
     if sampling not in SAMPLINGS:
         raise ValueError(f"sampling must be one of {SAMPLINGS}; got {sampling!r}")
