@@ -42,7 +42,7 @@ search of :mod:`theory.tree_shapes`; the tests check the two agree.
 
 from __future__ import annotations
 
-from theory.tree_optimal import (
+from theory.tree_drafts import (
     _leaf_plain,
     _Rows,
     _start_contexts,

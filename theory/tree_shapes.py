@@ -36,14 +36,9 @@ import math
 from fractions import Fraction
 
 from theory.models import MarkovLM
+from theory.tree_drafts import SAMPLINGS, _Rows, shape_size
 from theory.tree_enumeration import _draw_law, _ratio_accept, _residual, verifier_value
-from theory.tree_optimal import (
-    DEFAULT_MAX_VARIABLES,
-    SAMPLINGS,
-    _Rows,
-    optimal_tree_lp,
-    shape_size,
-)
+from theory.tree_optimal import DEFAULT_MAX_VARIABLES, optimal_tree_lp
 
 __all__ = [
     "DEFAULT_MAX_SHAPES",

@@ -10,6 +10,7 @@ import pytest
 import theory.tree_enumeration as enumeration
 from theory import BatchSpeculative, BlockSpeculative, MarkovLM, root_acceptance
 from theory.multidraft import optimal_multidraft_acceptance
+from theory.tree_drafts import shape_from_branching
 from theory.tree_enumeration import (
     expected_accepted,
     is_lossless,
@@ -21,7 +22,6 @@ from theory.tree_optimal import (
     match_coupling_acceptance,
     optimal_tree_acceptance,
     optimal_tree_lp,
-    shape_from_branching,
 )
 from theory.tree_shapes import (
     enumerate_shapes,
