@@ -2,6 +2,7 @@
 search: exact checks against the known optima (block verification on a path, α* at a root),
 losslessness in rationals, and negative controls."""
 
+import itertools
 from fractions import Fraction as F
 
 import numpy as np
@@ -85,24 +86,34 @@ def test_single_path_optimum_is_block_verification(window, position, bonus):
                               context=context) == block
 
 
+def _alpha_star(p_row, q_row, k):
+    """α* = 1 + min over every token set H of [q(H) − p(H)^k] (Khisti et al. 2024), exactly."""
+    tokens = range(len(p_row))
+    return 1 + min(sum((q_row[x] for x in h), F(0)) - sum((p_row[x] for x in h), F(0)) ** k
+                   for size in range(len(p_row) + 1)
+                   for h in itertools.combinations(tokens, size))
+
+
 @pytest.mark.parametrize("k", [2, 3])
 def test_root_optimum_is_the_multidraft_optimum(k):
-    """(k,) with i.i.d. drafts: the LP is α* = 1 + min_H [q(H) − p(H)^k] (Khisti et al.)."""
+    """(k,) with i.i.d. drafts: the LP is α* exactly; every root verifier of the package is at
+    most the LP optimum of its own drafting rule."""
     for draft, target in ((P2, Q2), (P3, Q3)):
         for context in range(draft.n_contexts if draft.is_first_order else 1):
+            p_row, q_row = draft.probs[1, context], target.probs[1, context]
             lp = optimal_tree_lp(draft, target, (k,), context=context, position=1)
-            assert lp.certified
-            alpha = optimal_multidraft_acceptance(np.asarray(draft.probs[1, context], float),
-                                                  np.asarray(target.probs[1, context], float),
-                                                  k)
-            assert float(lp.value) == pytest.approx(float(alpha), abs=1e-12)
+            assert lp.certified and lp.value == _alpha_star(p_row, q_row, k)
+            assert float(optimal_multidraft_acceptance(np.asarray(p_row, float),
+                                                       np.asarray(q_row, float), k)) \
+                == pytest.approx(float(lp.value), abs=1e-12)
             for verifier, sampling in (("paper", "iid"), ("trie", "iid"), ("swor", "swor"),
-                                       ("topk", "topk")):  # each root verifier ≤ its optimum
-                root = root_acceptance(draft.probs[1, context], target.probs[1, context],
-                                       BatchSpeculative(k, verifier=verifier))
+                                       ("topk", "topk")):
+                root = root_acceptance(p_row, q_row, BatchSpeculative(k, verifier=verifier))
                 optimum = optimal_tree_lp(draft, target, (k,), context=context, position=1,
                                           sampling=sampling)
                 assert optimum.certified and root <= optimum.value
+            spectr = root_acceptance(p_row, q_row, BatchSpeculative(k, verifier="spectr"))
+            assert float(spectr) <= float(lp.value) + 1e-12  # ρ* is a float root
 
 
 SHAPES = [(2, 1), (1, 2), (2, 2), (3, 1), (((), ()), ())]
