@@ -454,6 +454,21 @@ def traversal_optimality_search(pairs, shapes, *, samplings=("swor",), position:
         ``smallest_counterexample``: the first record (fewest nodes, then vocabulary, then the
         order given) with a positive traversal gap, or None; ``n_rounds``; ``uncertified``;
         ``records``: every (pair index, shape, sampling, optimum, traversal, rrs).
+
+    Examples
+    --------
+    The smallest counterexample on the grid of :func:`exact_instance_grid` (V = 2, one
+    context, entries in quarters): on a path traversal is block verification and optimal; on
+    branching (2, 1) with drafts without replacement it is not.
+
+    >>> from fractions import Fraction as F
+    >>> from theory import MarkovLM
+    >>> from theory.tree_shapes import traversal_optimality_search
+    >>> p = MarkovLM.homogeneous([[F(1, 4), F(3, 4)]], 2, next_context=[[0, 0]])
+    >>> q = MarkovLM.homogeneous([[F(1, 2), F(1, 2)]], 2, next_context=[[0, 0]])
+    >>> found = traversal_optimality_search([(p, q)], [(1, 1), (2, 1)])
+    >>> [(r["shape"], str(r["optimum"]), str(r["traversal"])) for r in found["records"]]
+    [((1, 1), '5/4', '5/4'), ((2, 1), '31/16', '29/16')]
     """
     records, uncertified = [], 0
     pairs = list(pairs)
