@@ -468,7 +468,7 @@ def traversal_optimality_search(pairs, shapes, *, samplings=("swor",), position:
     >>> q = MarkovLM.homogeneous([[F(1, 2), F(1, 2)]], 2, next_context=[[0, 0]])
     >>> found = traversal_optimality_search([(p, q)], [(1, 1), (2, 1)])
     >>> [(r["shape"], str(r["optimum"]), str(r["traversal"])) for r in found["records"]]
-    [((1, 1), '5/4', '5/4'), ((2, 1), '31/16', '29/16')]
+    [((1, 1), '11/8', '11/8'), ((2, 1), '31/16', '29/16')]
     """
     records, uncertified = [], 0
     pairs = list(pairs)
