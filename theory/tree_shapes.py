@@ -325,10 +325,24 @@ def optimal_tree_shape(draft: MarkovLM, target: MarkovLM, n_nodes: int, *, sampl
 
 
 def _count_shapes(n_nodes, max_depth, ordered):
-    if ordered and max_depth >= n_nodes:
-        return math.comb(2 * n_nodes, n_nodes) // (n_nodes + 1)
-    return len(enumerate_shapes(n_nodes, max_depth, ordered=ordered)) \
-        if n_nodes <= 14 else math.comb(2 * n_nodes, n_nodes) // (n_nodes + 1)
+    """Ordered shapes of ``n_nodes`` nodes and depth ≤ ``max_depth`` (counted, not built);
+    the unordered ones are built (small budgets only) or bounded by the ordered count."""
+    memo = {}
+
+    def forests(n, depth):
+        if n == 0:
+            return 1
+        if depth == 0:
+            return 0
+        if (n, depth) not in memo:
+            memo[(n, depth)] = sum(forests(m, depth - 1) * forests(n - 1 - m, depth)
+                                   for m in range(n))
+        return memo[(n, depth)]
+
+    count = forests(n_nodes, max_depth)
+    if not ordered and count <= 100_000:
+        return len(enumerate_shapes(n_nodes, max_depth, ordered=False))
+    return count
 
 
 def sequoia_tree_shape(draft: MarkovLM, target: MarkovLM, n_nodes: int, *,
