@@ -56,6 +56,14 @@ solve, checked non-negative and feasible), the dual prices are solved in rationa
 output of that support ties for the maximum in its trie, and the two exact objectives are
 compared: equal means the rational value is the optimum (``certified=True``).
 
+**Known optima it reproduces** (tests/theory/test_tree_optimal.py, exactly).  On a single path
+(branching (1,)*d) the LP's class — lossless verifiers that see the drafted path and every
+model probability — is the class in which Sun et al. (ICLR 2025, arXiv:2403.10444, Thms. 1–2)
+prove block verification optimal for the on-path probabilities, and Thomas & Pal (2026,
+arXiv:2602.16961, an information-agnostic LP) for off-path ones as well: the LP equals
+:class:`theory.BlockSpeculative`'s expected accepted drafts.  On (k,) with i.i.d. drafts it is
+α* = 1 + min_H [q(H) − p(H)^k] (Khisti et al. 2024, :func:`theory.optimal_multidraft_acceptance`).
+
 **The looser coupling** (:func:`match_coupling_acceptance`): maximizing the expected longest
 match between D and a *full* target sample X ∼ q, over all couplings of D and X, drops the
 stopping-time condition — the match may look at tokens of X after the emitted ones — and
