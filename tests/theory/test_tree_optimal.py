@@ -193,13 +193,19 @@ def test_traversal_is_not_optimal_the_smallest_counterexample():
 
 def test_longest_match_coupling_overstates_the_optimum():
     """Coupling D with a full target sample and counting the longest match drops the
-    stopping-time condition: it is an upper bound, strictly above the LP on this round."""
-    for shape in [(2, 1), (1, 2)]:
-        lp = optimal_tree_lp(P_CE, Q_CE, shape, sampling="iid")
-        match = match_coupling_acceptance(P_CE, Q_CE, shape, sampling="iid")
-        assert match >= float(lp.value) - 1e-12
-    assert match_coupling_acceptance(P_CE, Q_CE, (2, 1)) > \
-        float(optimal_tree_lp(P_CE, Q_CE, (2, 1)).value) + 1e-3
+    stopping-time condition.  On a path of 2 with p = (1/4, 3/4), q = (3/4, 1/4) by hand:
+    P(X₁ = Y₁) ≤ 1 − TV = 1/2 and P(X₁X₂ = Y₁Y₂) ≤ Σ min(p², q²) = 1/2 hold together under
+    the maximal coupling of the pairs, so the match is 1, while block verification (the
+    optimum) accepts 7/8 (its weights: π₁ = (1, 1/3), h₁ = (1, 0))."""
+    p = MarkovLM.homogeneous([[F(1, 4), F(3, 4)]], 3, next_context=[[0, 0]])
+    q = MarkovLM.homogeneous([[F(3, 4), F(1, 4)]], 3, next_context=[[0, 0]])
+    assert optimal_tree_lp(p, q, (1, 1)).value == F(7, 8)
+    assert match_coupling_acceptance(p, q, (1, 1)) == pytest.approx(1.0, abs=1e-12)
+    for shape in [(2, 1), (1, 2)]:  # an upper bound everywhere
+        for sampling in ("iid", "swor"):
+            lp = optimal_tree_lp(P_CE, Q_CE, shape, sampling=sampling)
+            match = match_coupling_acceptance(P_CE, Q_CE, shape, sampling=sampling)
+            assert match >= float(lp.value) - 1e-12
 
 
 def test_lp_refuses_large_problems_with_the_estimate():
