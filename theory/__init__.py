@@ -23,6 +23,7 @@ from theory.exact import (
     expected_walltime,
     rejection_pmf,
     rejection_profile,
+    round_accepted_tokens,
     round_length_pmf,
     target_calls_pmf,
     theorem1_rejections,
@@ -52,6 +53,7 @@ from theory.stopping import (
     ThresholdStopping,
     optimal_stopping_policy,
 )
+from theory.tree import TreeSpeculative
 from theory.tree_optimal import (
     match_coupling_acceptance,
     optimal_tree_acceptance,
@@ -77,6 +79,7 @@ __all__ = [
     "RoundLevelAlgorithm",
     "Speculative",
     "ThresholdStopping",
+    "TreeSpeculative",
     "TruncatedSpeculative",
     "TypicalAcceptance",
     "UnbiasedSpeculative",
@@ -106,6 +109,7 @@ __all__ = [
     "rejection_profile",
     "residual_distribution",
     "root_acceptance",
+    "round_accepted_tokens",
     "round_length_pmf",
     "sequoia_tree_shape",
     "target_calls_pmf",

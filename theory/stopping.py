@@ -268,6 +268,7 @@ class AdaptiveSpeculative(RoundLevelAlgorithm):
         following = target.next_context
         shape = (window + 2, n_contexts, n_contexts)
         accepted, rejected = zeros_like_kind(shape, exact), zeros_like_kind(shape, exact)
+        from_target = zeros_like_kind(shape, exact)  # plain target steps and bonus tokens
         for s in range(n_contexts):
             for drafted, contexts, prob in _leaves(rule, draft, target, position, s, window,
                                                    budget):
@@ -276,6 +277,7 @@ class AdaptiveSpeculative(RoundLevelAlgorithm):
                     for y, weight in enumerate(target.probs[position, s]):
                         if weight != 0:
                             accepted[1, s, following[s, y]] += prob * weight
+                            from_target[1, s, following[s, y]] += prob * weight
                     continue
                 alive = prob  # P(d) A_i
                 for i, token in enumerate(drafted):
@@ -297,9 +299,10 @@ class AdaptiveSpeculative(RoundLevelAlgorithm):
                     for y, weight in enumerate(target.probs[position + k, contexts[k]]):
                         if weight != 0:
                             accepted[k + 1, s, following[contexts[k], y]] += alive * weight
+                            from_target[k + 1, s, following[contexts[k], y]] += alive * weight
                 else:
                     accepted[k, s, contexts[k]] += alive
-        return RoundLaw(position, accepted, rejected)
+        return RoundLaw(position, accepted, rejected, from_target)
 
 
 def _leaves(rule, draft, target, position, context, window, budget):

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 import theory.tree_enumeration as enumeration
-from theory import BatchSpeculative, BlockSpeculative, MarkovLM, root_acceptance
+from theory import (
+    BatchSpeculative,
+    BlockSpeculative,
+    MarkovLM,
+    TreeSpeculative,
+    root_acceptance,
+    round_accepted_tokens,
+)
 from theory.multidraft import optimal_multidraft_acceptance
 from theory.tree_drafts import shape_from_branching
 from theory.tree_enumeration import (
@@ -259,3 +266,25 @@ def test_instance_grid_is_deterministic_and_exact():
     pairs = exact_instance_grid(2)
     assert len(pairs) == 6 and all(p.is_exact and q.is_exact for p, q in pairs)
     assert len(exact_instance_grid(2, first_order=True)) == 6
+
+
+@pytest.mark.parametrize("verifier", ["rrs", "traversal"])
+def test_independent_values_agree_with_the_tree_family(verifier):
+    """The enumerations here are written apart from theory.tree; the two agree exactly, and
+    the LP bounds TreeSpeculative's rounds (bonus or not, every start)."""
+    for shape in [(2, 1), (1, 2), (((), ()), ()), ((), ((), ()))]:
+        for sampling in ("iid", "swor", "topk"):
+            for bonus in (True, False):
+                regular = all(isinstance(k, int) for k in shape)
+                algorithm = TreeSpeculative(shape if regular else None,
+                                            shape=None if regular else shape,
+                                            sampling=sampling, verifier=verifier, bonus=bonus)
+                for position, context in ((0, 0), (1, 1), (2, 0)):
+                    theirs = round_accepted_tokens(P2, Q2, algorithm, position=position,
+                                                   context=context)
+                    law = round_output_law(P2, Q2, algorithm, verifier, position=position,
+                                           context=context)
+                    assert expected_accepted(law) == theirs
+                    optimum = optimal_tree_lp(P2, Q2, algorithm, position=position,
+                                              context=context)
+                    assert optimum.certified and theirs <= optimum.value
