@@ -112,9 +112,9 @@ def _rrs(rows, nodes, prefix, depth, context, sampling, bonus):
                      _leaf_outputs(rows, 1, (*prefix, token), depth + 1, child, bonus))
             out += [(reach * accept * w, s, c) for w, s, c in inner]
         reach = reach * (1 - accept)
-        if reach == 0:
-            return out
         gap, mass = _residual(1, q_j, p_j)
+        if reach == 0 or mass == 0:  # mass 0 only with float rounding (accept ≈ 1): no mass left
+            return out
         q_j = tuple(g / mass for g in gap)
         used.append(token)
     return out + _emit(rows, reach, prefix, depth, q_j, depth)
@@ -279,9 +279,9 @@ def _rrs_value(rows, shape, depth, context, sampling, memo):
                         if shape[j] else 0)
                 total = total + reach * accept * child_values[(j, token)]
             reach = reach * (1 - accept)
-            if reach == 0:
-                break
             gap, mass = _residual(1, q_j, p_j)
+            if reach == 0 or mass == 0:  # mass 0: float rounding of accept ≈ 1
+                break
             q_j = tuple(g / mass for g in gap)
             used.append(token)
     memo[key] = total

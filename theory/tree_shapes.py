@@ -120,8 +120,8 @@ def _rank_weights(rows, depth, context, sampling, ranks):
                 p_j = _draw_law(p_row, used, token, sampling)
                 accept = _ratio_accept(1, q_j[token], p_j[token])
                 weights[j][token] += reach * prob * accept
-                if accept != 1:
-                    gap, mass = _residual(1, q_j, p_j)
+                gap, mass = _residual(1, q_j, p_j)
+                if accept != 1 and mass != 0:  # mass 0: float rounding of accept ≈ 1
                     key = ((*used, token) if sampling != "iid" else (),
                            tuple(g / mass for g in gap))
                     following[key] = following.get(key, zero) + reach * prob * (1 - accept)

@@ -288,3 +288,18 @@ def test_independent_values_agree_with_the_tree_family(verifier):
                     optimum = optimal_tree_lp(P2, Q2, algorithm, position=position,
                                               context=context)
                     assert optimum.certified and theirs <= optimum.value
+
+
+def test_float_models_where_acceptance_rounds_to_one():
+    """On the Fig. 2 chains, the last of 7 drafts without replacement has p_j = 1 and
+    min(1, q_j/p_j) < 1 while [q_j − p_j]₊ is 0 in floats: the recursions, the shape DP's
+    weights and the enumeration must not divide by that empty residual."""
+    from sim.models import fig2_pair
+
+    draft, target = fig2_pair(2)
+    value = verifier_value(draft, target, (7,), "rrs", sampling="swor", context=0)
+    accept = positional_acceptance(draft, target, 7, sampling="swor", context=0)
+    assert value == pytest.approx(float(sum(accept)), abs=1e-12)
+    law = round_output_law(draft, target, (7,), "rrs", sampling="swor", context=0)
+    assert is_lossless(draft, target, law, tolerance=1e-12)
+    assert expected_accepted(law) == pytest.approx(value, abs=1e-12)
