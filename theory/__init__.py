@@ -61,6 +61,7 @@ from theory.tree_optimal import (
 )
 from theory.tree_shapes import (
     optimal_tree_shape,
+    sequoia_gap,
     sequoia_tree_shape,
     traversal_optimality_search,
 )
@@ -111,6 +112,7 @@ __all__ = [
     "root_acceptance",
     "round_accepted_tokens",
     "round_length_pmf",
+    "sequoia_gap",
     "sequoia_tree_shape",
     "target_calls_pmf",
     "theorem1_rejections",

@@ -48,6 +48,7 @@ __all__ = [
     "exact_instance_grid",
     "optimal_tree_shape",
     "positional_acceptance",
+    "sequoia_gap",
     "sequoia_tree_shape",
     "shape_value",
     "traversal_optimality_search",
@@ -401,6 +402,55 @@ def sequoia_tree_shape(draft: MarkovLM, target: MarkovLM, n_nodes: int, *,
 
     value, shape = forest(0, n_nodes, depth_limit)
     return shape, value
+
+
+def sequoia_gap(draft: MarkovLM, target: MarkovLM, n_nodes: int, *, sampling: str,
+                verifier: str, position: int = 0, context: int = 0,
+                max_shapes: int = DEFAULT_MAX_SHAPES,
+                max_variables: int = DEFAULT_MAX_VARIABLES) -> dict:
+    r"""The exact optimal shape against Sequoia's, both valued exactly under ``verifier``.
+
+    Parameters
+    ----------
+    draft, target : MarkovLM
+        p and q (compatible).
+    n_nodes : int >= 1
+        The node budget.
+    sampling : {"iid", "swor", "topk"}
+        Drafting rule (also of Sequoia's acceptance vector).
+    verifier : {"rrs", "traversal", "optimal"}
+        The verifier both shapes are valued under.
+    position, context : int
+        The round's start (n, s).
+    max_shapes, max_variables : int
+        Limits of :func:`optimal_tree_shape`.
+
+    Returns
+    -------
+    dict
+        ``optimal_shape``, ``optimal_value``, ``sequoia_shape``, ``sequoia_value`` and
+        ``gap`` = optimal − Sequoia (≥ 0; exact for exact models).
+
+    Examples
+    --------
+    >>> from fractions import Fraction as F
+    >>> from theory import MarkovLM
+    >>> from theory.tree_shapes import sequoia_gap
+    >>> p = MarkovLM.homogeneous([[F(2, 3), F(1, 3)]], 3, next_context=[[0, 0]])
+    >>> q = MarkovLM.homogeneous([[F(1, 3), F(2, 3)]], 3, next_context=[[0, 0]])
+    >>> sequoia_gap(p, q, 3, sampling="iid", verifier="rrs")["gap"]
+    Fraction(0, 1)
+    """
+    shape, value = optimal_tree_shape(draft, target, n_nodes, sampling=sampling,
+                                      verifier=verifier, position=position, context=context,
+                                      max_shapes=max_shapes, max_variables=max_variables)
+    sequoia, _ = sequoia_tree_shape(draft, target, n_nodes, sampling=sampling,
+                                    position=position, context=context)
+    sequoia_value = shape_value(draft, target, sequoia, verifier=verifier, sampling=sampling,
+                                position=position, context=context,
+                                max_variables=max_variables)
+    return {"optimal_shape": shape, "optimal_value": value, "sequoia_shape": sequoia,
+            "sequoia_value": sequoia_value, "gap": value - sequoia_value}
 
 
 # ---------------------------------------------------------------------------- the search

@@ -36,6 +36,7 @@ from theory.tree_shapes import (
     exact_instance_grid,
     optimal_tree_shape,
     positional_acceptance,
+    sequoia_gap,
     sequoia_tree_shape,
     shape_value,
     traversal_optimality_search,
@@ -303,3 +304,17 @@ def test_float_models_where_acceptance_rounds_to_one():
     law = round_output_law(draft, target, (7,), "rrs", sampling="swor", context=0)
     assert is_lossless(draft, target, law, tolerance=1e-12)
     assert expected_accepted(law) == pytest.approx(value, abs=1e-12)
+
+
+@pytest.mark.parametrize("sampling", ["iid", "swor"])
+def test_optimal_shape_dominates_every_verifier_s_best_shape(sampling):
+    """max over shapes of the LP ≥ max over shapes of rrs and of traversal (shape by shape
+    the LP dominates); the unordered search of "iid" finds the ordered optimum."""
+    _, optimum = optimal_tree_shape(P2, Q2, 3, sampling=sampling, verifier="optimal")
+    for verifier in ("rrs", "traversal"):
+        assert optimal_tree_shape(P2, Q2, 3, sampling=sampling, verifier=verifier)[1] <= optimum
+    every = max(optimal_tree_lp(P2, Q2, shape, sampling=sampling).value
+                for shape in enumerate_shapes(3, 3))
+    assert every == optimum
+    found = sequoia_gap(P2, Q2, 3, sampling=sampling, verifier="optimal")
+    assert found["gap"] >= 0 and found["optimal_value"] == optimum
