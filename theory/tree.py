@@ -183,8 +183,8 @@ def child_draft_law(p, sampling: str, drawn, index: int):
     >>> p = np.array([F(1, 2), F(1, 4), F(1, 4)], dtype=object)
     >>> [str(v) for v in child_draft_law(p, "swor", (0,), 1)]
     ['0', '1/2', '1/2']
-    >>> child_draft_law(p, "topk", (0, 1), 2).tolist()  # the 3rd most probable token
-    [0, 0, 1]
+    >>> [str(v) for v in child_draft_law(p, "topk", (0, 1), 2)]  # the 3rd most probable
+    ['0', '0', '1']
     """
     p = np.asarray(p)
     if sampling == "iid":
@@ -214,7 +214,7 @@ class TreeSpeculative(RoundLevelAlgorithm):
     token); ``branching=(k,)`` with rrs has the root law of ``BatchSpeculative(k, v)`` with v =
     "paper" ("iid"), "swor", "topk", and ``(k,) + (1,)*(T − 1)`` with "iid" ("swor") is
     ``BatchSpeculative(k, "paper")`` (``"swor"``) exactly; traversal on a single path is
-    ``BlockSpeculative(d)``.
+    ``BlockSpeculative(d)`` (on the greedy draft for "topk") and at one level it is rrs.
 
     Parameters
     ----------
@@ -242,7 +242,7 @@ class TreeSpeculative(RoundLevelAlgorithm):
     >>> q = MarkovLM.homogeneous([[F(1, 3), F(2, 3)]], 4, next_context=[[0, 0]])
     >>> [str(round_accepted_tokens(p, q, TreeSpeculative((2, 1), verifier=v)))
     ...  for v in ("rrs", "traversal")]
-    ['112/81', '13/9']
+    ['35/27', '38/27']
     >>> TreeSpeculative((2, 2)).tree
     (((), ()), ((), ()))
     """
@@ -383,6 +383,8 @@ class TreeSpeculative(RoundLevelAlgorithm):
 
         def expected(shape, context, row):
             key = (shape, context, row)
+            if not shape:
+                return 0 * out[0, 0]
             if key not in cache:
                 total = 0 * out[0, 0]
                 for tokens, prob in _children(draft.probs[row, context], self.sampling,
@@ -578,7 +580,10 @@ def round_law(draft: MarkovLM, target: MarkovLM, algorithm: TreeSpeculative, pos
     >>> q = MarkovLM.homogeneous([[F(1, 3), F(2, 3)]], 3, next_context=[[0, 0]])
     >>> law = round_law(p, q, TreeSpeculative((2,)), 0)  # two i.i.d. drafts, one level
     >>> [str(law.total[k, 0, 0]) for k in range(3)], str(law.rejected[1, 0, 0])
-    (['0', '1/9', '8/9'], '1/9')
+    (['0', '2/9', '7/9'], '2/9')
+
+    (The first draft fails w.p. 1/3; then the residual is (0, 1) and the second draft,
+    token 1 w.p. 1/3, passes: both fail w.p. 1/3 · 2/3 = 2/9, a rejection of one token.)
     """
     check_compatible(draft, target)
     if not isinstance(algorithm, TreeSpeculative):

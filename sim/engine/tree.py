@@ -30,7 +30,7 @@ from theory import MarkovLM, TreeSpeculative
 from theory.multidraft import draft_order
 from theory.onestep import positive_part
 
-__all__: list[str] = []
+__all__ = ["tree_rounds"]
 
 
 class _Node:
@@ -159,14 +159,10 @@ def _traversal(root, algorithm, choose):
         parent.deleted_children += 1
 
 
-def _tree_speculative(algorithm: TreeSpeculative, draft: MarkovLM, target: MarkovLM,
-                      choose) -> Outcome:
-    """Tree speculative decoding: draft a tree lazily, verify it (rrs or traversal)."""
-    if algorithm.verifier not in ("rrs", "traversal"):
-        raise ValueError(f"the reference engine runs tree verifiers 'rrs' and 'traversal'; "
-                         f"{algorithm!r}: the optimal tree verifier is not unique, so it "
-                         "defines no law of tokens to sample")
-    verify = _rrs if algorithm.verifier == "rrs" else _traversal
+def tree_rounds(algorithm: TreeSpeculative, draft: MarkovLM, target: MarkovLM, choose,
+                verify) -> Outcome:
+    """Run tree rounds to the horizon with ``verify(root, algorithm, choose)`` → (accepted
+    tokens, the last node or a residual law, "bonus" or "residual")."""
     trace = _Trace(target, choose)
     while not trace.done:  # one round per iteration: one target call
         trace.target_calls += 1
@@ -176,12 +172,23 @@ def _tree_speculative(algorithm: TreeSpeculative, draft: MarkovLM, target: Marko
         trace.drafted += root.count()
         for token in path:
             trace.emit(token)
-        if kind == "residual":
+        if kind == "residual":  # a correction drawn from a residual: the round's rejection
             trace.emit(choose.categorical(last))
             trace.rejections += 1
         elif algorithm.bonus and not trace.done:
             trace.emit(choose.categorical(target.probs[trace.position, trace.context]))
     return trace.outcome()
+
+
+def _tree_speculative(algorithm: TreeSpeculative, draft: MarkovLM, target: MarkovLM,
+                      choose) -> Outcome:
+    """Tree speculative decoding: draft a tree lazily, verify it (rrs or traversal)."""
+    if algorithm.verifier not in ("rrs", "traversal"):
+        raise ValueError(f"the reference engine runs tree verifiers 'rrs' and 'traversal'; "
+                         f"{algorithm!r}: the optimal tree verifier is not unique, so it "
+                         "defines no law of tokens to sample")
+    verify = _rrs if algorithm.verifier == "rrs" else _traversal
+    return tree_rounds(algorithm, draft, target, choose, verify)
 
 
 register_family(TreeSpeculative, None, _tree_speculative)
