@@ -54,6 +54,17 @@ from theory.stopping import (
     optimal_stopping_policy,
 )
 from theory.tree import TreeSpeculative
+from theory.tree_optimal import (
+    match_coupling_acceptance,
+    optimal_tree_acceptance,
+    optimal_tree_lp,
+)
+from theory.tree_shapes import (
+    optimal_tree_shape,
+    sequoia_gap,
+    sequoia_tree_shape,
+    traversal_optimality_search,
+)
 from theory.windows import WindowPolicy, optimal_window_policy
 
 __all__ = [
@@ -83,9 +94,13 @@ __all__ = [
     "expected_speedup",
     "expected_target_calls",
     "expected_walltime",
+    "match_coupling_acceptance",
     "optimal_multidraft_acceptance",
     "optimal_rejection_distribution",
     "optimal_stopping_policy",
+    "optimal_tree_acceptance",
+    "optimal_tree_lp",
+    "optimal_tree_shape",
     "optimal_window_policy",
     "output_model",
     "pareto_front",
@@ -97,9 +112,12 @@ __all__ = [
     "root_acceptance",
     "round_accepted_tokens",
     "round_length_pmf",
+    "sequoia_gap",
+    "sequoia_tree_shape",
     "target_calls_pmf",
     "theorem1_rejections",
     "theorem3_rejections",
+    "traversal_optimality_search",
     "tv_distance",
     "tv_loss",
     "verifier_tradeoff",
