@@ -95,6 +95,32 @@ def alias_draw(entries, row, vocab_size, u):
 
 
 @njit(inline="always", cache=True)
+def inverse_cdf(weights, offset, size, u):
+    """A draw from the positive entries of ``weights[offset : offset + size]`` (normalized).
+
+    The ordered sum t of the positive entries (x = 0 … size − 1, adding only positive terms),
+    then the first x whose running sum exceeds u · t — the last positive entry if rounding
+    leaves none; 0 when no entry is positive (the callers never ask then).
+    """
+    total = 0.0
+    for x in range(size):
+        weight = weights[offset + x]
+        if weight > 0.0:
+            total += weight
+    goal = u * total
+    running = 0.0
+    chosen = 0
+    for x in range(size):
+        weight = weights[offset + x]
+        if weight > 0.0:
+            running += weight
+            chosen = x
+            if running > goal:
+                return x
+    return chosen
+
+
+@njit(inline="always", cache=True)
 def _start_context(key0, key1, trial, start, start_cdf):
     """The trial's first context: ``start`` (≥ 0), or a draw from the prompt law's CDF."""
     if start >= 0:
