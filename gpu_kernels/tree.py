@@ -62,6 +62,10 @@ class _TreeRun(_Run):
         self.stale = tables.rule == 1
         self.bonus = bool(tables.algorithm.bonus)
         self.tokens_axis = torch.arange(vocab_size, device=device)
+        self.tabulated = tables.acceptance.size > 0
+        self.acceptance = self.floats(tables.acceptance)
+        self.residual = self.alias(tables.residual)
+        self.n_rows = tables.draft_probs.size // vocab_size
 
     def uniform(self, trial, position, slot: int):
         even, odd = philox_pair(trial, self.key, position, slot >> 1, "tensor")
@@ -119,14 +123,15 @@ class _TreeRun(_Run):
 
     # -- verification --------------------------------------------------------------------
     def _update(self, state, mask, node, level, row, factor, child):
-        """G ← [factor·G/S − p_j]₊ of ``node``'s level, p_j the law of ``child`` (its earlier
-        siblings taken for "swor"), where ``mask`` (and the sum > 0); returns the sum."""
+        """G ← [factor · law − p_j]₊ of ``node``'s level, p_j the law of ``child`` (its earlier
+        siblings taken for "swor"), the law falling back to q when the sum is 0; where
+        ``mask`` (never under the stale rule).  Returns the sum."""
         torch = _torch()
-        token, mass, levels, scale, is_target = (state[k] for k in
-                                                 ("token", "mass", "levels", "scale", "is_target"))
+        token, mass, levels, inverse, is_target = (
+            state[k] for k in ("token", "mass", "levels", "inverse", "is_target"))
         index = torch.arange(node.numel(), device=self.device)
         p_rows, q_rows = self.p.index_select(0, row), self.q.index_select(0, row)
-        own_levels, own_scale = levels[index, level], scale[index, level]
+        own_levels, own_inverse = levels[index, level], inverse[index, level]
         own_target = is_target[index, level]
         law_token, law_mass = _at(token, child), _at(mass, child)
         taken = torch.zeros_like(p_rows, dtype=torch.bool)
@@ -137,21 +142,25 @@ class _TreeRun(_Run):
                 earlier = (first + i < child)[:, None]
                 taken |= (_at(token, sibling)[:, None] == self.tokens_axis) & earlier
         total = torch.zeros_like(law_mass)
-        gaps = torch.empty_like(p_rows)
+        kept = torch.empty_like(p_rows)
         for x in range(p_rows.shape[1]):
-            value = torch.where(own_target, q_rows[:, x], own_levels[:, x] / own_scale)
-            if self.sampling == 2:
-                law = torch.where(law_token == x, 1.0, 0.0)
-            else:
+            value = torch.where(own_target, q_rows[:, x], own_levels[:, x] * own_inverse)
+            if self.sampling == 0:
+                law = p_rows[:, x]
+            elif self.sampling == 1:
                 law = torch.where(taken[:, x], 0.0, p_rows[:, x] / law_mass)
+            else:
+                law = torch.where(law_token == x, 1.0, 0.0)
             gap = factor * value - law
-            gaps[:, x] = gap
-            total = total + torch.where(gap > 0.0, gap, 0.0)
-        write = mask & (total > 0.0)
+            kept[:, x] = torch.where(gap > 0.0, gap, 0.0)
+            total = total + kept[:, x]
         if not self.stale:
-            levels[index, level] = torch.where(write[:, None], gaps.clamp(min=0.0), own_levels)
-            scale[index, level] = torch.where(write, total, own_scale)
-            is_target[index, level] = own_target & ~write
+            positive = total > 0.0
+            levels[index, level] = torch.where(mask[:, None], kept, own_levels)
+            inverse[index, level] = torch.where(
+                mask, torch.where(positive, 1.0 / torch.where(positive, total, 1.0), 1.0),
+                own_inverse)
+            is_target[index, level] = torch.where(mask, ~positive, own_target)
         return total
 
     def _walk(self, trial, start, active, drafted):
@@ -166,11 +175,11 @@ class _TreeRun(_Run):
         state = {"token": token, "mass": mass,
                  "levels": torch.zeros((n, depth_max + 1, vocab_size), dtype=torch.float64,
                                        device=self.device),
-                 "scale": torch.ones((n, depth_max + 1), dtype=torch.float64,
-                                     device=self.device),
+                 "inverse": torch.ones((n, depth_max + 1), dtype=torch.float64,
+                                       device=self.device),
                  "is_target": torch.ones((n, depth_max + 1), dtype=torch.bool,
                                          device=self.device)}
-        levels, scale, is_target = state["levels"], state["scale"], state["is_target"]
+        levels, inverse, is_target = state["levels"], state["inverse"], state["is_target"]
         alpha = torch.ones((n, flat.size), dtype=torch.float64, device=self.device)
         done = torch.zeros((n, flat.size), dtype=torch.int64, device=self.device)
         u = torch.zeros(n, dtype=torch.int64, device=self.device)
@@ -185,11 +194,12 @@ class _TreeRun(_Run):
             if self.sampling == 2:
                 law = torch.ones(n, dtype=torch.float64, device=self.device)
             else:
-                law = self.p.index_select(0, row).gather(1, x[:, None])[:, 0] / _at(mass, c)
+                law = self.p.index_select(0, row).gather(1, x[:, None])[:, 0]
+                law = law / _at(mass, c) if self.sampling == 1 else law
             value = torch.where(is_target[index, level],
                                 self.q.index_select(0, row).gather(1, x[:, None])[:, 0],
                                 levels[index, level].gather(1, x[:, None])[:, 0]
-                                / scale[index, level])
+                                * inverse[index, level])
             ratio = value / law
             if self.verifier == 1:  # traversal
                 product = _at(alpha, u) * ratio
@@ -212,10 +222,16 @@ class _TreeRun(_Run):
                 u = torch.where(delete, w, u)
                 walking = walking & ~keep
             else:  # rrs
-                accept = has_child & (_at(test, c) < ratio)
+                if self.tabulated:
+                    at = (i.clamp(max=int(self.flat.n_children.max()) - 1) * self.n_rows + row) \
+                        * vocab_size + x
+                    accept = has_child & (_at(test, c) < self.acceptance.index_select(0, at))
+                else:
+                    accept = has_child & (_at(test, c) < ratio)
                 reject = has_child & ~accept
-                ones = torch.ones(n, dtype=torch.float64, device=self.device)
-                self._update(state, reject, u, level, row, ones, c)
+                if not self.tabulated:
+                    ones = torch.ones(n, dtype=torch.float64, device=self.device)
+                    self._update(state, reject, u, level, row, ones, c)
                 _put(done, u, reject, i + 1)
                 moved = accept
                 walking = walking & has_child
@@ -223,7 +239,7 @@ class _TreeRun(_Run):
             child_level = (level + 1).clamp(max=depth_max)
             _put(done, c, moved, torch.zeros_like(i))
             is_target[index, child_level] = is_target[index, child_level] | moved
-            scale[index, child_level] = torch.where(moved, 1.0, scale[index, child_level])
+            inverse[index, child_level] = torch.where(moved, 1.0, inverse[index, child_level])
             u = torch.where(moved, c, u)
         return u, state
 
@@ -269,10 +285,15 @@ class _TreeRun(_Run):
             row = position.clamp(max=horizon - 1) * stride + context
             terms = torch.where(state["is_target"][index, level][:, None],
                                 self.q.index_select(0, row), state["levels"][index, level])
-            residual = active & (_at(kids, end) > 0)
+            children = _at(kids, end)
+            residual = active & (children > 0)
             bonus = active & ~residual & (position < horizon) & self.bonus
-            final = torch.where(residual, inverse_cdf(terms, u_last),
-                                self.target.draw(row, u_last).long())
+            if self.tabulated:
+                rejection = self.residual.draw((children - 1).clamp(min=0) * self.n_rows + row,
+                                               u_last).long()
+            else:
+                rejection = inverse_cdf(terms, u_last)
+            final = torch.where(residual, rejection, self.target.draw(row, u_last).long())
             context, position = self.emit_last(tokens, record_tokens, residual | bonus,
                                                position, context, final)
             rejections += residual

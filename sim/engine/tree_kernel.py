@@ -30,21 +30,22 @@ mass from a table built on the exact rows (ties to the lower index, as
 :func:`theory.multidraft.draft_order`), −1 when there is none.
 
 **Verification state.**  The target law a node verifies against (rrs: q_j; traversal: M_b)
-is kept per depth level as an unnormalized vector G and a scale S (law = G/S): the target row
-itself (a flag, S = 1) until the first update, after which G = [a·G/S − p_j]₊ (a = 1 for rrs,
-p_α of the node for traversal) and S its ordered sum Σ_x in order x = 0 … V − 1 of the positive
-terms.  If that sum is 0 (probability 0 in exact arithmetic) the law is left as it was.  The
-arithmetic, in float64, that the torch engine repeats operation by operation:
+is kept per depth level as an unnormalized vector G and the inverse 1/S of its sum (law =
+G · (1/S)): the target row itself (a flag) until the first update, after which
+G = [a · law − p_j]₊ (a = 1 for rrs, p_α of the node for traversal) and S = Σ_x G(x) summed in
+order x = 0 … V − 1.  If that sum is 0 (probability 0 in exact arithmetic, or a node that
+p_α = 0 dooms anyway) the law falls back to q, as block verification's residual does.  The
+arithmetic, in float64, that the torch engine repeats operation by operation (p_j(x) = p(x)
+for "iid", 0 on the taken tokens and p(x)/m elsewhere for "swor", [x = c] for "topk"):
 
-* rrs: child c (token x, law p_j) of node u passes when u_c < (G_u(x)/S_u) / p_j(x)
-  (p_j(x) = p(x)/m, with m = 1 for "iid"; 1 for "topk");
-* traversal: p_α(c) = min(1, p_α(u) · ((G_u(x)/S_u) / p_j(x))) when c is first reached; a leaf
-  c ≠ root is kept when u_c < p_α(c), else deleted: its parent w's G_w, S_w are updated with
+* rrs: child c (token x) of node u passes when u_c < law_u(x) / p_j(x);
+* traversal: p_α(c) = min(1, p_α(u) · (law_u(x) / p_j(x))) when c is first reached; a leaf
+  c ≠ root is kept when u_c < p_α(c), else deleted: its parent w's level is updated with
   a = p_α(w) and p_α(w) ← S / (S + (1 − p_α(w))), 1 when that denominator is 0; the root is
   kept without a test (p_α = 1);
-* the final token: when the last node kept has drafted children (all rejected or deleted), a
-  draw by :func:`sim.engine.compiled.inverse_cdf` over its level's G (a rejection); else a
-  bonus alias draw from q when ``bonus`` and a position remains.
+* the final token: when the node where the round ends has drafted children (all rejected or
+  deleted), a draw by :func:`sim.engine.compiled.inverse_cdf` over its level's G (or q), a
+  rejection; else a bonus alias draw from q when ``bonus`` and a position remains.
 
 On a chain (``branching=(1,)*d``) traversal makes exactly block verification's operations with
 its slots, so ``TreeSpeculative((1,)*d, verifier="traversal")`` returns the arrays of
@@ -67,13 +68,13 @@ from sim.engine.compiled import (
     _start_context,
     alias_draw,
     inverse_cdf,
-    uniform,
     uniform_pair,
 )
-from sim.engine.core import Layout
+from sim.engine.core import Layout, check_memory
 from sim.engine.tables import AliasTable, build_alias
 from theory import MarkovLM
 from theory.multidraft import draft_order
+from theory.onestep import _acceptance, _residual
 
 __all__ = ["TREE_RULES", "FlatTree", "TreeTables", "flatten_tree", "tree_kernel"]
 
@@ -81,6 +82,10 @@ __all__ = ["TREE_RULES", "FlatTree", "TreeTables", "flatten_tree", "tree_kernel"
 #: as negative controls (a subclass's ``_engine_rule``, ``tests/mutants.py``).
 TREE_RULES = {"tree": 0, "stale_residual": 1}
 SAMPLING_CODES = {"iid": 0, "swor": 1, "topk": 2}
+#: The round's Philox pairs are computed in one loop padded to a multiple of this many
+#: (the SIMD lanes of 64-bit words): a loop with a scalar remainder costs about four times
+#: as much per pair.
+_LANES = 8
 VERIFIER_CODES = {"rrs": 0, "traversal": 1}
 
 
@@ -132,7 +137,8 @@ def top_tokens(rows: np.ndarray, width: int) -> np.ndarray:
 @dataclass(frozen=True)
 class TreeTables:
     """Tables of tree speculative decoding: alias tables and float rows of p and q, the
-    flattened tree, and for "topk" the per-row table of the most probable tokens."""
+    flattened tree, for "topk" the per-row table of the most probable tokens, and for rrs with
+    "iid" or "topk" children the tabulated residual chain (module docstring)."""
 
     algorithm: object  # theory.TreeSpeculative
     layout: Layout
@@ -143,6 +149,8 @@ class TreeTables:
     tree: FlatTree
     top_tokens: np.ndarray  # (R·K,) "topk", K = the most children of a node; empty otherwise
     top_width: int
+    acceptance: np.ndarray  # (K·R·V,) tabulated rrs: min(1, q_{j+1}/p_{j+1}); else empty
+    residual: AliasTable | None  # K·R rows, tabulated rrs: q_{k+1} after k rejections
     sampling: int  # SAMPLING_CODES
     verifier: int  # VERIFIER_CODES
     rule: int  # TREE_RULES
@@ -160,11 +168,19 @@ class TreeTables:
         p, q = layout.rows(draft), layout.rows(target)
         tree = flatten_tree(algorithm.tree)
         width = int(tree.n_children.max())
-        tops = top_tokens(layout.exact_rows(draft), width) if algorithm.sampling == "topk" \
+        exact_p = layout.exact_rows(draft)
+        tops = top_tokens(exact_p, width) if algorithm.sampling == "topk" \
             else np.zeros(0, dtype=np.int64)
+        acceptance, residual = np.zeros(0), None
+        if algorithm.verifier == "rrs" and algorithm.sampling != "swor":
+            check_memory(80.0 * width * p.size, f"the residual tables of {algorithm!r} on "
+                         f"{target!r}", "use a smaller model or fewer children per node")
+            acceptance, residual = _residual_tables(exact_p, layout.exact_rows(target), tops,
+                                                    width, stale=rule == "stale_residual")
         return cls(algorithm, layout, build_alias(p), build_alias(q), p.ravel(), q.ravel(),
-                   tree, tops, width, SAMPLING_CODES[algorithm.sampling],
-                   VERIFIER_CODES[algorithm.verifier], TREE_RULES[rule])
+                   tree, tops, width, acceptance, residual,
+                   SAMPLING_CODES[algorithm.sampling], VERIFIER_CODES[algorithm.verifier],
+                   TREE_RULES[rule])
 
     @classmethod
     def steps_per_position(cls, algorithm, target: MarkovLM) -> float:
@@ -174,52 +190,72 @@ class TreeTables:
 
     def run(self, key, first_trial, rejections, target_calls, drafted, tokens) -> None:
         tree = self.tree
+        residual = self.residual.entries if self.residual is not None else \
+            np.zeros(0, dtype=np.complex128)
         tree_kernel(
             key[0], key[1], first_trial, *self.layout.common_arguments(), tree.parent,
             tree.first_child, tree.n_children, tree.depth, tree.cut_sizes, self.top_tokens,
             self.top_width, self.sampling, self.verifier, self.rule,
             bool(self.algorithm.bonus), self.draft.entries, self.target.entries,
-            self.draft_probs, self.target_probs, rejections, target_calls, drafted, tokens)
+            self.draft_probs, self.target_probs, self.acceptance, residual, rejections,
+            target_calls, drafted, tokens)
+
+
+def _residual_tables(p, q, tops, width: int, stale: bool):
+    """rrs with "iid" or "topk" children: the chain q_1 = q, q_{j+1} = [q_j − p_j]₊ normalized
+    depends on the row alone (p_j = p, or the point mass at the row's j-th top token), so it is
+    tabulated on the exact rows: acceptances min(1, q_{j+1}/p_{j+1}) (K·R·V) and the alias
+    table of q_{k+1}, k = 1 … K (K·R rows).  ``stale``: every q_j = q."""
+    laws = [p] * width
+    if tops.size:
+        ranked = tops.reshape(-1, width)
+        laws = [np.where(np.arange(p.shape[1]) == ranked[:, [j]], 1 + 0 * p, 0 * p)
+                for j in range(width)]
+    chain = [q]
+    for law in laws:
+        chain.append(chain[-1] if stale else _residual(law, chain[-1]))
+    acceptance = np.concatenate([_acceptance(law, current).ravel()
+                                 for law, current in zip(laws, chain, strict=False)])
+    return (np.ascontiguousarray(acceptance, dtype=np.float64),
+            build_alias(np.ascontiguousarray(np.concatenate(chain[1:]), dtype=np.float64)))
 
 
 @njit(inline="always", cache=True)
-def _level_value(levels, scale, is_target, level, target_probs, offset, vocab_size, x):
-    """The law a level holds at token x: q itself, or G/S."""
+def _level_value(levels, inverse, is_target, level, target_probs, offset, vocab_size, x):
+    """The law a level holds at token x: q itself, or G · (1/S)."""
     if is_target[level]:
         return target_probs[offset + x]
-    return levels[level * vocab_size + x] / scale[level]
+    return levels[level * vocab_size + x] * inverse[level]
 
 
 @njit(inline="always", cache=True)
 def _law_value(draft_probs, offset, x, sampling, token, mass, taken):
     """p_j(x) of a child with ``token`` drafted with remaining mass ``mass``."""
+    if sampling == 0:
+        return draft_probs[offset + x]
     if sampling == 2:
         return 1.0 if x == token else 0.0
-    if taken[x]:
-        return 0.0
-    return draft_probs[offset + x] / mass
+    return 0.0 if taken[x] else draft_probs[offset + x] / mass
 
 
 @njit(inline="always", cache=True)
-def _update_level(levels, scale, is_target, level, target_probs, draft_probs, offset,
+def _update_level(levels, inverse, is_target, level, target_probs, draft_probs, offset,
                   vocab_size, factor, sampling, token, mass, taken, stale):
-    """G ← [factor·G/S − p_j]₊ and S ← its ordered sum (unless that sum is 0 or ``stale``);
-    returns the sum."""
+    """G ← [factor · law − p_j]₊ in place, S ← its ordered sum (the law falls back to q if
+    that sum is 0); nothing changes under the ``stale`` rule.  Returns the sum."""
+    base = level * vocab_size
     total = 0.0
     for x in range(vocab_size):
-        gap = factor * _level_value(levels, scale, is_target, level, target_probs, offset,
+        gap = factor * _level_value(levels, inverse, is_target, level, target_probs, offset,
                                     vocab_size, x) \
             - _law_value(draft_probs, offset, x, sampling, token, mass, taken)
-        if gap > 0.0:
-            total += gap
-    if total > 0.0 and not stale:
-        for x in range(vocab_size):
-            gap = factor * _level_value(levels, scale, is_target, level, target_probs, offset,
-                                        vocab_size, x) \
-                - _law_value(draft_probs, offset, x, sampling, token, mass, taken)
-            levels[level * vocab_size + x] = gap if gap > 0.0 else 0.0
-        scale[level] = total
-        is_target[level] = False
+        kept = gap if gap > 0.0 else 0.0
+        if not stale:
+            levels[base + x] = kept
+        total += kept
+    if not stale:
+        is_target[level] = not total > 0.0
+        inverse[level] = 1.0 / total if total > 0.0 else 1.0
     return total
 
 
@@ -247,37 +283,50 @@ def _swor_token(draft_probs, offset, vocab_size, taken, mass, u):
     return chosen
 
 
+@njit(inline="always", cache=True)
+def _children(kids, n_children, depth, node, cut, sampling):
+    """Drafted children of ``node`` in a round cut at depth ``cut``."""
+    if sampling != 0:
+        return kids[node]
+    return n_children[node] if depth[node] < cut else 0
+
+
 @njit(parallel=True, cache=True)
 def tree_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_stride, start,
                 start_cdf, next_context, parent, first_child, n_children, depth, cut_sizes,
                 top_tokens, top_width, sampling, verifier, rule, bonus, draft, target,
-                draft_probs, target_probs, rejections, target_calls, drafted_counts, tokens):
+                draft_probs, target_probs, acceptance, residual, rejections, target_calls,
+                drafted_counts, tokens):
     """Tree speculative decoding, one round at a time per trial (the module docstring gives
     the slots and the arithmetic).  ``sampling``/``verifier``/``rule``: the codes of
-    :data:`SAMPLING_CODES`, :data:`VERIFIER_CODES`, :data:`TREE_RULES`; the trial's
+    :data:`SAMPLING_CODES`, :data:`VERIFIER_CODES`, :data:`TREE_RULES`; ``acceptance`` and
+    ``residual`` the tabulated rrs chain (empty: computed in the kernel); the trial's
     ``drafted_counts`` grows by the drafted nodes of each round."""
     record = tokens.shape[0] > 0
     first_order = next_context.size == 0
     k0, k1 = np.uint64(key0), np.uint64(key1)
     size = parent.size
+    last = size - 1  # pair N: slot 2N, the final token
+    padded = (size + _LANES - 1) // _LANES * _LANES
     max_depth = cut_sizes.size - 1
-    last = np.uint64(2 * (size - 1))
+    n_rows = target_probs.size // vocab_size
+    tabulated = acceptance.size > 0
     stale = rule == 1
     n_trials = rejections.size
     for block in prange((n_trials + BLOCK - 1) // BLOCK):
         lo = block * BLOCK
         count = min(BLOCK, n_trials - lo)
         first = first_trial + lo
+        even, odd = np.zeros(padded), np.zeros(padded)
         token = np.zeros(size, dtype=np.int64)
         context = np.zeros(size, dtype=np.int64)
-        test = np.zeros(size)
         alpha = np.ones(size)
         mass = np.ones(size)
         kids = np.zeros(size, dtype=np.int64)
         done = np.zeros(size, dtype=np.int64)
         present = np.zeros(size, dtype=np.bool_)
         levels = np.zeros((max_depth + 1) * vocab_size)
-        scale = np.ones(max_depth + 1)
+        inverse = np.ones(max_depth + 1)
         is_target = np.ones(max_depth + 1, dtype=np.bool_)
         taken = np.zeros(vocab_size, dtype=np.bool_)
         for j in range(count):
@@ -287,13 +336,13 @@ def tree_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_st
             while position < horizon:
                 calls += 1
                 n = np.uint64(position)
+                for i in range(padded):  # every pair of the round at once, branch-free
+                    even[i], odd[i] = uniform_pair(k0, k1, trial, n, np.uint64(i))
                 cut = min(max_depth, horizon - position)
                 nodes = cut_sizes[cut]
                 context[0] = current
                 if sampling == 0:  # iid: every node of the cut tree, drafted when reached
                     drafts += nodes - 1
-                    for v in range(nodes):
-                        kids[v] = n_children[v] if depth[v] < cut else 0
                 else:  # swor, topk: drafted now, parents first
                     for v in range(nodes):
                         present[v] = v == 0
@@ -316,8 +365,8 @@ def tree_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_st
                                         m += draft_probs[offset + y]
                                 if not m > 0.0:
                                     break
-                                even, test[c] = uniform_pair(k0, k1, trial, n, np.uint64(c - 1))
-                                x = _swor_token(draft_probs, offset, vocab_size, taken, m, even)
+                                x = _swor_token(draft_probs, offset, vocab_size, taken, m,
+                                                even[c - 1])
                                 mass[c] = m
                                 taken[x] = True
                             token[c] = x
@@ -334,56 +383,53 @@ def tree_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_st
                 done[0] = 0
                 alpha[0] = 1.0
                 is_target[0] = True
-                scale[0] = 1.0
+                inverse[0] = 1.0
                 while True:
                     level = depth[u]
                     row = (position + level) * row_stride + context[u]
                     offset = row * vocab_size
                     i = done[u]
-                    if i < kids[u]:  # the next child: reach it (rrs: test it)
-                        c = first_child[u] + i
+                    if i < _children(kids, n_children, depth, u, cut, sampling):
+                        c = first_child[u] + i  # the next child: reach it (rrs: test it)
                         if sampling == 0:
-                            even, test[c] = uniform_pair(k0, k1, trial, n, np.uint64(c - 1))
-                            x = alias_draw(draft, row, vocab_size, even)
+                            x = alias_draw(draft, row, vocab_size, even[c - 1])
                             token[c] = x
                             context[c] = x if first_order else \
                                 next_context[context[u] * vocab_size + x]
                         x = token[c]
-                        law = 1.0 if sampling == 2 else draft_probs[offset + x] / mass[c]
-                        ratio = _level_value(levels, scale, is_target, level, target_probs,
-                                             offset, vocab_size, x) / law
-                        if verifier == 1:  # traversal: p_α(c), then descend
-                            product = alpha[u] * ratio
-                            alpha[c] = product if product < 1.0 else 1.0
+                        if tabulated:  # rrs, iid or topk: the chain's acceptance
+                            passed = odd[c - 1] < acceptance[(i * n_rows + row) * vocab_size + x]
                         else:
-                            if sampling == 2:
-                                test[c] = uniform(k0, k1, trial, n, np.uint64(2 * c - 1))
-                            if not test[c] < ratio:  # rrs: rejected, update q_j
+                            ratio = _level_value(levels, inverse, is_target, level,
+                                                 target_probs, offset, vocab_size, x) \
+                                / _law_value(draft_probs, offset, x, sampling, x, mass[c], taken)
+                            if verifier == 1:  # traversal: p_α(c), then descend
+                                product = alpha[u] * ratio
+                                alpha[c] = product if product < 1.0 else 1.0
+                            passed = verifier == 1 or odd[c - 1] < ratio
+                        if not passed:  # rrs: rejected, q_j updated
+                            if not tabulated:
                                 if sampling == 1:
                                     _mark_siblings(taken, token, first_child[u], c, True)
-                                _update_level(levels, scale, is_target, level, target_probs,
+                                _update_level(levels, inverse, is_target, level, target_probs,
                                               draft_probs, offset, vocab_size, 1.0, sampling,
                                               x, mass[c], taken, stale)
                                 if sampling == 1:
                                     _mark_siblings(taken, token, first_child[u], c, False)
-                                done[u] = i + 1
-                                continue
+                            done[u] = i + 1
+                            continue
                         u = c
                         done[c] = 0
                         is_target[level + 1] = True
-                        scale[level + 1] = 1.0
+                        inverse[level + 1] = 1.0
                         continue
-                    if verifier == 0 or u == 0:
-                        break  # rrs: no child left; traversal: the root is kept
-                    if sampling == 2:
-                        test[u] = uniform(k0, k1, trial, n, np.uint64(2 * u - 1))
-                    if test[u] < alpha[u]:
-                        break  # traversal: the leaf is kept
-                    w = parent[u]  # deleted: update the parent
+                    if verifier == 0 or u == 0 or odd[u - 1] < alpha[u]:
+                        break  # rrs: no child left; traversal: the leaf (or root) is kept
+                    w = parent[u]  # traversal: u deleted, its parent updated
                     offset = ((position + level - 1) * row_stride + context[w]) * vocab_size
                     if sampling == 1:
                         _mark_siblings(taken, token, first_child[w], u, True)
-                    total = _update_level(levels, scale, is_target, level - 1, target_probs,
+                    total = _update_level(levels, inverse, is_target, level - 1, target_probs,
                                           draft_probs, offset, vocab_size, alpha[w], sampling,
                                           token[u], mass[u], taken, stale)
                     if sampling == 1:
@@ -401,19 +447,21 @@ def tree_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_st
                         v = parent[v]
                 position += level
                 current = context[u]
+                row = position * row_stride + current
+                k = _children(kids, n_children, depth, u, cut, sampling)
                 final = -1
-                if kids[u] > 0:  # every drafted child rejected or deleted: a residual
-                    if is_target[level]:
-                        final = inverse_cdf(target_probs,
-                                            (position * row_stride + current) * vocab_size,
-                                            vocab_size, uniform(k0, k1, trial, n, last))
+                if k > 0:  # every drafted child rejected or deleted: a residual, a rejection
+                    if tabulated:
+                        final = alias_draw(residual, (k - 1) * n_rows + row, vocab_size,
+                                           even[last])
+                    elif is_target[level]:
+                        final = inverse_cdf(target_probs, row * vocab_size, vocab_size,
+                                            even[last])
                     else:
-                        final = inverse_cdf(levels, level * vocab_size, vocab_size,
-                                            uniform(k0, k1, trial, n, last))
+                        final = inverse_cdf(levels, level * vocab_size, vocab_size, even[last])
                     rejected += 1
                 elif bonus and position < horizon:
-                    final = alias_draw(target, position * row_stride + current, vocab_size,
-                                       uniform(k0, k1, trial, n, last))
+                    final = alias_draw(target, row, vocab_size, even[last])
                 if final >= 0:
                     if record:
                         tokens[lo + j, position] = final
