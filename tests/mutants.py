@@ -12,12 +12,14 @@ import numpy as np
 from sim.engine.multidraft import rooted_rounds, spectr_root, swor_root
 from sim.engine.reference import _Trace, run_algorithm
 from sim.engine.stopping import draft_round
+from sim.engine.tree import tree_rounds
 from theory import (
     AdaptiveSpeculative,
     BatchSpeculative,
     BlockSpeculative,
     LossySpeculative,
     Speculative,
+    TreeSpeculative,
     TruncatedSpeculative,
     TypicalAcceptance,
     WindowPolicy,
@@ -330,3 +332,35 @@ def _adaptive_mutant(algorithm, draft, target, choose):
 for _kind in (StartContextAdaptive, ResampleFromTargetAdaptive,
               BonusAfterRejectionAdaptive):
     run_algorithm.register(_kind, _adaptive_mutant)
+
+
+# -- token trees (issue #26): a literal routine with one wrong line, registered
+@dataclass(frozen=True)
+class StaleResidualTree(TreeSpeculative):
+    """Bug: recursive rejection sampling that never updates the residual between siblings
+    (every child is tested against q; all rejected → a draw from [q − p_k]₊)."""
+
+
+def _stale_rrs(root, algorithm, choose):
+    node, path = root, []
+    while node.shape:
+        target_row, law, accepted = np.asarray(node.target_row), None, None
+        for j in range(len(node.shape)):
+            child = node.child(j)
+            if child is None:
+                break
+            law = node.laws[j]
+            if choose.bernoulli(min(1, target_row[child.token] / law[child.token])):
+                accepted = child
+                break
+        if accepted is None:
+            gap = positive_part(target_row - law)
+            return path, gap / gap.sum(), "residual"
+        path.append(accepted.token)
+        node = accepted
+    return path, node, "bonus"
+
+
+@run_algorithm.register(StaleResidualTree)
+def _stale_residual_tree(algorithm, draft, target, choose):
+    return tree_rounds(algorithm, draft, target, choose, _stale_rrs)

@@ -23,6 +23,7 @@ from theory.exact import (
     expected_walltime,
     rejection_pmf,
     rejection_profile,
+    round_accepted_tokens,
     round_length_pmf,
     target_calls_pmf,
     theorem1_rejections,
@@ -52,6 +53,7 @@ from theory.stopping import (
     ThresholdStopping,
     optimal_stopping_policy,
 )
+from theory.tree import TreeSpeculative
 from theory.windows import WindowPolicy, optimal_window_policy
 
 __all__ = [
@@ -67,6 +69,7 @@ __all__ = [
     "RoundLevelAlgorithm",
     "Speculative",
     "ThresholdStopping",
+    "TreeSpeculative",
     "TruncatedSpeculative",
     "TypicalAcceptance",
     "UnbiasedSpeculative",
@@ -92,6 +95,7 @@ __all__ = [
     "rejection_profile",
     "residual_distribution",
     "root_acceptance",
+    "round_accepted_tokens",
     "round_length_pmf",
     "target_calls_pmf",
     "theorem1_rejections",

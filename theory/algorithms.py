@@ -55,13 +55,16 @@ class Branch(NamedTuple):
 
     ``weights[s, x]`` is the probability, in context s and round state ``source``, of emitting
     token x through this branch; the round state becomes ``destination``.  ``rejected`` marks
-    branches that count as a rejection (N_rej).
+    branches that count as a rejection (N_rej); ``from_target`` those whose token is drawn from
+    the target with no test (a bonus token, a plain target step).  Every other branch emits an
+    accepted draft token (:func:`theory.round_accepted_tokens`).
     """
 
     source: int
     destination: int
     rejected: bool
     weights: np.ndarray
+    from_target: bool = False
 
 
 class Algorithm(abc.ABC):
@@ -140,12 +143,17 @@ class RoundLaw:
     ``accepted[k, s, s']`` (``rejected[k, s, s']``) is the probability, for a round starting
     in context s, that it emits k tokens, ends in context s' and does not end (does end) in a
     rejection (a residual draw); k = 0 … K, K the most tokens a round emits (γ + 1 for block
-    verification).  Rows sum to 1 over (k, s', accepted/rejected).
+    verification).  Rows sum to 1 over (k, s', accepted/rejected).  ``from_target[k, s, s']``
+    is the part of ``accepted`` whose last token came from the target with no test (a bonus
+    token, or the plain target step of a round that drafts nothing), so that a round's accepted
+    draft tokens are k minus its final token (:func:`theory.round_accepted_tokens`); None when
+    the family does not say.
     """
 
     position: int
     accepted: np.ndarray
     rejected: np.ndarray
+    from_target: np.ndarray | None = None
 
     @property
     def total(self) -> np.ndarray:

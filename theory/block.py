@@ -258,6 +258,7 @@ def round_law(draft: MarkovLM, target: MarkovLM, algorithm: BlockSpeculative, po
 
     shape = (algorithm.window + 2, n_contexts, n_contexts)
     accepted, rejected = zeros_like_kind(shape, exact), zeros_like_kind(shape, exact)
+    from_target = zeros_like_kind(shape, exact)  # the bonus rounds
     for depth, level in enumerate(levels):
         mass = level["prob"] * level["h"] * level["G"]  # P(τ = depth, this prefix)
         live = np.nonzero(mass != 0)[0]
@@ -272,13 +273,14 @@ def round_law(draft: MarkovLM, target: MarkovLM, algorithm: BlockSpeculative, po
                      mass[live, None] * law, following, exact)
         elif algorithm.bonus and position + window < horizon:  # bonus token from q
             q_rows = np.asarray(target.probs[position + window])[level["context"][live]]
-            _scatter(accepted[window + 1], level["start"][live], level["context"][live],
-                     mass[live, None] * q_rows, following, exact)
+            for out in (accepted, from_target):
+                _scatter(out[window + 1], level["start"][live], level["context"][live],
+                         mass[live, None] * q_rows, following, exact)
         else:  # the whole block, no further token
             flat = level["start"][live] * n_contexts + level["context"][live]
             accepted[window] = accepted[window] + _sum_by(
                 flat, mass[live], n_contexts * n_contexts, exact).reshape(n_contexts, -1)
-    return RoundLaw(position, accepted, rejected)
+    return RoundLaw(position, accepted, rejected, from_target)
 
 
 def _scatter(out, start, context, weights, following, exact):

@@ -49,6 +49,7 @@ __all__ = [
     "expected_walltime",
     "rejection_pmf",
     "rejection_profile",
+    "round_accepted_tokens",
     "round_length_pmf",
     "target_calls_pmf",
     "theorem1_rejections",
@@ -65,6 +66,7 @@ class _Move:
     rejected: bool
     transition: np.ndarray  # (S, S)
     mass: np.ndarray  # (S,) total weight of the branch in each context
+    from_target: bool = False  # its token is not an accepted draft (Branch.from_target)
 
 
 class _Problem:
@@ -102,7 +104,7 @@ class _Problem:
                 transition = context_transition(weights, self.target.next_context,
                                                 first_order=self.target.is_first_order)
                 moves.append(_Move(branch.source, branch.destination, bool(branch.rejected),
-                                   transition, weights.sum(axis=-1)))
+                                   transition, weights.sum(axis=-1), bool(branch.from_target)))
             self._cache[key] = moves
         return self._cache[key]
 
@@ -164,6 +166,23 @@ class _Problem:
         pmf[self.horizon] = pmf[self.horizon] + mass.sum()
         return pmf
 
+    def round_accepted(self, position: int, start: np.ndarray):
+        """E[accepted draft tokens of one round from ``position``], start contexts ~ ``start``:
+        the DP from round state 0 until the mass re-enters state 0 (a new round)."""
+        mass = self.zeros(self.n_states, self.n_contexts)
+        mass[0] = start
+        total = 0 * mass.sum()
+        for n in range(position, self.horizon):
+            following = self.zeros(self.n_states, self.n_contexts)
+            for move in self.moves(n):
+                if not move.rejected and not move.from_target:
+                    total = total + (mass[move.source] * move.mass).sum()
+                if move.destination != 0:
+                    following[move.destination] = (following[move.destination]
+                                                   + mass[move.source] @ move.transition)
+            mass = following
+        return total
+
 
 
 
@@ -183,6 +202,57 @@ def _problem(draft, target, algorithm):
     if not algorithm.position_synchronous:
         return RoundProblem(draft, target, algorithm)
     return _Problem(draft, target, algorithm)
+
+
+def round_accepted_tokens(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | None = None,
+                          *, position: int = 0, context: int | None = None):
+    r"""Expected number of accepted draft tokens in one round started at (position, context).
+
+    The round's final token — a correction drawn from a residual, a bonus token or a plain
+    target step — is not counted.  Position-level algorithms run the DP of this module from
+    round state 0 until the round ends (every branch not ``rejected`` and not ``from_target``
+    emits an accepted draft, :class:`theory.Branch`); round-level ones read their round law,
+    E[k] − P(a final token) (:class:`theory.algorithms.RoundLaw`).
+
+    Parameters
+    ----------
+    draft, target : MarkovLM
+        The draft p and the target q (compatible: :func:`theory.check_compatible`).
+    algorithm : Algorithm, default ``Speculative()``
+    position : int
+        n, 0 ≤ n < T.
+    context : int or None
+        The round's start context; None is the model's start law (its prompt).
+
+    Returns
+    -------
+    float, or Fraction for exact models.
+
+    Examples
+    --------
+    >>> from fractions import Fraction as F
+    >>> from theory import MarkovLM, Speculative, round_accepted_tokens
+    >>> p = MarkovLM.homogeneous([[F(1, 2), F(1, 2)]], 5, next_context=[[0, 0]])
+    >>> q = MarkovLM.homogeneous([[F(9, 10), F(1, 10)]], 5, next_context=[[0, 0]])
+    >>> str(round_accepted_tokens(p, q, Speculative(window=2)))  # α + α², α = 3/5
+    '24/25'
+    """
+    problem = _problem(draft, target, algorithm)
+    horizon, n_contexts = problem.horizon, problem.n_contexts
+    if not isinstance(position, numbers.Integral) or isinstance(position, bool) \
+            or not 0 <= position < horizon:
+        raise ValueError(f"position must be an integer in [0, T) = [0, {horizon}); "
+                         f"got {position!r}")
+    if context is None:
+        start = problem.target.start_distribution
+    elif isinstance(context, numbers.Integral) and not isinstance(context, bool) \
+            and 0 <= context < n_contexts:
+        start = problem.zeros(n_contexts)
+        start[int(context)] = 1 if problem.exact else 1.0
+    else:
+        raise ValueError(f"context must be None or an integer in [0, S) = [0, {n_contexts}); "
+                         f"got {context!r}")
+    return as_scalar(problem.round_accepted(int(position), start))
 
 
 def rejection_profile(draft: MarkovLM, target: MarkovLM, algorithm: Algorithm | None = None):

@@ -97,6 +97,18 @@ class RoundProblem:
                 mass[n + k] = mass[n + k] + here @ law.accepted[k] + rejected
         return mass[horizon].sum(axis=1)
 
+    def round_accepted(self, position: int, start: np.ndarray):
+        """E[accepted draft tokens of the round from ``position``], start contexts ~ ``start``:
+        E[k] minus P(the round ends with a residual or a target token)."""
+        law = self.law(position)
+        if law.from_target is None:
+            raise TypeError(f"the round law of {self.algorithm!r} does not say which rounds end "
+                            "with a token from the target (RoundLaw.from_target)")
+        counts = np.arange(law.accepted.shape[0])
+        emitted = np.tensordot(counts, law.total.sum(axis=2), axes=1)  # E[k | s]
+        final = (law.rejected + law.from_target).sum(axis=(0, 2))
+        return (start * (emitted - final)).sum()
+
     def first_round_pmf(self) -> np.ndarray:
         """P(the first round emits k tokens), k = 0 … T."""
         pmf = self.zeros(self.horizon + 1)

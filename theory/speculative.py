@@ -53,7 +53,7 @@ class Autoregressive(Algorithm):
         return 1
 
     def branches(self, p, q):
-        return [Branch(0, 0, False, np.asarray(q))]
+        return [Branch(0, 0, False, np.asarray(q), from_target=True)]
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,7 @@ class Speculative(Algorithm):
             out.append(Branch(state, self.after_accept(state), False, accepted))
             out.append(Branch(state, 0, True, rejected))
         if self.has_bonus_state:
-            out.append(Branch(self.window, 0, False, self.bonus_law(q)))
+            out.append(Branch(self.window, 0, False, self.bonus_law(q), from_target=True))
         return out
 
 

@@ -272,6 +272,7 @@ class AdaptiveSpeculative(RoundLevelAlgorithm):
         shape = (window + 2, n_contexts, n_contexts)
         accepted, rejected = zeros_like_kind(shape, exact), zeros_like_kind(shape, exact)
         one = 1 if exact else 1.0
+        from_target = zeros_like_kind(shape, exact)  # plain target steps and bonus tokens
         for s in range(n_contexts):
             # Depth-first over the *accepted* drafted prefixes d, with alive = P(d drafted and
             # every token of it accepted).  A prefix that drafts on adds, summed over the
@@ -291,8 +292,12 @@ class AdaptiveSpeculative(RoundLevelAlgorithm):
                     if k == 0:  # a plain target step
                         _add_row(accepted[1, s], following[s], one,
                                  target.probs[position, s])
+                        _add_row(from_target[1, s], following[s], one,
+                                 target.probs[position, s])
                     elif self.bonus and position + k < horizon:
                         _add_row(accepted[k + 1, s], following[context], alive,
+                                 target.probs[position + k, context])
+                        _add_row(from_target[k + 1, s], following[context], alive,
                                  target.probs[position + k, context])
                     else:
                         accepted[k, s, context] += alive
@@ -305,7 +310,7 @@ class AdaptiveSpeculative(RoundLevelAlgorithm):
                     if kept[token] != 0:
                         stack.append(((*drafted, token), int(following[context, token]),
                                       alive * kept[token]))
-        return RoundLaw(position, accepted, rejected)
+        return RoundLaw(position, accepted, rejected, from_target)
 
 
 def _add_row(out, destinations, scale, weights) -> None:

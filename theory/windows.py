@@ -155,14 +155,15 @@ class WindowPolicy(Speculative):
         for state in range(1, bonus):
             out.append(Branch(state, self.after_accept(state), False, accepted))
             out.append(Branch(state, 0, True, rejected))
-        out.append(Branch(bonus, 0, False, self.bonus_law(q)))
+        out.append(Branch(bonus, 0, False, self.bonus_law(q), from_target=True))
         # round starts: the branches of the state the table puts each context in
         for state in range(1, bonus + 1):
             starts_here = (self.round_start_states()[position] == state)[:, None]
             if not starts_here.any():
                 continue
             if state == bonus:
-                out.append(Branch(0, 0, False, self.bonus_law(q) * starts_here))
+                out.append(Branch(0, 0, False, self.bonus_law(q) * starts_here,
+                                  from_target=True))
             else:
                 out.append(Branch(0, self.after_accept(state), False, accepted * starts_here))
                 out.append(Branch(0, 0, True, rejected * starts_here))

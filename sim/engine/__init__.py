@@ -14,8 +14,9 @@ module                      holds
 :mod:`~sim.engine.multidraft`  the multi-draft root verifiers ("swor", "spectr", "greedy",
                             "topk", "optimal"): exact root laws sampled, literal routines
 :mod:`~sim.engine.block`    block verification (a round-level family)
-:mod:`~sim.engine.stopping` adaptive draft length (``AdaptiveSpeculative``): reference routine
-                            only, no compiled kernel yet
+:mod:`~sim.engine.stopping` adaptive draft length (``AdaptiveSpeculative``)
+:mod:`~sim.engine.tree`     token trees (``TreeSpeculative``): reference routine only, no
+                            compiled kernel yet
 :mod:`~sim.engine.core`     what families share: row layout, dtypes, the family registry
                             (:func:`register_family`), memory and work guards
 :mod:`~sim.engine.compiled` numba building blocks: Philox uniforms, alias draws, start contexts
@@ -47,9 +48,14 @@ import sys
 import types
 
 # Importing a family module registers its family with the engines (register_family): the
-# imports of batch, block, multidraft, stopping and token below are the families' registration
+# imports of batch, block, multidraft, stopping, tree and token below are the families' registration
 # lines.
-from sim.engine import core, run, stopping  # noqa: F401 (stopping: its registration)
+from sim.engine import (  # noqa: F401 (stopping, tree: their registration)
+    core,
+    run,
+    stopping,
+    tree,
+)
 from sim.engine.batch import BatchTables
 from sim.engine.block import BlockTables
 from sim.engine.core import (
