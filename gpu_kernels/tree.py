@@ -122,10 +122,10 @@ class _TreeRun(_Run):
         return token, contexts, test, mass, kids
 
     # -- verification --------------------------------------------------------------------
-    def _update(self, state, mask, node, level, row, factor, child):
+    def _update(self, state, mask, node, level, row, factor, child, frozen):
         """G ← [factor · law − p_j]₊ of ``node``'s level, p_j the law of ``child`` (its earlier
         siblings taken for "swor"), the law falling back to q when the sum is 0; where
-        ``mask`` (never under the stale rule).  Returns the sum."""
+        ``mask``, unless ``frozen``.  Returns the sum."""
         torch = _torch()
         token, mass, levels, inverse, is_target = (
             state[k] for k in ("token", "mass", "levels", "inverse", "is_target"))
@@ -154,7 +154,7 @@ class _TreeRun(_Run):
             gap = factor * value - law
             kept[:, x] = torch.where(gap > 0.0, gap, 0.0)
             total = total + kept[:, x]
-        if not self.stale:
+        if not frozen:
             positive = total > 0.0
             levels[index, level] = torch.where(mask[:, None], kept, own_levels)
             inverse[index, level] = torch.where(
@@ -211,7 +211,7 @@ class _TreeRun(_Run):
                 parent_row = self._rows(start, (level - 1).clamp(min=0), _at(contexts, w))
                 alpha_w = _at(alpha, w)
                 total = self._update(state, delete, w, (level - 1).clamp(min=0), parent_row,
-                                     alpha_w, u)
+                                     alpha_w, u, frozen=self.stale)
                 denominator = total + (1.0 - alpha_w)
                 positive = denominator > 0.0
                 updated = torch.where(positive,
@@ -229,9 +229,10 @@ class _TreeRun(_Run):
                 else:
                     accept = has_child & (_at(test, c) < ratio)
                 reject = has_child & ~accept
-                if not self.tabulated:
+                if not self.tabulated:  # the stale rule updates after the last child only
+                    update = reject & (i + 1 == _at(kids, u)) if self.stale else reject
                     ones = torch.ones(n, dtype=torch.float64, device=self.device)
-                    self._update(state, reject, u, level, row, ones, c)
+                    self._update(state, update, u, level, row, ones, c, frozen=False)
                 _put(done, u, reject, i + 1)
                 moved = accept
                 walking = walking & has_child

@@ -52,8 +52,9 @@ its slots, so ``TreeSpeculative((1,)*d, verifier="traversal")`` returns the arra
 ``BlockSpeculative(d)`` bit for bit (tested).
 
 **Negative controls** (:data:`TREE_RULES`, read from a subclass's ``_engine_rule``; see
-``tests/mutants.py``): "stale_residual" never updates G, S (rrs tests every sibling against q
-and draws a rejection from q; traversal keeps M_b = q but updates p_α).
+``tests/mutants.py``): "stale_residual" (rrs) tests every child against q itself and, all
+rejected, draws from [q − p_k]₊ normalized (the reference routine's ``StaleResidualTree``);
+"stale_traversal" never updates M_b (it stays q) while p_α is updated as usual.
 """
 
 from __future__ import annotations
@@ -78,9 +79,11 @@ from theory.onestep import _acceptance, _residual
 
 __all__ = ["TREE_RULES", "FlatTree", "TreeTables", "flatten_tree", "tree_kernel"]
 
-#: Rules of :func:`tree_kernel`: "tree" is the algorithm; the others are known-wrong rules kept
-#: as negative controls (a subclass's ``_engine_rule``, ``tests/mutants.py``).
-TREE_RULES = {"tree": 0, "stale_residual": 1}
+#: Rules of :func:`tree_kernel` → (code, the verifier it applies to): "tree" is the algorithm;
+#: the others are known-wrong rules kept as negative controls (a subclass's ``_engine_rule``,
+#: ``tests/mutants.py``; module docstring).
+TREE_RULES = {"tree": (0, None), "stale_residual": (1, "rrs"),
+              "stale_traversal": (1, "traversal")}
 SAMPLING_CODES = {"iid": 0, "swor": 1, "topk": 2}
 #: The round's Philox pairs are computed in one loop padded to a multiple of this many
 #: (the SIMD lanes of 64-bit words): a loop with a scalar remainder costs about four times
@@ -162,8 +165,9 @@ class TreeTables:
                             "optimal tree verifier is not unique, so it defines no law to "
                             "sample (its value per round is a linear program's, in theory)")
         rule = getattr(algorithm, "_engine_rule", "tree")
-        if rule not in TREE_RULES:
-            raise TypeError(f"the engines have no tree rule {rule!r}")
+        code, applies_to = TREE_RULES.get(rule, (None, None))
+        if code is None or applies_to not in (None, algorithm.verifier):
+            raise TypeError(f"the engines have no tree rule {rule!r} for {algorithm!r}")
         layout = Layout.of(draft, target)
         p, q = layout.rows(draft), layout.rows(target)
         tree = flatten_tree(algorithm.tree)
@@ -176,11 +180,11 @@ class TreeTables:
             check_memory(80.0 * width * p.size, f"the residual tables of {algorithm!r} on "
                          f"{target!r}", "use a smaller model or fewer children per node")
             acceptance, residual = _residual_tables(exact_p, layout.exact_rows(target), tops,
-                                                    width, stale=rule == "stale_residual")
+                                                    width, stale=rule != "tree")
         return cls(algorithm, layout, build_alias(p), build_alias(q), p.ravel(), q.ravel(),
                    tree, tops, width, acceptance, residual,
                    SAMPLING_CODES[algorithm.sampling], VERIFIER_CODES[algorithm.verifier],
-                   TREE_RULES[rule])
+                   code)
 
     @classmethod
     def steps_per_position(cls, algorithm, target: MarkovLM) -> float:
@@ -205,7 +209,8 @@ def _residual_tables(p, q, tops, width: int, stale: bool):
     """rrs with "iid" or "topk" children: the chain q_1 = q, q_{j+1} = [q_j − p_j]₊ normalized
     depends on the row alone (p_j = p, or the point mass at the row's j-th top token), so it is
     tabulated on the exact rows: acceptances min(1, q_{j+1}/p_{j+1}) (K·R·V) and the alias
-    table of q_{k+1}, k = 1 … K (K·R rows).  ``stale``: every q_j = q."""
+    table of q_{k+1}, k = 1 … K (K·R rows).  ``stale``: every child is tested against q and
+    q_{k+1} = [q − p_k]₊ normalized."""
     laws = [p] * width
     if tops.size:
         ranked = tops.reshape(-1, width)
@@ -213,9 +218,10 @@ def _residual_tables(p, q, tops, width: int, stale: bool):
                 for j in range(width)]
     chain = [q]
     for law in laws:
-        chain.append(chain[-1] if stale else _residual(law, chain[-1]))
+        chain.append(_residual(law, q if stale else chain[-1]))
+    tested = [q] * width if stale else chain[:-1]
     acceptance = np.concatenate([_acceptance(law, current).ravel()
-                                 for law, current in zip(laws, chain, strict=False)])
+                                 for law, current in zip(laws, tested, strict=True)])
     return (np.ascontiguousarray(acceptance, dtype=np.float64),
             build_alias(np.ascontiguousarray(np.concatenate(chain[1:]), dtype=np.float64)))
 
@@ -240,9 +246,9 @@ def _law_value(draft_probs, offset, x, sampling, token, mass, taken):
 
 @njit(inline="always", cache=True)
 def _update_level(levels, inverse, is_target, level, target_probs, draft_probs, offset,
-                  vocab_size, factor, sampling, token, mass, taken, stale):
+                  vocab_size, factor, sampling, token, mass, taken, frozen):
     """G ← [factor · law − p_j]₊ in place, S ← its ordered sum (the law falls back to q if
-    that sum is 0); nothing changes under the ``stale`` rule.  Returns the sum."""
+    that sum is 0); nothing changes when ``frozen``.  Returns the sum."""
     base = level * vocab_size
     total = 0.0
     for x in range(vocab_size):
@@ -250,10 +256,10 @@ def _update_level(levels, inverse, is_target, level, target_probs, draft_probs, 
                                     vocab_size, x) \
             - _law_value(draft_probs, offset, x, sampling, token, mass, taken)
         kept = gap if gap > 0.0 else 0.0
-        if not stale:
+        if not frozen:
             levels[base + x] = kept
         total += kept
-    if not stale:
+    if not frozen:
         is_target[level] = not total > 0.0
         inverse[level] = 1.0 / total if total > 0.0 else 1.0
     return total
@@ -408,12 +414,14 @@ def tree_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_st
                                 alpha[c] = product if product < 1.0 else 1.0
                             passed = verifier == 1 or odd[c - 1] < ratio
                         if not passed:  # rrs: rejected, q_j updated
-                            if not tabulated:
+                            last_child = i + 1 == _children(kids, n_children, depth, u, cut,
+                                                            sampling)
+                            if not tabulated and (last_child or not stale):
                                 if sampling == 1:
                                     _mark_siblings(taken, token, first_child[u], c, True)
                                 _update_level(levels, inverse, is_target, level, target_probs,
                                               draft_probs, offset, vocab_size, 1.0, sampling,
-                                              x, mass[c], taken, stale)
+                                              x, mass[c], taken, False)
                                 if sampling == 1:
                                     _mark_siblings(taken, token, first_child[u], c, False)
                             done[u] = i + 1
