@@ -381,7 +381,7 @@ def simulate(draft, target, algorithm, *, n_trials: int, rng=None, device=None,
         from tqdm.auto import tqdm
 
         bounds = tqdm(bounds, desc=f"{type(algorithm).__name__} [{device}]", unit="chunk")
-    rejections, calls, drafted, tokens = _outputs(tables.layout, n_trials, record_tokens)
+    rejections, calls, drafted, tokens = _outputs(tables, n_trials, record_tokens)
     for first, n in bounds:
         part = run.run(key, first, n, record_tokens)
         rejections[first:first + n] = part.rejections

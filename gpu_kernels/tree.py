@@ -258,7 +258,8 @@ class _TreeRun(_Run):
         counts = _torch_dtype(count_dtype(horizon))
         rejections = torch.zeros(n, dtype=counts, device=device)
         calls = torch.zeros(n, dtype=counts, device=device)
-        n_drafted = torch.zeros(n, dtype=_torch_dtype(drafted_dtype(horizon)), device=device)
+        n_drafted = torch.zeros(n, dtype=_torch_dtype(drafted_dtype(horizon, flat.size - 1)),
+                                device=device)
         tokens = torch.empty((n, horizon) if record_tokens else (0, 0),
                              dtype=_torch_dtype(token_dtype(layout.vocab_size)), device=device)
         while True:

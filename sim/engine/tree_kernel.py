@@ -186,6 +186,11 @@ class TreeTables:
                    SAMPLING_CODES[algorithm.sampling], VERIFIER_CODES[algorithm.verifier],
                    code)
 
+    @property
+    def drafts_per_round(self) -> int:
+        """N: a round drafts at most the tree's nodes (:func:`sim.engine.core.drafted_dtype`)."""
+        return self.tree.size - 1
+
     @classmethod
     def steps_per_position(cls, algorithm, target: MarkovLM) -> float:
         """At most N drafts and tests per round, each with a sum over the vocabulary (V / 32

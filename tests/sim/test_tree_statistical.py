@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from sim import simulate
-from sim.models import random_pair
+from sim.models import fig2_pair, random_pair
 from sim.stats import DEFAULT_ALPHA as ALPHA
 from sim.stats import counts_check, mean_check, pmf_moments
 from tests.mutants import StaleResidualTree, StaleTraversalTree
@@ -152,3 +152,22 @@ def test_a_chain_with_rrs_has_the_law_of_a_window():
     block = simulate(draft, target, TreeSpeculative((1, 1, 1), verifier="traversal"),
                      n_trials=N_TRIALS, rng=3)
     assert not any(check.passed for check in checks(block))
+
+
+def test_drafted_counts_of_wide_trees_do_not_overflow():
+    """A round drafts up to N nodes, so a trial up to T · N (720 here), more than the
+    T(T + 1)/2 = 55 of windows: the drafted counts get a wide enough dtype (exact, no
+    statistics: "iid" rounds draft 72 nodes, 8 in a round started at T − 1).  The output
+    arrays are allocated alike for both engines (``sim.engine.run._outputs``); the torch run
+    spares this test a compilation of the kernel for int16 counts."""
+    from gpu_kernels import simulate as simulate_torch
+    from sim.engine import make_tables
+    from sim.engine.run import _outputs
+
+    draft, target = fig2_pair(horizon=10)
+    algorithm = TreeSpeculative((8, 8))
+    assert _outputs(make_tables(draft, target, algorithm), 1, False)[2].dtype == np.int16
+    result = simulate_torch(draft, target, algorithm, n_trials=200, rng=0, device="cpu")
+    calls = result.target_calls.astype(np.int64)
+    assert result.drafted.dtype == np.int16 and (result.drafted > 127).all()
+    assert ((result.drafted == 72 * calls) | (result.drafted == 72 * calls - 64)).all()
