@@ -395,7 +395,23 @@ def tree_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_st
                 alpha[0] = 1.0
                 is_target[0] = True
                 inverse[0] = 1.0
-                while True:
+                while tabulated:  # rrs, iid or topk: the chain's acceptances, no state
+                    row = (position + depth[u]) * row_stride + context[u]
+                    kept = 0
+                    for i in range(_children(kids, n_children, depth, u, cut, sampling)):
+                        c = first_child[u] + i
+                        if sampling == 0:
+                            x = alias_draw(draft, row, vocab_size, even[c - 1])
+                            token[c] = x
+                            context[c] = x if first_order else \
+                                next_context[context[u] * vocab_size + x]
+                        if odd[c - 1] < acceptance[(i * n_rows + row) * vocab_size + token[c]]:
+                            kept = c
+                            break
+                    if kept == 0:
+                        break  # no child, or every child rejected
+                    u = kept
+                while not tabulated:
                     level = depth[u]
                     row = (position + level) * row_stride + context[u]
                     offset = row * vocab_size
@@ -408,20 +424,16 @@ def tree_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_st
                             context[c] = x if first_order else \
                                 next_context[context[u] * vocab_size + x]
                         x = token[c]
-                        if tabulated:  # rrs, iid or topk: the chain's acceptance
-                            passed = odd[c - 1] < acceptance[(i * n_rows + row) * vocab_size + x]
-                        else:
-                            ratio = _level_value(levels, inverse, is_target, level,
-                                                 target_probs, offset, vocab_size, x) \
-                                / _law_value(draft_probs, offset, x, sampling, x, mass[c], taken)
-                            if verifier == 1:  # traversal: p_α(c), then descend
-                                product = alpha[u] * ratio
-                                alpha[c] = product if product < 1.0 else 1.0
-                            passed = verifier == 1 or odd[c - 1] < ratio
-                        if not passed:  # rrs: rejected, q_j updated
+                        ratio = _level_value(levels, inverse, is_target, level, target_probs,
+                                             offset, vocab_size, x) \
+                            / _law_value(draft_probs, offset, x, sampling, x, mass[c], taken)
+                        if verifier == 1:  # traversal: p_α(c), then descend
+                            product = alpha[u] * ratio
+                            alpha[c] = product if product < 1.0 else 1.0
+                        elif not odd[c - 1] < ratio:  # rrs: rejected, q_j updated
                             last_child = i + 1 == _children(kids, n_children, depth, u, cut,
                                                             sampling)
-                            if not tabulated and (last_child or not stale):
+                            if last_child or not stale:
                                 if sampling == 1:
                                     _mark_siblings(taken, token, first_child[u], c, True)
                                 _update_level(levels, inverse, is_target, level, target_probs,
