@@ -14,7 +14,9 @@
    with the fitted constant, and the trie verifier's DP cost against M;
 3. **memory** — peak RSS of ``simulate`` (per-trial arrays) and ``simulate_counts`` for 10^6
    and 10^7 trials (and 10^8 with ``--full``), and of ``BatchSpeculative(10_000, "trie")``
-   on a short horizon, each in a fresh process.
+   on a short horizon, each in a fresh process;
+4. **trees** — token trees (2, 2, 2) against ``Speculative(window=3)`` on Fig. 2
+   (:mod:`benchmarks.trees`).
 
 Timings are the best of ``--repeat`` runs; nothing here is a test.  The machine may be shared:
 compare ratios measured in one run, and read them beside the printed load average.
@@ -31,6 +33,7 @@ import time
 
 import numpy as np
 
+from benchmarks.trees import trees
 from sim.engine import make_tables, run_chunk
 from sim.engine.compiled import thread_count
 from sim.engine.philox import philox_key
@@ -203,11 +206,12 @@ def main(argv=None) -> None:
     parser.add_argument("--trials", type=int, default=200_000)
     parser.add_argument("--reference-trials", type=int, default=1_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--section", choices=("engines", "dp", "memory"), nargs="+",
-                        default=("engines", "dp", "memory"))
+    parser.add_argument("--section", choices=("engines", "dp", "memory", "trees"), nargs="+",
+                        default=("engines", "dp", "memory", "trees"))
     parser.add_argument("--full", action="store_true", help="include the 10^8-trial run")
     args = parser.parse_args(argv)
-    sections = {"engines": engines, "dp": dynamic_program, "memory": memory}
+    sections = {"engines": engines, "dp": dynamic_program, "memory": memory,
+                "trees": lambda arguments: trees(arguments, best_time)}
     for section in args.section:
         sections[section](args)
 

@@ -5,7 +5,7 @@ without it.  ``python -m gpu_kernels.check`` runs the device checks and prints t
 """
 
 # Importing a family module registers its device step (register_run): one line per family.
-from gpu_kernels import batch, block, stopping, token  # noqa: F401
+from gpu_kernels import batch, block, stopping, token, tree  # noqa: F401
 from gpu_kernels.engine import default_device, philox_pair, simulate
 
 __all__ = ["default_device", "philox_pair", "simulate"]

@@ -6,7 +6,15 @@ so the arrays equal the compiled engine's bit for bit.
 
 from __future__ import annotations
 
-from gpu_kernels.engine import _Run, _torch, _torch_dtype, philox_pair, register_run
+from gpu_kernels.engine import (
+    _Run,
+    _torch,
+    _torch_dtype,
+    inverse_cdf,
+    philox_pair,
+    register_run,
+    running_sums,
+)
 from sim.engine.block import BlockTables
 from sim.engine.core import count_dtype, drafted_dtype, token_dtype
 from sim.engine.result import SimResult
@@ -38,17 +46,6 @@ class _BlockRun(_Run):
     def uniform(self, trial, position, slot: int):
         even, odd = philox_pair(trial, self.key, position, slot >> 1, "tensor")
         return odd if slot & 1 else even
-
-    @staticmethod
-    def _running_sums(terms):
-        """Running sums of the positive parts of the columns, x = 0 … V − 1 in order."""
-        torch = _torch()
-        out = torch.empty_like(terms)
-        running = torch.zeros_like(terms[:, 0])
-        for x in range(terms.shape[1]):
-            running = running + terms[:, x].clamp(min=0.0)
-            out[:, x] = running
-        return out
 
     def _select(self, trial, start, span, weights, ratios):
         torch = _torch()
@@ -110,7 +107,7 @@ class _BlockRun(_Run):
                 row = (position + i).clamp(max=horizon - 1) * stride + contexts[i]
                 p_rows, q_rows = self.p.index_select(0, row), self.q.index_select(0, row)
                 if i > 0:
-                    r = self._running_sums(pis[i][:, None] * q_rows - p_rows)[:, -1]
+                    r = running_sums(pis[i][:, None] * q_rows - p_rows)[:, -1]
                     denominator = r + (1.0 - pis[i])
                     positive = denominator > 0.0
                     weights.append(torch.where(
@@ -138,13 +135,8 @@ class _BlockRun(_Run):
             # residual [π_τ q − p]₊ by inverse CDF (q itself if its mass is 0)
             p_rows, q_rows = self.p.index_select(0, row), self.q.index_select(0, row)
             gap = pi[:, None] * q_rows - p_rows
-            use_target = ~(self._running_sums(gap)[:, -1] > 0.0)
-            terms = torch.where(use_target[:, None], q_rows, gap)
-            running = self._running_sums(terms)
-            above = running > (u_last * running[:, -1])[:, None]
-            last_positive = (terms.shape[1] - 1 - torch.flip(terms > 0.0, [1]).long().argmax(1))
-            last_positive = torch.where((terms > 0.0).any(1), last_positive, 0)
-            residual_token = torch.where(above.any(1), above.long().argmax(1), last_positive)
+            use_target = ~(running_sums(gap)[:, -1] > 0.0)
+            residual_token = inverse_cdf(torch.where(use_target[:, None], q_rows, gap), u_last)
             bonus_token = self.target.draw(row, u_last).long()
             residual = active & (tau < span)
             bonus = active & (tau == span) & (position < horizon) & self.bonus

@@ -172,6 +172,32 @@ def _torch_dtype(dtype: np.dtype):
     return _torch().from_numpy(np.zeros(0, dtype=dtype)).dtype
 
 
+def running_sums(terms):
+    """Running sums of the positive parts of the columns of ``terms`` (n, V), x = 0 … V − 1 in
+    order, one tensor operation per column (``torch.cumsum`` is sequential on the CPU but not
+    on CUDA): the compiled kernels' ordered sums, bit for bit."""
+    torch = _torch()
+    out = torch.empty_like(terms)
+    running = torch.zeros_like(terms[:, 0])
+    for x in range(terms.shape[1]):
+        running = running + terms[:, x].clamp(min=0.0)
+        out[:, x] = running
+    return out
+
+
+def inverse_cdf(terms, uniforms):
+    """:func:`sim.engine.compiled.inverse_cdf` per row of ``terms`` (n, V): the first x whose
+    running sum of positive terms exceeds u · (their sum), else the last positive term (0 if
+    none)."""
+    torch = _torch()
+    running = running_sums(terms)
+    above = running > (uniforms * running[:, -1])[:, None]
+    positive = terms > 0.0
+    last_positive = terms.shape[1] - 1 - torch.flip(positive, [1]).long().argmax(1)
+    last_positive = torch.where(positive.any(1), last_positive, 0)
+    return torch.where(above.any(1), above.long().argmax(1), last_positive)
+
+
 # -- tables on the device ------------------------------------------------------------------
 
 class _Alias:
@@ -355,7 +381,7 @@ def simulate(draft, target, algorithm, *, n_trials: int, rng=None, device=None,
         from tqdm.auto import tqdm
 
         bounds = tqdm(bounds, desc=f"{type(algorithm).__name__} [{device}]", unit="chunk")
-    rejections, calls, drafted, tokens = _outputs(tables.layout, n_trials, record_tokens)
+    rejections, calls, drafted, tokens = _outputs(tables, n_trials, record_tokens)
     for first, n in bounds:
         part = run.run(key, first, n, record_tokens)
         rejections[first:first + n] = part.rejections

@@ -340,6 +340,16 @@ class StaleResidualTree(TreeSpeculative):
     """Bug: recursive rejection sampling that never updates the residual between siblings
     (every child is tested against q; all rejected → a draw from [q − p_k]₊)."""
 
+    _engine_rule = "stale_residual"  # the same bug in the compiled and torch engines
+
+
+@dataclass(frozen=True)
+class StaleTraversalTree(TreeSpeculative):
+    """Bug: Traversal Verification whose deletions update p_α but never the target row M_b
+    (it stays q); engines only (``verifier="traversal"``)."""
+
+    _engine_rule = "stale_traversal"
+
 
 def _stale_rrs(root, algorithm, choose):
     node, path = root, []

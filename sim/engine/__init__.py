@@ -15,8 +15,8 @@ module                      holds
                             "topk", "optimal"): exact root laws sampled, literal routines
 :mod:`~sim.engine.block`    block verification (a round-level family)
 :mod:`~sim.engine.stopping` adaptive draft length (``AdaptiveSpeculative``)
-:mod:`~sim.engine.tree`     token trees (``TreeSpeculative``): reference routine only, no
-                            compiled kernel yet
+:mod:`~sim.engine.tree`     token trees (``TreeSpeculative``): reference routine and
+                            registration; tables and kernel in :mod:`~sim.engine.tree_kernel`
 :mod:`~sim.engine.core`     what families share: row layout, dtypes, the family registry
                             (:func:`register_family`), memory and work guards
 :mod:`~sim.engine.compiled` numba building blocks: Philox uniforms, alias draws, start contexts

@@ -1,8 +1,8 @@
 r"""The compiled engine's shared building blocks (numba): counter uniforms, alias draws.
 
 The family kernels (:func:`sim.engine.token.token_kernel`, :func:`sim.engine.batch.batch_kernel`,
-:func:`sim.engine.block.block_kernel`) are each a pure function of their sampling tables and
-the Philox key, built from the primitives here.
+:func:`sim.engine.block.block_kernel`, :func:`sim.engine.tree_kernel.tree_kernel`, …) are each a
+pure function of their sampling tables and the Philox key, built from the primitives here.
 Trials are cut into blocks of :data:`BLOCK`; a block advances one position at a time: first
 branch-free loops compute the uniforms every trial needs at this position (Philox vectorizes
 over trials), then each trial takes its branches.  Uniforms whose need depends on the trial's
@@ -29,6 +29,10 @@ batch (M candidates)   2m, 2m + 1: draw and test candidate m; 2M: the draw from 
 block verification     counter position = the round's START position n (a round consumes
                        its randomness at once): 2(i − 1): draft X_i, 2(i − 1) + 1: η_i,
                        2γ: the final token Y (residual or bonus)
+token trees (N nodes)  counter position = the round's START position n; nodes numbered
+                       breadth-first (root 0): 2(v − 1): draft of node v, 2(v − 1) + 1: its
+                       test; 2N: the final token (residual or bonus); all N + 1 pairs of a
+                       round are computed at once (:mod:`sim.engine.tree_kernel`)
 start (random prompt)  position ``START_POSITION``, slot 0, by inverse CDF
 =====================  =======================================================================
 
@@ -44,7 +48,7 @@ from numba import njit
 
 from sim.engine.philox import PHILOX_MULTIPLIERS, PHILOX_ROUNDS, PHILOX_WEYL, START_POSITION
 
-__all__ = ["BLOCK", "alias_draw", "thread_count", "uniform", "uniform_pair"]
+__all__ = ["BLOCK", "alias_draw", "inverse_cdf", "thread_count", "uniform", "uniform_pair"]
 
 _M0, _M1 = (np.uint64(m) for m in PHILOX_MULTIPLIERS)
 _W0, _W1 = (np.uint64(w) for w in PHILOX_WEYL)
@@ -92,6 +96,32 @@ def alias_draw(entries, row, vocab_size, u):
     record = entries[row * vocab_size + column]
     alias = np.int64(record.imag)
     return column if scaled - column < record.real else alias
+
+
+@njit(inline="always", cache=True)
+def inverse_cdf(weights, offset, size, u):
+    """A draw from the positive entries of ``weights[offset : offset + size]`` (normalized).
+
+    The ordered sum t of the positive entries (x = 0 … size − 1, adding only positive terms),
+    then the first x whose running sum exceeds u · t — the last positive entry if rounding
+    leaves none; 0 when no entry is positive (the callers never ask then).
+    """
+    total = 0.0
+    for x in range(size):
+        weight = weights[offset + x]
+        if weight > 0.0:
+            total += weight
+    goal = u * total
+    running = 0.0
+    chosen = 0
+    for x in range(size):
+        weight = weights[offset + x]
+        if weight > 0.0:
+            running += weight
+            chosen = x
+            if running > goal:
+                return x
+    return chosen
 
 
 @njit(inline="always", cache=True)

@@ -65,23 +65,30 @@ def count_dtype(horizon: int) -> np.dtype:
     return _smallest_signed(int(horizon))
 
 
-def drafted_dtype(horizon: int) -> np.dtype:
-    """The smallest signed integer dtype that holds every drafted count 0 … T(T + 1)/2.
+def drafted_dtype(horizon: int, per_round: int | None = None) -> np.dtype:
+    """The smallest signed integer dtype that holds every drafted count of a trial.
 
-    A trial drafts at most T + (T − 1) + … + 1 tokens (a window to the horizon, rejected at its
-    first draft every round).
+    A trial drafts at most T + (T − 1) + … + 1 = T(T + 1)/2 tokens with windows (a window to
+    the horizon, rejected at its first draft every round); a family whose round drafts up to
+    ``per_round`` tokens whatever the position (a token tree's nodes: a tables class's
+    ``drafts_per_round``) drafts at most T · ``per_round``.
 
     Parameters
     ----------
     horizon : int >= 0
         T.
+    per_round : int, optional
+        The most tokens one round drafts, when that is not bounded by T − n.
 
     Returns
     -------
     numpy.dtype
         int8, int16, int32 or int64.
     """
-    return _smallest_signed(int(horizon) * (int(horizon) + 1) // 2)
+    largest = int(horizon) * (int(horizon) + 1) // 2
+    if per_round is not None:
+        largest = max(largest, int(horizon) * int(per_round))
+    return _smallest_signed(largest)
 
 
 def draft_table(algorithm, layout: Layout) -> np.ndarray:

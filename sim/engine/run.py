@@ -18,7 +18,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from sim.engine.core import (
-    Layout,
     check_memory,
     check_work,
     count_dtype,
@@ -99,12 +98,14 @@ def _check_outputs(horizon: int, vocab_size: int, n: int, record_tokens: bool) -
                  "use fewer trials, simulate_counts (histograms only), or record_tokens=False")
 
 
-def _outputs(layout: Layout, n: int, record_tokens: bool):
+def _outputs(tables, n: int, record_tokens: bool):
+    """The per-trial output arrays of ``n`` trials of ``tables``'s family (empty)."""
+    layout = tables.layout
     counts = count_dtype(layout.horizon)
     _check_outputs(layout.horizon, layout.vocab_size, n, record_tokens)
     tokens_shape = (n, layout.horizon) if record_tokens else (0, 0)
-    return (np.empty(n, dtype=counts), np.empty(n, dtype=counts),
-            np.empty(n, dtype=drafted_dtype(layout.horizon)),
+    drafted = drafted_dtype(layout.horizon, getattr(tables, "drafts_per_round", None))
+    return (np.empty(n, dtype=counts), np.empty(n, dtype=counts), np.empty(n, dtype=drafted),
             np.empty(tokens_shape, dtype=token_dtype(layout.vocab_size)))
 
 
@@ -129,7 +130,7 @@ def run_chunk(tables, key, first_trial: int, n: int, record_tokens: bool = False
     SimResult
         The chunk's per-trial counts (and tokens).
     """
-    rejections, target_calls, drafted, tokens = _outputs(tables.layout, n, record_tokens)
+    rejections, target_calls, drafted, tokens = _outputs(tables, n, record_tokens)
     tables.run(key, first_trial, rejections, target_calls, drafted, tokens)
     return SimResult(rejections, target_calls, tokens if record_tokens else None, drafted)
 
@@ -352,8 +353,7 @@ def simulate(draft: MarkovLM, target: MarkovLM, algorithm, *, n_trials: int, rng
     """
     tables, key, bounds = _prepare(draft, target, algorithm, n_trials, rng, chunk_size,
                                    record_tokens=bool(record_tokens))
-    rejections, target_calls, drafted, tokens = _outputs(tables.layout, int(n_trials),
-                                                         record_tokens)
+    rejections, target_calls, drafted, tokens = _outputs(tables, int(n_trials), record_tokens)
     if client is None:  # each chunk writes straight into its slice of the outputs
         chunks = bounds if not progress else _progress(bounds, type(algorithm).__name__)
         for first, n in chunks:

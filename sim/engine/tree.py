@@ -1,10 +1,9 @@
 r"""Token-tree speculative decoding in the engines (:class:`theory.TreeSpeculative`).
 
-For now the family has its reference routine only (``tables_class=None``: :func:`sim.simulate`
-refuses it with a ``TypeError``; :func:`sim.reference.enumerate_outcomes` gives its exact law
-and :func:`sim.reference.reference_simulate` samples it).  The routine is the readable
-definition the exact round law of :mod:`theory.tree` is checked against: it shares none of
-that module's recursion, only the tree's shape and the theory's statement of the rules.
+The compiled kernel and its tables are in :mod:`sim.engine.tree_kernel` (registered here;
+the torch run is :mod:`gpu_kernels.tree`); the readable routine below is the definition they
+and the exact round law of :mod:`theory.tree` are checked against: it shares none of that
+module's recursion, only the tree's shape and the theory's statement of the rules.
 
 A round from position n drafts the tree cut at depth min(d, T − n) *lazily*: a node's j-th
 child is drawn (``choose.categorical``; "topk" needs no draw) the first time verification
@@ -26,6 +25,7 @@ import numpy as np
 
 from sim.engine.core import register_family
 from sim.engine.reference import Outcome, _Trace
+from sim.engine.tree_kernel import TreeTables
 from theory import MarkovLM, TreeSpeculative
 from theory.multidraft import draft_order
 from theory.onestep import positive_part
@@ -191,4 +191,4 @@ def _tree_speculative(algorithm: TreeSpeculative, draft: MarkovLM, target: Marko
     return tree_rounds(algorithm, draft, target, choose, verify)
 
 
-register_family(TreeSpeculative, None, _tree_speculative)
+register_family(TreeSpeculative, TreeTables, _tree_speculative)

@@ -27,6 +27,8 @@ from tests.mutants import (
     InvertedRatio,
     LossyAdditiveAcceptance,
     SharedUniformBlock,
+    StaleResidualTree,
+    StaleTraversalTree,
     TypicalWithoutEntropy,
 )
 from tests.sim.test_statistical import pmf_moments
@@ -36,6 +38,7 @@ from theory import (
     BlockSpeculative,
     LossySpeculative,
     Speculative,
+    TreeSpeculative,
     TruncatedSpeculative,
     TypicalAcceptance,
     UnbiasedSpeculative,
@@ -123,6 +126,52 @@ def test_block_verification_same_seed_same_results(device, pair, algorithm, seed
                          chunk_size=chunk_size, record_tokens=True)
     np.testing.assert_array_equal(got.tokens, expected.tokens)
     np.testing.assert_array_equal(got.rejections, expected.rejections)
+    np.testing.assert_array_equal(got.target_calls, expected.target_calls)
+    np.testing.assert_array_equal(got.drafted, expected.drafted)
+
+
+TREE_ALGORITHMS = [
+    TreeSpeculative((2, 2)), TreeSpeculative((2, 1), verifier="traversal"),
+    TreeSpeculative((3,), sampling="swor"), TreeSpeculative((1, 1, 1), verifier="traversal"),
+    TreeSpeculative(shape=((((),), ()), ((),)), sampling="swor", verifier="traversal"),
+    TreeSpeculative((2, 2), sampling="topk", bonus=False),
+    TreeSpeculative(shape=(((), ()), ((),), ()), sampling="topk", verifier="traversal"),
+    TreeSpeculative((2, 2), sampling="swor", verifier="traversal", bonus=False),
+    StaleResidualTree((2, 2)), StaleResidualTree((3, 1), sampling="swor"),
+    StaleTraversalTree((2, 1), sampling="topk", verifier="traversal")]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@settings(max_examples=25)
+@given(pair=model_pairs(max_vocab=4, max_horizon=5, max_contexts=4),
+       algorithm=st.sampled_from(TREE_ALGORITHMS), seed=st.integers(0, 2**32 - 1),
+       chunk_size=st.integers(1, 100))
+def test_token_trees_same_seed_same_results(device, pair, algorithm, seed, chunk_size):
+    """Token trees (rounds per trial, tabulated and in-kernel residuals, eager and lazy
+    drafting) bit for bit: every sampling × verifier, irregular shapes, horizon cuts, bonus
+    off, the negative controls, hidden contexts, zeros and random prompts."""
+    draft, target = pair
+    expected = simulate(draft, target, algorithm, n_trials=64, rng=seed, record_tokens=True)
+    got = simulate_torch(draft, target, algorithm, n_trials=64, rng=seed, device=device,
+                         chunk_size=chunk_size, record_tokens=True)
+    np.testing.assert_array_equal(got.tokens, expected.tokens)
+    np.testing.assert_array_equal(got.rejections, expected.rejections)
+    np.testing.assert_array_equal(got.target_calls, expected.target_calls)
+    np.testing.assert_array_equal(got.drafted, expected.drafted)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("sampling", ["iid", "swor", "topk"])
+@pytest.mark.parametrize("verifier", ["rrs", "traversal"])
+def test_token_trees_identical_on_fig2(device, sampling, verifier):
+    """Each sampling × verifier once on a real pair (V = 7, random prompt), beside the
+    hypothesis draws above."""
+    draft, target = fig2_pair(horizon=12)
+    algorithm = TreeSpeculative((2, 1), sampling=sampling, verifier=verifier)
+    expected = simulate(draft, target, algorithm, n_trials=400, rng=4, record_tokens=True)
+    got = simulate_torch(draft, target, algorithm, n_trials=400, rng=4, device=device,
+                         record_tokens=True)
+    np.testing.assert_array_equal(got.tokens, expected.tokens)
     np.testing.assert_array_equal(got.target_calls, expected.target_calls)
     np.testing.assert_array_equal(got.drafted, expected.drafted)
 

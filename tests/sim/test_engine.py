@@ -19,16 +19,19 @@ from sim.strategies import broadcast_layouts, model_pairs, probability_vectors
 from theory import (
     Autoregressive,
     BatchSpeculative,
+    BlockSpeculative,
     LossySpeculative,
     MarkovLM,
     Speculative,
+    TreeSpeculative,
     UnbiasedSpeculative,
     expected_rejections,
 )
 
 ALGORITHMS = [Speculative(), Speculative(window=2), Speculative(window=2, bonus=False),
               Autoregressive(), UnbiasedSpeculative.scaled(0.5), BatchSpeculative(3),
-              BatchSpeculative(3, "trie"), LossySpeculative(0.2)]
+              BatchSpeculative(3, "trie"), LossySpeculative(0.2), TreeSpeculative((2, 2)),
+              TreeSpeculative((2, 1), sampling="swor", verifier="traversal")]
 
 # Random123's published known-answer vectors for Philox4x32-10: counter, key -> output.
 KNOWN_ANSWERS = [
@@ -152,6 +155,20 @@ def test_trial_outcomes_depend_only_on_seed_and_index(pair, algorithm, seed, n_t
     chunked = simulate(draft, target, algorithm, n_trials=n_trials, rng=seed,
                        chunk_size=chunk_size, record_tokens=True)
     _assert_same(full, chunked, slice(0, n_trials))
+
+
+@settings(max_examples=30)
+@given(pair=model_pairs(max_vocab=4, max_horizon=6, max_contexts=4), depth=st.integers(1, 4),
+       bonus=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_traversal_on_a_chain_is_block_verification_bit_for_bit(pair, depth, bonus, seed):
+    """Traversal Verification of a single path makes block verification's operations with
+    its counter slots (sim.engine.tree_kernel), so the arrays are identical — horizon cuts,
+    hidden contexts, zeros and random prompts included."""
+    draft, target = pair
+    chain = TreeSpeculative((1,) * depth, verifier="traversal", bonus=bonus)
+    _assert_same(simulate(draft, target, chain, n_trials=200, rng=seed, record_tokens=True),
+                 simulate(draft, target, BlockSpeculative(depth, bonus=bonus), n_trials=200,
+                          rng=seed, record_tokens=True))
 
 
 @pytest.mark.parametrize("algorithm", [Speculative(), BatchSpeculative(4, "trie")], ids=repr)

@@ -1,5 +1,6 @@
 """Token trees in the engines: the reference routine runs (the exact rung is
-tests/theory/test_tree.py); the compiled engines refuse the family until it has a kernel."""
+tests/theory/test_tree.py); the compiled engines refuse the optimal verifier (no law to
+sample); tests/sim/test_tree_statistical.py checks the kernels."""
 
 from fractions import Fraction as F
 
@@ -12,10 +13,11 @@ from sim.reference import enumerate_outcomes, reference_simulate
 from theory import MarkovLM, TreeSpeculative
 
 
-def test_compiled_engine_refuses_trees_clearly():
+def test_compiled_engine_refuses_the_optimal_verifier_clearly():
     draft, target = bernoulli_pair(0.5, 0.25, horizon=3)
-    with pytest.raises(TypeError, match="no kernel"):
-        simulate(draft, target, TreeSpeculative((2, 2)), n_trials=10, rng=0)
+    with pytest.raises(TypeError, match=r"no kernel.*optimal tree verifier is not unique"):
+        simulate(draft, target, TreeSpeculative((2, 2), verifier="optimal"), n_trials=10,
+                 rng=0)
 
 
 @pytest.mark.parametrize("sampling", ["iid", "swor", "topk"])
