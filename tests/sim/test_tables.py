@@ -85,3 +85,58 @@ def test_alias_tables_on_many_large_rows_equal_the_numpy_construction():
     table = build_alias(weights)
     _same_bits(table.entries, _numpy_alias(weights))
     assert not table.entries.flags.writeable
+
+
+def test_tables_are_built_once_per_problem_content_and_the_cache_can_be_cleared(monkeypatch):
+    import sim.engine
+    from sim.engine import clear_table_cache, make_tables, simulate, table_cache_info
+    from sim.models import fig2_pair
+    from theory import BatchSpeculative, MarkovLM, Speculative
+
+    clear_table_cache()
+    draft, target = fig2_pair(horizon=6)
+    first = make_tables(draft, target, Speculative())
+    # equal content, new objects: the same tables; read-only, so sharing them is safe
+    again = make_tables(*fig2_pair(horizon=6), Speculative())
+    assert again is first and not first.proposal.entries.flags.writeable
+    assert table_cache_info()["hits"] == 1 and table_cache_info()["misses"] == 1
+    # any difference in the problem is another entry: algorithm, its class, the models' numbers
+    assert make_tables(draft, target, Speculative(window=2)) is not first
+    assert make_tables(draft, target, BatchSpeculative(2)) is not first
+
+    class Renamed(Speculative):
+        pass
+
+    assert make_tables(draft, target, Renamed()) is not first
+    probs = np.array(target.probs)
+    probs[0, 0] = probs[0, 0][::-1]
+    changed = MarkovLM(probs, target.next_context, target.start)
+    assert make_tables(draft, changed, Speculative()) is not first
+    # cached tables give the arrays of freshly built ones
+    cached_run = simulate(draft, target, Speculative(), n_trials=500, rng=3, record_tokens=True)
+    clear_table_cache()
+    assert table_cache_info() == {"entries": 0, "bytes": 0, "hits": 0, "misses": 0}
+    fresh = simulate(draft, target, Speculative(), n_trials=500, rng=3, record_tokens=True)
+    np.testing.assert_array_equal(cached_run.tokens, fresh.tokens)
+    assert make_tables(draft, target, Speculative()) is not first
+    # the byte limit: 0 keeps nothing
+    monkeypatch.setattr(sim.engine, "TABLE_CACHE_LIMIT", 0)
+    clear_table_cache()
+    assert make_tables(draft, target, Speculative()) is not make_tables(draft, target,
+                                                                       Speculative())
+    assert table_cache_info()["entries"] == 0
+
+
+def test_the_cache_keeps_the_most_recent_problems_within_its_limits(monkeypatch):
+    import sim.engine
+    from sim.engine import clear_table_cache, make_tables, table_cache_info
+    from sim.models import fig2_pair
+    from theory import Speculative
+
+    monkeypatch.setattr(sim.engine, "TABLE_CACHE_ENTRIES", 2)
+    clear_table_cache()
+    draft, target = fig2_pair(horizon=4)
+    tables = [make_tables(draft, target, Speculative(window=w)) for w in (1, 2, 3)]
+    assert table_cache_info()["entries"] == 2
+    assert make_tables(draft, target, Speculative(window=3)) is tables[2]
+    assert make_tables(draft, target, Speculative(window=1)) is not tables[0]  # evicted
