@@ -10,7 +10,8 @@ the algorithm): a new family is benchmarked by adding its line.  For each settin
   the call (and the result arrays allocated),
 
 each as a ratio to the **floor**: the rate at which numpy merely draws 3 float64 uniforms per
-position (``Generator.random`` into a preallocated block, one thread) in the same run.  Both
+position (``Generator.random`` into a preallocated block, one thread), measured beside each
+row (the load of a shared machine drifts during a run).  Both
 rates are measured with one kernel thread and with all of them (``numba.set_num_threads``).
 """
 
@@ -83,11 +84,11 @@ def best_time(function, repeat: int) -> float:
     return best
 
 
-def floor_rate(trials: int = 200_000) -> float:
+def floor_rate(trials: int = 50_000, repeat: int = 9) -> float:
     """Positions per second at which numpy draws FLOOR_UNIFORMS float64 uniforms each.
 
-    The best of 9 runs: on a shared machine the floor is the noisiest number here, and its best
-    (highest) value makes every ratio conservative.
+    The best of ``repeat`` runs: on a shared machine the floor is the noisiest number here, and
+    its best (highest) value makes every ratio conservative.
     """
     generator = np.random.default_rng(1)
     block = np.empty((FLOOR_UNIFORMS, 1 << 15))
@@ -97,7 +98,7 @@ def floor_rate(trials: int = 200_000) -> float:
         for _ in range(steps):
             generator.random(out=block)
 
-    return steps * block.shape[1] / best_time(draw, 9)
+    return steps * block.shape[1] / best_time(draw, repeat)
 
 
 @dataclass
@@ -109,6 +110,7 @@ class Row:
     kernel: dict  # threads -> positions/s
     end_to_end: dict  # threads -> positions/s
     reference: float  # positions/s of the reference sampler (nan: not measured)
+    floor: float  # the floor measured right before this row (positions/s)
 
 
 def thread_counts() -> list[int]:
@@ -148,20 +150,20 @@ def measure(setting: str, draft, target, family: str, algorithm, *, trials: int,
             end_to_end[threads] = positions / best_time(cold, repeat)
     finally:
         numba.set_num_threads(before)
+    floor = floor_rate()  # beside the row: the load drifts during a run
     reference = np.nan
     if reference_trials:
         reference = reference_trials * target.horizon / best_time(
             lambda: reference_simulate(draft, target, algorithm, n_trials=reference_trials,
                                        rng=1), 1)
-    return Row(setting, family, n, built, kernel, end_to_end, reference)
+    return Row(setting, family, n, built, kernel, end_to_end, reference, floor)
 
 
-def run_families(args, only=None) -> tuple[float, list[Row], list[str]]:
-    """The floor, a :class:`Row` per (setting, family), and a line per refused one."""
+def run_families(args, only=None) -> tuple[list[Row], list[str]]:
+    """A :class:`Row` per (setting, family), and a line per refused one."""
     warm_up = random_pair(3, 2, rng=0)  # load the table builder's kernel outside the timing
     clear_table_cache()
     make_tables(*warm_up, Speculative())
-    floor = floor_rate()
     rows, refused = [], []
     for setting, (draft, target) in settings().items():
         for family, make in FAMILIES:
@@ -174,10 +176,10 @@ def run_families(args, only=None) -> tuple[float, list[Row], list[str]]:
                                     repeat=args.repeat, reference_trials=args.reference_trials))
             except ValueError as error:  # refused up front (e.g. a root law too large to sum)
                 refused.append(f"   {setting} {family}: refused ({str(error)[:110]}…)")
-    return floor, rows, refused
+    return rows, refused
 
 
-def format_rows(floor: float, rows: list[Row], markdown: bool = False) -> str:
+def format_rows(rows: list[Row], markdown: bool = False) -> str:
     """The table of ratios to the floor (plain text, or a markdown table for the README)."""
     counts = sorted(rows[0].kernel) if rows else [1]
     heads = ["setting", "family", "trials", "tables s"]
@@ -188,8 +190,8 @@ def format_rows(floor: float, rows: list[Row], markdown: bool = False) -> str:
     for row in rows:
         cells = [row.setting, row.family, f"{row.trials:,}", f"{row.tables_seconds:.3f}"]
         for threads in counts:
-            cells += [f"{row.kernel[threads] / floor:.2f}",
-                      f"{row.end_to_end[threads] / floor:.2f}"]
+            cells += [f"{row.kernel[threads] / row.floor:.2f}",
+                      f"{row.end_to_end[threads] / row.floor:.2f}"]
         cells.append("-" if np.isnan(row.reference) else f"{row.kernel[1] / row.reference:.0f}x")
         lines.append(cells)
     if markdown:
@@ -203,7 +205,7 @@ def format_rows(floor: float, rows: list[Row], markdown: bool = False) -> str:
     return "\n".join(out)
 
 
-def check_targets(floor: float, rows: list[Row]) -> list[str]:
+def check_targets(rows: list[Row]) -> list[str]:
     """One line per target of :data:`TARGETS`: the measured one-thread ratio and its verdict."""
     by_key = {(row.setting, row.family): row for row in rows}
     lines = []
@@ -213,8 +215,11 @@ def check_targets(floor: float, rows: list[Row]) -> list[str]:
         if row is None or (relative and base is None):
             continue
         rate = (row.end_to_end if kind == "e2e" else row.kernel)[1]
-        against = (base.end_to_end if kind == "e2e" else base.kernel)[1] if base else floor
-        ratio = rate / against
+        if base:  # both rows relative to their own floors
+            ratio = (rate / row.floor) / ((base.end_to_end if kind == "e2e" else base.kernel)[1]
+                                          / base.floor)
+        else:
+            ratio = rate / row.floor
         name = f"{relative}'s rate" if relative else "the floor"
         lines.append(f"   {setting} {family}, {kind}, 1 thread: {ratio:.2f}x {name} "
                      f"(target >= {bound}): {'holds' if ratio >= bound else 'MISSED'}")
