@@ -59,7 +59,8 @@ def engines(args) -> None:
           f"kernel and end to end (tables built in the call), best of {args.repeat}")
     rows, refused = run_families(args, only=args.family)
     floors = [row.floor for row in rows]
-    print(f"   floor (measured beside each row) {min(floors):.2e}–{max(floors):.2e} positions/s")
+    print(f"   floor (measured beside each row; ratios use the best) {min(floors):.2e}–"
+          f"{max(floors):.2e} positions/s")
     print(format_rows(rows, markdown=args.markdown))
     print("\n".join(refused))
     print("   targets:")
@@ -133,7 +134,7 @@ def compiling(args) -> None:
 
 
 def dynamic_program(args) -> None:
-    print("\n2. exact DP cost (expected_rejections, Speculative()) against T·S·V")
+    print("\n4. exact DP cost (expected_rejections, Speculative()) against T·S·V")
     rows = []
     for vocab, horizon in ((2000, 16), (8000, 16), (8000, 64), (32000, 64)):
         draft, target = hidden_context_pair(vocab, 8, horizon, rng=0)
@@ -180,7 +181,7 @@ print(float(status[0]) / 1024)
 
 
 def memory(args) -> None:
-    print("\n3. peak memory (fresh process each; Fig. 2 setting, Speculative())")
+    print("\n5. peak memory (fresh process each; Fig. 2 setting, Speculative())")
     runs = [("simulate", "arrays", n) for n in (10**6, 10**7)]
     runs += [("simulate_counts", "counts", n) for n in [10**6, 10**7] + [10**8] * args.full]
     runs += [("Batch(10,000, trie), V=3, T=3", "huge-batch", 10)]

@@ -83,25 +83,29 @@ def _stable_order(values):
             order[k + 1] = item
         return order
     keys = values.view(np.uint64).copy()
+    counts = np.zeros((8, 257), dtype=np.int64)  # every byte's histogram in one pass
     for k in range(size):
         if values[k] == 0.0:
             keys[k] = 0
-    spare = np.empty(size, dtype=np.int64)
-    counts = np.empty(257, dtype=np.int64)
-    for shift in range(0, 64, 8):
-        counts[:] = 0
-        for k in range(size):
-            counts[((keys[order[k]] >> np.uint64(shift)) & np.uint64(255)) + 1] += 1
-        if counts.max() == size:  # every key has this byte: the pass would not move anything
+        key = keys[k]
+        for byte in range(8):
+            counts[byte, ((key >> np.uint64(8 * byte)) & np.uint64(255)) + 1] += 1
+    spare, spare_keys = np.empty(size, dtype=np.int64), np.empty(size, dtype=np.uint64)
+    for byte in range(8):
+        if counts[byte].max() == size:  # every key has this byte: the pass would not move any
             continue
+        offsets = counts[byte]
         for d in range(256):
-            counts[d + 1] += counts[d]
-        for k in range(size):
-            item = order[k]
-            digit = (keys[item] >> np.uint64(shift)) & np.uint64(255)
-            spare[counts[digit]] = item
-            counts[digit] += 1
+            offsets[d + 1] += offsets[d]
+        shift = np.uint64(8 * byte)
+        for k in range(size):  # keys travel with their items: sequential reads
+            key = keys[k]
+            digit = (key >> shift) & np.uint64(255)
+            spare[offsets[digit]] = order[k]
+            spare_keys[offsets[digit]] = key
+            offsets[digit] += 1
         order, spare = spare, order
+        keys, spare_keys = spare_keys, keys
     return order
 
 
