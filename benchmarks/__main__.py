@@ -31,18 +31,15 @@ import time
 import numba
 import numpy as np
 
-from benchmarks.families import check_targets, format_rows, run_families, thread_counts
+from benchmarks.families import (
+    best_time,
+    check_targets,
+    format_rows,
+    run_families,
+    thread_counts,
+)
 from sim.models import fig2_pair, hidden_context_pair
 from theory import BatchSpeculative, expected_rejections
-
-
-def best_time(function, repeat: int) -> float:
-    best = np.inf
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def machine() -> str:
@@ -56,11 +53,11 @@ def machine() -> str:
 
 def engines(args) -> None:
     print(f"\n1. engines: ratios to the numpy RNG floor (3 uniforms per position, one thread), "
-          f"kernel and end to end (tables built in the call), best of {args.repeat}")
+          f"kernel and end to end (tables built in the call), median of {args.repeat} ratios")
     rows, refused = run_families(args, only=args.family)
     floors = [row.floor for row in rows]
-    print(f"   floor (measured beside each row; ratios use the best) {min(floors):.2e}–"
-          f"{max(floors):.2e} positions/s")
+    print(f"   floor (measured beside each timing) {min(floors):.2e}–{max(floors):.2e} "
+          f"positions/s")
     print(format_rows(rows, markdown=args.markdown))
     print("\n".join(refused))
     print("   targets:")
@@ -200,7 +197,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seconds", type=float, default=0.25,
                         help="fewer trials where the kernel would take longer than this")
     parser.add_argument("--reference-trials", type=int, default=100)
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--family", nargs="+", help="only these families (labels)")
     parser.add_argument("--markdown", action="store_true", help="the engine table in markdown")
     sections = {"engines": engines, "tables": tables, "compile": compiling,

@@ -10,9 +10,9 @@ the algorithm): a new family is benchmarked by adding its line.  For each settin
   the call (and the result arrays allocated),
 
 each as a ratio to the **floor**: the rate at which numpy merely draws 3 float64 uniforms per
-position (``Generator.random`` into a preallocated block, one thread), measured beside each
-row and taken at its best over the run (a load spike can only lower a floor, and a lowered
-floor would flatter its row: the best one makes every ratio conservative).  Both
+position (``Generator.random`` into a preallocated block, one thread).  The load of a shared
+machine drifts during a run, so every timing is divided by a floor measured just before it,
+and a row reports the median of ``repeat`` such ratios.  Both
 rates are measured with one kernel thread and with all of them (``numba.set_num_threads``).
 """
 
@@ -108,10 +108,10 @@ class Row:
     family: str
     trials: int
     tables_seconds: float
-    kernel: dict  # threads -> positions/s
-    end_to_end: dict  # threads -> positions/s
+    kernel: dict  # threads -> median ratio to the floor
+    end_to_end: dict  # threads -> median ratio to the floor
     reference: float  # positions/s of the reference sampler (nan: not measured)
-    floor: float  # the floor measured right before this row (positions/s)
+    floor: float  # the median floor measured beside this row's timings (positions/s)
 
 
 def thread_counts() -> list[int]:
@@ -136,28 +136,32 @@ def measure(setting: str, draft, target, family: str, algorithm, *, trials: int,
         n = min(trials, 4 * n)
     n = int(max(min(n, 1000), min(trials, n * seconds / max(took, 1e-9))))
     positions = n * target.horizon
-    kernel, end_to_end = {}, {}
+
+    def cold():
+        clear_table_cache()
+        simulate(draft, target, algorithm, n_trials=n, rng=1)
+
+    kernel, end_to_end, floors = {}, {}, []
     before = numba.get_num_threads()
     try:
         for threads in thread_counts():
             numba.set_num_threads(threads)
-            kernel[threads] = positions / best_time(
-                lambda: run_chunk(tables, key, 0, n), repeat)
-
-            def cold():
-                clear_table_cache()
-                simulate(draft, target, algorithm, n_trials=n, rng=1)
-
-            end_to_end[threads] = positions / best_time(cold, repeat)
+            kernel_ratios, end_to_end_ratios = [], []
+            for _ in range(repeat):  # each timing beside its own floor: the load drifts
+                floors.append(floor_rate(repeat=3))
+                kernel_ratios.append(positions / best_time(
+                    lambda: run_chunk(tables, key, 0, n), 1) / floors[-1])
+                end_to_end_ratios.append(positions / best_time(cold, 1) / floors[-1])
+            kernel[threads] = float(np.median(kernel_ratios))
+            end_to_end[threads] = float(np.median(end_to_end_ratios))
     finally:
         numba.set_num_threads(before)
-    floor = floor_rate()  # beside the row: the load drifts during a run
     reference = np.nan
     if reference_trials:
         reference = reference_trials * target.horizon / best_time(
             lambda: reference_simulate(draft, target, algorithm, n_trials=reference_trials,
                                        rng=1), 1)
-    return Row(setting, family, n, built, kernel, end_to_end, reference, floor)
+    return Row(setting, family, n, built, kernel, end_to_end, reference, float(np.median(floors)))
 
 
 def run_families(args, only=None) -> tuple[list[Row], list[str]]:
@@ -180,14 +184,8 @@ def run_families(args, only=None) -> tuple[list[Row], list[str]]:
     return rows, refused
 
 
-def run_floor(rows: list[Row]) -> float:
-    """The best floor measured in the run: the denominator of every ratio."""
-    return max(row.floor for row in rows)
-
-
 def format_rows(rows: list[Row], markdown: bool = False) -> str:
     """The table of ratios to the floor (plain text, or a markdown table for the README)."""
-    floor = run_floor(rows) if rows else 1.0
     counts = sorted(rows[0].kernel) if rows else [1]
     heads = ["setting", "family", "trials", "tables s"]
     for threads in counts:
@@ -197,9 +195,9 @@ def format_rows(rows: list[Row], markdown: bool = False) -> str:
     for row in rows:
         cells = [row.setting, row.family, f"{row.trials:,}", f"{row.tables_seconds:.3f}"]
         for threads in counts:
-            cells += [f"{row.kernel[threads] / floor:.2f}",
-                      f"{row.end_to_end[threads] / floor:.2f}"]
-        cells.append("-" if np.isnan(row.reference) else f"{row.kernel[1] / row.reference:.0f}x")
+            cells += [f"{row.kernel[threads]:.2f}", f"{row.end_to_end[threads]:.2f}"]
+        speedup = row.kernel[1] * row.floor / row.reference
+        cells.append("-" if np.isnan(row.reference) else f"{speedup:.0f}x")
         lines.append(cells)
     if markdown:
         out = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
@@ -215,16 +213,15 @@ def format_rows(rows: list[Row], markdown: bool = False) -> str:
 def check_targets(rows: list[Row]) -> list[str]:
     """One line per target of :data:`TARGETS`: the measured one-thread ratio and its verdict."""
     by_key = {(row.setting, row.family): row for row in rows}
-    floor = run_floor(rows) if rows else 1.0
     lines = []
     for setting, family, kind, bound, relative in TARGETS:
         row = by_key.get((setting, family))
         base = by_key.get((setting, relative)) if relative else None
         if row is None or (relative and base is None):
             continue
-        rate = (row.end_to_end if kind == "e2e" else row.kernel)[1]
-        against = (base.end_to_end if kind == "e2e" else base.kernel)[1] if base else floor
-        ratio = rate / against
+        ratio = (row.end_to_end if kind == "e2e" else row.kernel)[1]
+        if base:  # ratio of the two rows' ratios to their floors
+            ratio /= (base.end_to_end if kind == "e2e" else base.kernel)[1]
         name = f"{relative}'s rate" if relative else "the floor"
         lines.append(f"   {setting} {family}, {kind}, 1 thread: {ratio:.2f}x {name} "
                      f"(target >= {bound}): {'holds' if ratio >= bound else 'MISSED'}")
