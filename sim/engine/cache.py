@@ -7,7 +7,9 @@ its attributes, arrays by content).  So two equal models built separately (``fig
 called twice) share their tables, and no change to a model could go unseen: models and
 algorithms are immutable (their arrays are read-only copies), and the key would change with
 their content anyway.  Fingerprinting reads each model's stored numbers once (≈ 2 ms per MB),
-a small fraction of a build.
+a small fraction of a build.  An attribute without a value ``repr`` (a function, a closure, a
+rule object) is keyed by its identity: if such an object changes its behaviour in place, call
+:func:`clear_table_cache` before simulating again.
 
 Built tables are read-only (:func:`sim.engine.tables.read_only_tables`), so a cached set is
 shared safely by every later simulation, thread or dask worker.  The cache holds at most
