@@ -1,25 +1,24 @@
-"""Engine throughput against numpy's RNG floor, compile time, DP scaling and memory.
+"""Engine throughput against numpy's RNG floor, table building, compile time, DPs, memory.
 
-``python -m benchmarks`` (or ``make bench``) prints
+``python -m benchmarks`` (or ``make bench``; about 2–3 minutes) prints, after the machine's
+load (``uptime``) and thread counts:
 
-1. **engines** — for the Fig. 2 setting, a V = 1,000 first-order model and a V = 32,000
-   hidden-context model, and for ``Speculative()``, ``BatchSpeculative(4, "paper")``,
-   ``BatchSpeculative(4, "trie")`` and ``LossySpeculative(0.1)``: simulated positions per
-   second of the compiled CPU engine (sampling tables built beforehand, all threads), the
-   *floor ratio* — the engine's rate over the rate at which numpy merely draws 3 float64
-   uniforms per position (``Generator.random`` into a preallocated block, one thread) — the
-   time to build the tables, and the speedup over the reference sampler; then the first-call
-   compile time of the kernels (fresh process, empty cache) and the load average;
-2. **dp** — seconds of the exact dynamic program (``expected_rejections``) against T·S·V,
-   with the fitted constant, and the trie verifier's DP cost against M;
-3. **memory** — peak RSS of ``simulate`` (per-trial arrays) and ``simulate_counts`` for 10^6
-   and 10^7 trials (and 10^8 with ``--full``), and of ``BatchSpeculative(10_000, "trie")``
-   on a short horizon, each in a fresh process;
-4. **trees** — token trees (2, 2, 2) against ``Speculative(window=3)`` on Fig. 2
+1. **engines** — for every algorithm family (:data:`benchmarks.families.FAMILIES`, one line
+   each) on the Fig. 2 setting and a sparse first-order V = 1,000 chain: the compiled kernel's
+   rate and ``simulate``'s end-to-end rate (tables built in the call), each as a ratio to the
+   numpy RNG floor (3 float64 uniforms per position) measured in the same run, with one thread
+   and with all threads; the table-building time; the speedup over the reference sampler; then
+   the issue's targets with their verdicts (``--markdown`` prints the table for the README);
+2. **tables** — building per-position tables for V = 1,000 (T = 10 and T = 50, ``Speculative()``)
+   in a fresh process: seconds and peak memory above the imported baseline;
+3. **compile** — first calls in a fresh process with an empty and with a warm kernel cache;
+4. **dp** — seconds of the exact dynamic program against T·S·V, and the trie's DP against M;
+5. **memory** — peak RSS of ``simulate`` and ``simulate_counts`` (``--full``: 10^8 trials).
+6. **trees** — token trees (2, 2, 2) against ``Speculative(window=3)`` on Fig. 2
    (:mod:`benchmarks.trees`).
 
 Timings are the best of ``--repeat`` runs; nothing here is a test.  The machine may be shared:
-compare ratios measured in one run, and read them beside the printed load average.
+compare ratios measured in one run, and read them beside the printed load.
 """
 
 from __future__ import annotations
@@ -31,60 +30,71 @@ import sys
 import tempfile
 import time
 
+import numba
 import numpy as np
 
+from benchmarks.families import (
+    best_time,
+    check_targets,
+    format_rows,
+    run_families,
+    thread_counts,
+)
 from benchmarks.trees import trees
-from sim.engine import make_tables, run_chunk
-from sim.engine.compiled import thread_count
-from sim.engine.philox import philox_key
-from sim.models import draft_at_tv, fig2_pair, hidden_context_pair, random_pair
-from sim.reference import reference_simulate
-from theory import BatchSpeculative, LossySpeculative, Speculative, expected_rejections
-
-#: Uniforms per position of the floor: the issue's yardstick (draft draw, test, rejection).
-FLOOR_UNIFORMS = 3
+from sim.models import fig2_pair, hidden_context_pair
+from theory import BatchSpeculative, expected_rejections
 
 
-def best_time(function, repeat: int) -> float:
-    best = np.inf
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return best
+def machine() -> str:
+    """``uptime`` and the thread counts in force."""
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    names = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    threads = ", ".join(f"{name}={os.environ.get(name, 'unset')}" for name in names)
+    return (f"{uptime}\n{os.cpu_count()} CPUs; numba threads {numba.config.NUMBA_NUM_THREADS} "
+            f"(benchmarked: {thread_counts()}); {threads}")
 
 
-def settings():
-    _, sparse_target = random_pair(1000, 50, concentration=0.1, time_homogeneous=True, rng=0)
-    return {
-        "Fig. 2 (V=7, S=7, T=50)": fig2_pair(),
-        "first order V=1000, TV=0.3, T=50": (draft_at_tv(sparse_target, 0.3, rng=1),
-                                             sparse_target),
-        "hidden V=32000, S=8, T=64": hidden_context_pair(32_000, 8, 64, rng=0),
-    }
+def engines(args) -> None:
+    print(f"\n1. engines: ratios to the numpy RNG floor (3 uniforms per position, one thread), "
+          f"kernel and end to end (tables built in the call), median of {args.repeat} ratios")
+    rows, refused = run_families(args, only=args.family)
+    floors = [row.floor for row in rows]
+    print(f"   floor (measured beside each timing) {min(floors):.2e}–{max(floors):.2e} "
+          f"positions/s")
+    print(format_rows(rows, markdown=args.markdown))
+    print("\n".join(refused))
+    print("   targets:")
+    print("\n".join(check_targets(rows)))
+    print(f"   {machine()}")
 
 
-ALGORITHMS = {"Speculative()": Speculative(), "Batch(4, paper)": BatchSpeculative(4),
-              "Batch(4, trie)": BatchSpeculative(4, "trie"),
-              "Lossy(0.1)": LossySpeculative(0.1)}
+TABLES_SCRIPT = """
+import sys, time
+from sim.engine import make_tables
+from sim.models import random_pair
+from theory import Speculative
+def rss(field):
+    return float(open('/proc/self/status').read().split(field + ':')[1].split()[0]) / 1024
+make_tables(*random_pair(40, 2, rng=0), Speculative())  # load the kernels
+draft, target = random_pair(1000, int(sys.argv[1]), concentration=0.1, rng=0)
+baseline = rss('VmRSS')
+start = time.perf_counter()
+make_tables(draft, target, Speculative())
+print(time.perf_counter() - start, rss('VmHWM') - baseline)
+"""
 
 
-def floor_rate(trials: int, repeat: int) -> float:
-    """Positions per second at which numpy draws FLOOR_UNIFORMS float64 uniforms each.
-
-    The best of at least 9 runs: on a shared machine the floor is the noisiest number here,
-    and its best (highest) value makes every ratio conservative.
-    """
-    generator = np.random.default_rng(1)
-    block = np.empty((FLOOR_UNIFORMS, 1 << 15))
-    steps = max(1, trials * 50 // block.shape[1])
-
-    def draw():
-        for _ in range(steps):
-            generator.random(out=block)
-
-    seconds = best_time(draw, max(repeat, 9))
-    return steps * block.shape[1] / seconds
+def tables(args) -> None:
+    print("\n2. per-position tables, V = 1,000 first order, Speculative() (fresh process each; "
+          "peak RSS above the baseline after the models are built)")
+    for horizon in (10, 50):
+        output = subprocess.run([sys.executable, "-c", TABLES_SCRIPT, str(horizon)], check=True,
+                                capture_output=True, text=True).stdout.split()
+        size = 2 * horizon * 1000 * 1000 * 16 + horizon * 1000 * 1000 * 8
+        seconds, peak = (float(value) for value in output)
+        print(f"   T = {horizon:2d}: built in {seconds:6.2f} s, peak {peak:7.0f} MiB above "
+              f"the baseline (the tables themselves: {size / 2**20:5.0f} MiB)")
+    print(f"   {machine()}")
 
 
 COMPILE_SCRIPT = """
@@ -93,56 +103,38 @@ start = time.perf_counter()
 from sim import simulate
 from sim.models import fig2_pair
 from theory import BatchSpeculative, Speculative
-imported = time.perf_counter()
+times = [time.perf_counter() - start]
 draft, target = fig2_pair(horizon=5)
-for algorithm in (Speculative(), BatchSpeculative(2)):
+for algorithm in (Speculative(), Speculative(window=4), BatchSpeculative(2)):
+    start = time.perf_counter()
     simulate(draft, target, algorithm, n_trials=10, rng=0)
-print(imported - start, time.perf_counter() - imported)
+    times.append(time.perf_counter() - start)
+print(*times)
 """
 
 
-def compile_times() -> tuple[float, float, float]:
-    """(import s, first calls with an empty kernel cache s, first calls with a warm cache s)."""
+def compile_times() -> tuple[list[float], list[float]]:
+    """(import, Speculative(), Speculative(window=4), Batch(2)) seconds in a fresh process, with
+    an empty kernel cache, then with the cache it left."""
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
-        cold = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT], check=True, env=env,
-                              capture_output=True, text=True).stdout.split()
-        warm = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT], check=True, env=env,
-                              capture_output=True, text=True).stdout.split()
-    return float(cold[0]), float(cold[1]), float(warm[1])
+        runs = [subprocess.run([sys.executable, "-c", COMPILE_SCRIPT], check=True, env=env,
+                               capture_output=True, text=True).stdout.split() for _ in range(2)]
+    return [float(x) for x in runs[0]], [float(x) for x in runs[1]]
 
 
-def engines(args) -> None:
-    floor = floor_rate(args.trials, args.repeat)
-    print(f"\n1. engines: {args.trials:,} trials, {thread_count()} threads, best of "
-          f"{args.repeat}; numpy floor ({FLOOR_UNIFORMS} uniforms per position) "
-          f"{floor:.3e} positions/s; load average {os.getloadavg()[0]:.2f}")
-    header = (f"{'setting':34s} {'algorithm':16s} {'positions/s':>12s} {'x floor':>8s} "
-              f"{'tables s':>9s} {'vs reference':>12s}")
-    print(header)
-    print("-" * len(header))
-    key = philox_key(1)
-    for name, (draft, target) in settings().items():
-        for label, algorithm in ALGORITHMS.items():
-            start = time.perf_counter()
-            tables = make_tables(draft, target, algorithm)
-            built = time.perf_counter() - start
-            run_chunk(tables, key, 0, 1000)  # compile outside the timing
-            engine = best_time(lambda t=tables: run_chunk(t, key, 0, args.trials), args.repeat)
-            reference = best_time(lambda a=algorithm, d=draft, t=target: reference_simulate(
-                d, t, a, n_trials=args.reference_trials, rng=1), 1)
-            rate = args.trials * target.horizon / engine
-            reference_rate = args.reference_trials * target.horizon / reference
-            print(f"{name:34s} {label:16s} {rate:12.3e} {rate / floor:8.2f} "
-                  f"{built:9.3f} {rate / reference_rate:11.0f}x")
-    imported, cold, warm = compile_times()
-    print(f"   kernels: import {imported:.2f} s; first calls (Speculative, Batch) with an empty "
-          f"cache {cold:.2f} s, with the on-disk cache {warm:.2f} s; load average "
-          f"{os.getloadavg()[0]:.2f}")
+def compiling(args) -> None:
+    cold, warm = compile_times()
+    print("\n3. first calls in a fresh process (import; Speculative(); Speculative(window=4), "
+          "which shares its kernel; BatchSpeculative(2))")
+    for label, run in (("empty kernel cache", cold), ("warm kernel cache", warm)):
+        print(f"   {label:18s}: import {run[0]:.2f} s; first calls {run[1]:.2f} s, "
+              f"{run[2]:.2f} s, {run[3]:.2f} s")
+    print(f"   {machine()}")
 
 
 def dynamic_program(args) -> None:
-    print("\n2. exact DP cost (expected_rejections, Speculative()) against T·S·V")
+    print("\n4. exact DP cost (expected_rejections, Speculative()) against T·S·V")
     rows = []
     for vocab, horizon in ((2000, 16), (8000, 16), (8000, 64), (32000, 64)):
         draft, target = hidden_context_pair(vocab, 8, horizon, rng=0)
@@ -189,7 +181,7 @@ print(float(status[0]) / 1024)
 
 
 def memory(args) -> None:
-    print("\n3. peak memory (fresh process each; Fig. 2 setting, Speculative())")
+    print("\n5. peak memory (fresh process each; Fig. 2 setting, Speculative())")
     runs = [("simulate", "arrays", n) for n in (10**6, 10**7)]
     runs += [("simulate_counts", "counts", n) for n in [10**6, 10**7] + [10**8] * args.full]
     runs += [("Batch(10,000, trie), V=3, T=3", "huge-batch", 10)]
@@ -203,15 +195,22 @@ def memory(args) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=200_000)
-    parser.add_argument("--reference-trials", type=int, default=1_000)
+    parser.add_argument("--trials", type=int, default=200_000,
+                        help="most trials per engine measurement")
+    parser.add_argument("--seconds", type=float, default=0.25,
+                        help="fewer trials where the kernel would take longer than this")
+    parser.add_argument("--reference-trials", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--section", choices=("engines", "dp", "memory", "trees"), nargs="+",
-                        default=("engines", "dp", "memory", "trees"))
+    parser.add_argument("--family", nargs="+", help="only these families (labels)")
+    parser.add_argument("--markdown", action="store_true", help="the engine table in markdown")
+    sections = {"engines": engines, "tables": tables, "compile": compiling,
+                "dp": dynamic_program, "memory": memory,
+                "trees": lambda arguments: trees(arguments, best_time)}
+    parser.add_argument("--section", choices=tuple(sections), nargs="+",
+                        default=tuple(sections))
     parser.add_argument("--full", action="store_true", help="include the 10^8-trial run")
     args = parser.parse_args(argv)
-    sections = {"engines": engines, "dp": dynamic_program, "memory": memory,
-                "trees": lambda arguments: trees(arguments, best_time)}
+    print(machine())
     for section in args.section:
         sections[section](args)
 

@@ -231,7 +231,7 @@ class _Run:
         self.index_dtype = torch.int32 if largest < 2**31 else torch.int64
         self.next_context = torch.as_tensor(layout.next_context.astype(np.int64),
                                             device=device).to(self.index_dtype)
-        self.start_cdf = torch.as_tensor(layout.start_cdf, device=device)
+        self.start_cdf = self.tensor(layout.start_cdf)
 
     @staticmethod
     def _flat_arrays(tables):
@@ -246,6 +246,10 @@ class _Run:
 
     def floats(self, array):
         return _torch().as_tensor(np.array(array, dtype=np.float64), device=self.device)
+
+    def tensor(self, array):
+        """A device copy of a table array (tables are read-only: torch must not share them)."""
+        return _torch().as_tensor(np.array(array), device=self.device)
 
     def pair(self, trial, position, pair):
         return philox_pair(trial, self.key, position, pair, self.philox)
@@ -291,7 +295,7 @@ class _Run:
         calls = torch.zeros(n, dtype=counts, device=self.device)
         drafted = torch.zeros(n, dtype=_torch_dtype(drafted_dtype(layout.horizon)),
                               device=self.device)
-        draft_lengths = torch.as_tensor(self.tables.draft_lengths, device=self.device)
+        draft_lengths = self.tensor(self.tables.draft_lengths)
         tokens = torch.empty((n, layout.horizon) if record_tokens else (0, 0),
                              dtype=_torch_dtype(token_dtype(layout.vocab_size)),
                              device=self.device)

@@ -20,7 +20,6 @@ class _StoppingRun(_Run):
 
     def __init__(self, tables: StoppingTables, device, philox):
         super().__init__(tables, device, philox)
-        torch = _torch()
         vocab_size = self.layout.vocab_size
         self.draft = self.alias(tables.draft)
         self.residual = self.alias(tables.residual)
@@ -29,9 +28,9 @@ class _StoppingRun(_Run):
         self.q = self.floats(tables.target_probs).view(-1, vocab_size)
         self.window, self.bonus = tables.algorithm.max_window, bool(tables.algorithm.bonus)
         self.form, self.threshold = tables.form, tables.threshold
-        self.decisions = torch.as_tensor(tables.decisions, device=device)
+        self.decisions = self.tensor(tables.decisions)
         self.offsets = [int(offset) for offset in tables.offsets]
-        self.stop_rows = torch.as_tensor(tables.stop_rows, device=device)
+        self.stop_rows = self.tensor(tables.stop_rows)
 
     def uniform(self, trial, position, slot: int):
         even, odd = philox_pair(trial, self.key, position, slot >> 1, "tensor")

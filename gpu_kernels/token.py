@@ -19,12 +19,11 @@ class _TokenRun(_Run):
         self.proposal = self.alias(tables.proposal)
         self.rejection = self.alias(tables.rejection)
         self.acceptance = self.floats(tables.acceptance)
-        self.after_accept = _torch().as_tensor(tables.after_accept, device=device).to(
-            self.index_dtype)
+        self.after_accept = self.tensor(tables.after_accept).to(self.index_dtype)
         self.bonus_state, self.bonus_offset = tables.bonus_state, tables.bonus_offset
         self.rejection_offset = tables.rejection_offset
-        self.round_start = None if tables.round_start.size == 0 else _torch().as_tensor(
-            tables.round_start, device=device).to(self.index_dtype)
+        self.round_start = None if tables.round_start.size == 0 else self.tensor(
+            tables.round_start).to(self.index_dtype)
 
     def step(self, trial, position, rows, state):
         """The compiled kernel's branch-free step (see :func:`sim.engine.token.token_kernel`)."""

@@ -40,6 +40,7 @@ from theory.models import MarkovLM, check_compatible, context_transition
 from theory.onestep import _tv_distance
 from theory.rounds import RoundProblem
 from theory.speculative import Speculative
+from theory.threads import with_bounded_blas
 from theory.verification import InvalidVerification
 
 __all__ = [
@@ -117,6 +118,7 @@ class _Problem:
         mass[0] = self.target.start_distribution
         return mass
 
+    @with_bounded_blas
     def mean_pass(self):
         """Per-position rejection probability (T,) and round-start probability per context
         (T, S)."""
@@ -134,6 +136,7 @@ class _Problem:
             mass = following
         return rejection, round_start
 
+    @with_bounded_blas
     def count_pass(self, count: str) -> np.ndarray:
         """pmf of the number of rejections (``count='rejections'``) or of target calls."""
         horizon = self.horizon
@@ -151,6 +154,7 @@ class _Problem:
             mass = following
         return mass.sum(axis=(0, 2))
 
+    @with_bounded_blas
     def first_round_pmf(self) -> np.ndarray:
         """P(the first round emits k tokens), k = 0 … T."""
         pmf = self.zeros(self.horizon + 1)

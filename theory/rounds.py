@@ -28,6 +28,7 @@ from theory.algorithms import (
     _check_max_nodes,
 )
 from theory.models import MarkovLM, check_compatible
+from theory.threads import with_bounded_blas
 
 __all__ = ["RoundProblem"]
 
@@ -64,6 +65,7 @@ class RoundProblem:
     def zeros(self, *shape) -> np.ndarray:
         return zeros_like_kind(shape, self.exact)
 
+    @with_bounded_blas
     def mean_pass(self):
         """(P(position n is a rejection), (T,); P(a round starts at n in context s), (T, S))."""
         horizon = self.horizon
@@ -80,6 +82,7 @@ class RoundProblem:
                 mass[n + k] = mass[n + k] + mass[n] @ law.accepted[k] + rejected
         return rejection, round_start
 
+    @with_bounded_blas
     def count_pass(self, count: str) -> np.ndarray:
         """pmf of the number of rejections (``count='rejections'``) or of target calls."""
         horizon = self.horizon
@@ -109,6 +112,7 @@ class RoundProblem:
         final = (law.rejected + law.from_target).sum(axis=(0, 2))
         return (start * (emitted - final)).sum()
 
+    @with_bounded_blas
     def first_round_pmf(self) -> np.ndarray:
         """P(the first round emits k tokens), k = 0 … T."""
         pmf = self.zeros(self.horizon + 1)

@@ -21,7 +21,8 @@ module                      holds
                             (:func:`register_family`), memory and work guards
 :mod:`~sim.engine.compiled` numba building blocks: Philox uniforms, alias draws, start contexts
 :mod:`~sim.engine.philox`   the readable Philox4x32-10 definition and the key from ``rng``
-:mod:`~sim.engine.tables`   Walker/Vose alias tables
+:mod:`~sim.engine.tables`   Walker/Vose alias tables, built in compiled code
+:mod:`~sim.engine.cache`    the per-process cache of built tables (keyed by content)
 :mod:`~sim.engine.run`      :func:`simulate`, :func:`simulate_counts`, chunks, dask clusters
 :mod:`~sim.engine.reference`  the reference drivers: Monte Carlo and exact enumeration
 :mod:`~sim.engine.result`   :class:`SimResult`, :class:`SimCounts`, the input checks
@@ -39,9 +40,10 @@ that holds V − 1 (``int8`` for the paper's settings: 10⁷ trials cost 20 MB, 
 Reductions (``sum``, ``mean``, ``bincount``, ``cumsum``) widen automatically in numpy; cast
 before elementwise arithmetic that can exceed T.
 
-The limits :data:`MEMORY_LIMIT`, :data:`WORK_LIMIT` and :data:`SCHEDULER_TIMEOUT` are set here,
-on ``sim.engine`` (``sim.engine.WORK_LIMIT = 10**13``); the modules that read them see the new
-value at once.
+The limits :data:`MEMORY_LIMIT`, :data:`WORK_LIMIT`, :data:`SCHEDULER_TIMEOUT` and the table
+cache's :data:`TABLE_CACHE_LIMIT` and :data:`TABLE_CACHE_ENTRIES` (:mod:`sim.engine.cache`)
+are set here, on ``sim.engine`` (``sim.engine.WORK_LIMIT = 10**13``); the modules that read
+them see the new value at once.
 """
 
 import sys
@@ -51,6 +53,7 @@ import types
 # imports of batch, block, multidraft, stopping, tree and token below are the families' registration
 # lines.
 from sim.engine import (  # noqa: F401 (stopping, tree: their registration)
+    cache,
     core,
     run,
     stopping,
@@ -58,6 +61,12 @@ from sim.engine import (  # noqa: F401 (stopping, tree: their registration)
 )
 from sim.engine.batch import BatchTables
 from sim.engine.block import BlockTables
+from sim.engine.cache import (
+    TABLE_CACHE_ENTRIES,
+    TABLE_CACHE_LIMIT,
+    clear_table_cache,
+    table_cache_info,
+)
 from sim.engine.core import (
     FAMILIES,
     MEMORY_LIMIT,
@@ -92,6 +101,8 @@ __all__ = [
     "FAMILIES",
     "MEMORY_LIMIT",
     "SCHEDULER_TIMEOUT",
+    "TABLE_CACHE_ENTRIES",
+    "TABLE_CACHE_LIMIT",
     "WORK_LIMIT",
     "BatchTables",
     "BlockTables",
@@ -105,6 +116,7 @@ __all__ = [
     "check_memory",
     "check_work",
     "chunk_bounds",
+    "clear_table_cache",
     "count_dtype",
     "family_tables",
     "make_tables",
@@ -114,11 +126,13 @@ __all__ = [
     "simulate_counts",
     "simulation_work",
     "table_bytes",
+    "table_cache_info",
     "token_dtype",
 ]
 
 #: Where each user-settable limit is read (at call time).
-_LIMITS = {"MEMORY_LIMIT": core, "WORK_LIMIT": core, "SCHEDULER_TIMEOUT": run}
+_LIMITS = {"MEMORY_LIMIT": core, "WORK_LIMIT": core, "SCHEDULER_TIMEOUT": run,
+           "TABLE_CACHE_LIMIT": cache, "TABLE_CACHE_ENTRIES": cache}
 
 
 class _EngineModule(types.ModuleType):

@@ -105,6 +105,7 @@ def batch_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_s
     first_order = next_context.size == 0
     k0, k1 = np.uint64(key0), np.uint64(key1)
     last = np.uint64(2 * n_drafts)
+    pair_m = np.uint64(n_drafts)  # slots 2M (the last residual's draw) and 2M + 1
     n_trials = rejections.size
     for block in prange((n_trials + BLOCK - 1) // BLOCK):
         lo = block * BLOCK
@@ -116,11 +117,14 @@ def batch_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_s
         calls = np.zeros(size, dtype=np.int64)
         drafts = np.zeros(size, dtype=np.int64)
         u_draw, u_test = np.empty(size), np.empty(size)
+        u_last, u_share = np.empty(size), np.empty(size)
         for j in range(size):
             context[j] = _start_context(k0, k1, np.uint64(first + j), start, start_cdf)
         for position in range(horizon):
             n = np.uint64(position)
             _first_pairs(k0, k1, first, n, u_draw, u_test)
+            for j in range(size):  # pair M: the last residual's draw, the trie's first test
+                u_last[j], u_share[j] = uniform_pair(k0, k1, np.uint64(first + j), n, pair_m)
             for j in range(size):
                 trial = np.uint64(first + j)
                 row = position * row_stride + context[j]
@@ -130,31 +134,39 @@ def batch_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_s
                     drafts[j] += draft_lengths[position * n_contexts + context[j]]
                 else:
                     live = state[j]
-                winner = -1
-                token = 0
-                draw, test = u_draw[j], u_test[j]
-                for m in range(live):
-                    if m:
-                        draw, test = uniform_pair(k0, k1, trial, n, np.uint64(m))
-                    candidate = alias_draw(draft, row, vocab_size, draw)
-                    if test < acceptance[(m * n_rows + row) * vocab_size + candidate]:
-                        token = candidate
-                        winner = m
-                        break
-                if winner < 0:
-                    token = alias_draw(residual, (live - 1) * n_rows + row, vocab_size,
-                                       uniform(k0, k1, trial, n, last))
-                    rejected[j] += 1
-                    state[j] = 0
-                elif not trie:
-                    state[j] = 1
+                candidate = alias_draw(draft, row, vocab_size, u_draw[j])
+                accepted = u_test[j] < acceptance[row * vocab_size + candidate]
+                if live == 1:  # one candidate: branch-free, like the token-wise kernel
+                    fallback = alias_draw(residual, row, vocab_size, u_last[j])
+                    token = candidate if accepted else fallback
+                    rejected[j] += not accepted
+                    state[j] = 1 if accepted else 0
                 else:
-                    share = draft_probs[row * vocab_size + token]
-                    stay = 1
-                    for untried in range(winner + 1, live):
-                        if uniform(k0, k1, trial, n, last + np.uint64(untried)) < share:
-                            stay += 1
-                    state[j] = stay
+                    winner = 0 if accepted else -1
+                    token = candidate
+                    for m in range(1, live if winner < 0 else 1):
+                        draw, test = uniform_pair(k0, k1, trial, n, np.uint64(m))
+                        candidate = alias_draw(draft, row, vocab_size, draw)
+                        if test < acceptance[(m * n_rows + row) * vocab_size + candidate]:
+                            token = candidate
+                            winner = m
+                            break
+                    if winner < 0:
+                        token = alias_draw(residual, (live - 1) * n_rows + row, vocab_size,
+                                           u_last[j])
+                        rejected[j] += 1
+                        state[j] = 0
+                    elif not trie:
+                        state[j] = 1
+                    else:
+                        share = draft_probs[row * vocab_size + token]
+                        stay = 1
+                        for untried in range(winner + 1, live):
+                            u = u_share[j] if untried == 1 else \
+                                uniform(k0, k1, trial, n, last + np.uint64(untried))
+                            if u < share:
+                                stay += 1
+                        state[j] = stay
                 if record:
                     tokens[lo + j, position] = token
                 context[j] = token if first_order else \

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-from sim.engine.compiled import _ONE, BLOCK, _start_context, alias_draw, uniform
+from sim.engine.compiled import BLOCK, _start_context, alias_draw, uniform_pair
 from sim.engine.core import Layout, register_family
 from sim.engine.reference import Outcome, _Trace
 from sim.engine.tables import AliasTable, build_alias
@@ -91,8 +91,7 @@ def _residual_draw(draft_probs, target_probs, offset, vocab_size, pi, u):
     total = 0.0
     for x in range(vocab_size):
         gap = pi * target_probs[offset + x] - draft_probs[offset + x]
-        if gap > 0.0:
-            total += gap
+        total += gap if gap > 0.0 else 0.0  # adding 0.0 is exact: a select, not a branch
     use_target = not total > 0.0
     if use_target:
         total = 0.0
@@ -115,29 +114,30 @@ def _residual_draw(draft_probs, target_probs, offset, vocab_size, pi, u):
 
 
 @njit(inline="always", cache=True)
-def _block_select(selection, key0, key1, trial, position, span, h, ratio):
-    """τ from the weights h[1 … span] (and, for the cumulative-product rule, the ratios)."""
+def _block_select(selection, span, h, ratio, eta):
+    """τ from the weights h[1 … span] and the uniforms η_i = ``eta[i]`` (slot 2i − 1; for the
+    cumulative-product rule, also the ratios)."""
     if selection == 0:  # block verification: τ = max{i : η_i < h_i}
         for i in range(span, 0, -1):
-            if uniform(key0, key1, trial, position, np.uint64(2 * i - 1)) < h[i]:
+            if eta[i] < h[i]:
                 return i
         return 0
     if selection == 1:  # one shared η (slot 1)
-        shared = uniform(key0, key1, trial, position, _ONE)
+        shared = eta[1]
         for i in range(span, 0, -1):
             if shared < h[i]:
                 return i
         return 0
     if selection == 2:  # upward scan, stop at the first failure
         for i in range(1, span + 1):
-            if not uniform(key0, key1, trial, position, np.uint64(2 * i - 1)) < h[i]:
+            if not eta[i] < h[i]:
                 return i - 1
         return span
     best = 0  # cumulative products: Π ratio ≥ Π η
     ratios, etas = 1.0, 1.0
     for i in range(1, span + 1):
         ratios *= ratio[i]
-        etas *= uniform(key0, key1, trial, position, np.uint64(2 * i - 1))
+        etas *= eta[i]
         if ratios >= etas:
             best = i
     return best
@@ -147,7 +147,7 @@ def _block_select(selection, key0, key1, trial, position, span, h, ratio):
 def block_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_stride,
                  start, start_cdf, next_context, window, bonus, selection, draft, target,
                  draft_probs, target_probs, rejections, target_calls, drafted_counts, tokens):
-    """Block verification (:class:`theory.BlockSpeculative`), one round at a time per trial.
+    """Block verification (:class:`theory.BlockSpeculative`), a round at a time per trial.
 
     A round from position n drafts γ' = min(γ, T − n) tokens (alias draws from ``draft``),
     computes π and h (see the module docstring for the exact arithmetic), selects τ and
@@ -159,25 +159,51 @@ def block_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_s
     record = tokens.shape[0] > 0
     first_order = next_context.size == 0
     k0, k1 = np.uint64(key0), np.uint64(key1)
-    last = np.uint64(2 * window)
     n_trials = rejections.size
     for block in prange((n_trials + BLOCK - 1) // BLOCK):
+        # Trials advance together, position by position; at each position the trials whose
+        # round starts there draw all of the round's uniforms in branch-free (SIMD) loops —
+        # pair i (slots 2i, 2i + 1: X_{i+1}, η_{i+1}) for i < γ', and pair γ (slot 2γ: Y) —
+        # then play their rounds one by one.
         lo = block * BLOCK
         size = min(BLOCK, n_trials - lo)
         first = first_trial + lo
         contexts = np.empty(window + 1, dtype=np.int64)
         drafted = np.empty(window, dtype=np.int64)
         pi, h, ratio = np.empty(window + 1), np.empty(window + 1), np.empty(window + 1)
+        eta = np.empty(window + 1)
+        context = np.empty(size, dtype=np.int64)
+        round_at = np.zeros(size, dtype=np.int64)  # where each trial's next round starts
+        rejected = np.zeros(size, dtype=np.int64)
+        calls = np.zeros(size, dtype=np.int64)
+        drafts = np.zeros(size, dtype=np.int64)
+        active = np.empty(size, dtype=np.int64)
+        u_even, u_odd = np.empty((window + 1, size)), np.empty((window + 1, size))
         for j in range(size):
-            trial = np.uint64(first + j)
-            context = _start_context(k0, k1, trial, start, start_cdf)
-            position, rejected, calls, drafts = 0, 0, 0, 0
-            while position < horizon:
-                calls += 1
-                n = np.uint64(position)
-                span = min(window, horizon - position)
-                drafts += span
-                contexts[0] = context
+            context[j] = _start_context(k0, k1, np.uint64(first + j), start, start_cdf)
+        for start_position in range(horizon):
+            count = 0
+            for j in range(size):
+                if round_at[j] == start_position:
+                    active[count] = j
+                    count += 1
+            if count == 0:
+                continue
+            n = np.uint64(start_position)
+            span = min(window, horizon - start_position)
+            for i in range(span):
+                for c in range(count):
+                    u_even[i, c], u_odd[i, c] = uniform_pair(
+                        k0, k1, np.uint64(first + active[c]), n, np.uint64(i))
+            for c in range(count):
+                u_even[window, c], u_odd[window, c] = uniform_pair(
+                    k0, k1, np.uint64(first + active[c]), n, np.uint64(window))
+            for c in range(count):
+                j = active[c]
+                position = start_position
+                calls[j] += 1
+                drafts[j] += span
+                contexts[0] = context[j]
                 pi[0] = 1.0
                 h[0] = 1.0
                 for i in range(span):
@@ -187,12 +213,11 @@ def block_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_s
                         r = 0.0
                         for x in range(vocab_size):
                             gap = pi[i] * target_probs[offset + x] - draft_probs[offset + x]
-                            if gap > 0.0:
-                                r += gap
+                            r += gap if gap > 0.0 else 0.0  # adding 0.0 is exact: no branch
                         denominator = r + (1.0 - pi[i])
                         h[i] = r / denominator if denominator > 0.0 else 1.0
-                    token = alias_draw(draft, row, vocab_size,
-                                       uniform(k0, k1, trial, n, np.uint64(2 * i)))
+                    eta[i + 1] = u_odd[i, c]
+                    token = alias_draw(draft, row, vocab_size, u_even[i, c])
                     drafted[i] = token
                     ratio[i + 1] = target_probs[offset + token] / draft_probs[offset + token]
                     product = pi[i] * ratio[i + 1]
@@ -200,30 +225,32 @@ def block_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_s
                     contexts[i + 1] = token if first_order else \
                         next_context[contexts[i] * vocab_size + token]
                 h[span] = pi[span]
-                tau = _block_select(selection, k0, k1, trial, n, span, h, ratio)
+                tau = _block_select(selection, span, h, ratio, eta)
                 if record:
                     for i in range(tau):
                         tokens[lo + j, position + i] = drafted[i]
-                context = contexts[tau]
+                here = contexts[tau]
                 position += tau
                 final = -1
                 if tau < span:
                     final = _residual_draw(draft_probs, target_probs,
-                                           ((position * row_stride) + context) * vocab_size,
-                                           vocab_size, pi[tau], uniform(k0, k1, trial, n, last))
-                    rejected += 1
+                                           ((position * row_stride) + here) * vocab_size,
+                                           vocab_size, pi[tau], u_even[window, c])
+                    rejected[j] += 1
                 elif bonus and position < horizon:
-                    final = alias_draw(target, position * row_stride + context, vocab_size,
-                                       uniform(k0, k1, trial, n, last))
+                    final = alias_draw(target, position * row_stride + here, vocab_size,
+                                       u_even[window, c])
                 if final >= 0:
                     if record:
                         tokens[lo + j, position] = final
-                    context = final if first_order else \
-                        next_context[context * vocab_size + final]
+                    here = final if first_order else next_context[here * vocab_size + final]
                     position += 1
-            rejections[lo + j] = rejected
-            target_calls[lo + j] = calls
-            drafted_counts[lo + j] = drafts
+                context[j] = here
+                round_at[j] = position
+        for j in range(size):
+            rejections[lo + j] = rejected[j]
+            target_calls[lo + j] = calls[j]
+            drafted_counts[lo + j] = drafts[j]
 
 
 # ---------------------------------------------------------------------- reference routine

@@ -22,7 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sim.engine.cache import cached
 from sim.engine.reference import run_algorithm
+from sim.engine.tables import read_only_tables
 from theory import MarkovLM
 
 __all__ = [
@@ -223,7 +225,10 @@ def family_tables(algorithm) -> type | None:
 
 
 def make_tables(draft: MarkovLM, target: MarkovLM, algorithm):
-    """Build the sampling tables of ``algorithm`` on this pair (once per simulation).
+    """The sampling tables of ``algorithm`` on this pair: built once per process and problem.
+
+    Built tables are read-only and kept in a per-process cache keyed by the problem's content
+    (:mod:`sim.engine.cache`): later calls on an equal problem return the same object.
 
     Parameters
     ----------
@@ -258,7 +263,8 @@ def make_tables(draft: MarkovLM, target: MarkovLM, algorithm):
     check_memory(table_bytes(draft, target, algorithm),
                  f"the sampling tables of {algorithm!r} on {target!r}",
                  "use a smaller model or fewer drafts")
-    return family.build(draft, target, algorithm)
+    return cached(draft, target, algorithm,
+                  lambda: read_only_tables(family.build(draft, target, algorithm)))
 
 
 def _physical_memory() -> int:

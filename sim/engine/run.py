@@ -28,6 +28,7 @@ from sim.engine.core import (
 )
 from sim.engine.philox import philox_key
 from sim.engine.result import SimCounts, SimResult, check_problem
+from sim.engine.tables import read_only_tables
 from theory import MarkovLM
 
 __all__ = [
@@ -131,6 +132,8 @@ def run_chunk(tables, key, first_trial: int, n: int, record_tokens: bool = False
         The chunk's per-trial counts (and tokens).
     """
     rejections, target_calls, drafted, tokens = _outputs(tables, n, record_tokens)
+    # read-only again after a trip through pickle (dask): one compiled kernel per family
+    tables = read_only_tables(tables)
     tables.run(key, first_trial, rejections, target_calls, drafted, tokens)
     return SimResult(rejections, target_calls, tokens if record_tokens else None, drafted)
 

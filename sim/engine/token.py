@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit, prange
 
-from sim.engine.compiled import BLOCK, _first_pairs, _start_context, alias_draw, uniform
+from sim.engine.compiled import _ONE, _ZERO, BLOCK, _start_context, alias_draw, uniform_pair
 from sim.engine.core import Layout, draft_table, register_family
 from sim.engine.reference import Outcome, _Trace
 from sim.engine.tables import AliasTable, build_alias
@@ -146,13 +146,19 @@ def token_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_s
         calls = np.zeros(size, dtype=np.int64)
         drafts = np.zeros(size, dtype=np.int64)
         u_token, u_test, u_rejection = np.empty(size), np.empty(size), np.empty(size)
+        live, proposed_rows = np.empty(size, dtype=np.int64), np.empty(size, dtype=np.int64)
+        proposed, fallbacks = np.empty(size, dtype=np.int64), np.empty(size, dtype=np.int64)
         for j in range(size):
             context[j] = _start_context(k0, k1, np.uint64(first + j), start, start_cdf)
         for position in range(horizon):
             n = np.uint64(position)
-            _first_pairs(k0, k1, first, n, u_token, u_test)
+            # The position's work in short loops over the block's trials: Philox (SIMD), the
+            # rows, each table's draws, then the tests — every loop's table reads independent
+            # of each other, so many are in flight at once (1.5x on tables beyond the cache).
             for j in range(size):
-                u_rejection[j] = uniform(k0, k1, np.uint64(first + j), n, np.uint64(2))
+                trial = np.uint64(first + j)
+                u_token[j], u_test[j] = uniform_pair(k0, k1, trial, n, _ZERO)
+                u_rejection[j], _ = uniform_pair(k0, k1, trial, n, _ONE)  # slot 2
             for j in range(size):
                 row = position * row_stride + context[j]
                 current = state[j]
@@ -161,13 +167,19 @@ def token_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_s
                 drafts[j] += starts * draft_lengths[position * n_contexts + context[j]]
                 if policy and starts:
                     current = round_start[position * n_contexts + context[j]]
-                proposed_row = row + bonus_offset * (current == bonus_state)
-                token = alias_draw(proposal, proposed_row, vocab_size, u_token[j])
-                accepted = u_test[j] < acceptance[proposed_row * vocab_size + token]
-                fallback = alias_draw(rejection, row + rejection_offset * (current == bonus_state),
-                                      vocab_size, u_rejection[j])
-                token = token if accepted else fallback
-                state[j] = after_accept[current] if accepted else 0
+                bonus = current == bonus_state
+                live[j] = current
+                proposed_rows[j] = row + bonus_offset * bonus
+                fallbacks[j] = row + rejection_offset * bonus  # the rejection law's row
+            for j in range(size):
+                proposed[j] = alias_draw(proposal, proposed_rows[j], vocab_size, u_token[j])
+            for j in range(size):
+                fallbacks[j] = alias_draw(rejection, fallbacks[j], vocab_size, u_rejection[j])
+            for j in range(size):
+                token = proposed[j]
+                accepted = u_test[j] < acceptance[proposed_rows[j] * vocab_size + token]
+                token = token if accepted else fallbacks[j]
+                state[j] = after_accept[live[j]] if accepted else 0
                 rejected[j] += not accepted
                 if record:
                     tokens[lo + j, position] = token

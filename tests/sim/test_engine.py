@@ -283,20 +283,6 @@ def test_concatenate_results():
     assert joined.n_trials == 2 and joined.tokens.shape == (2, 2)
 
 
-@given(st.integers(1, 30).flatmap(
-    lambda v: st.lists(probability_vectors(v), min_size=1, max_size=5)))
-def test_both_pairing_loops_build_identical_tables(rows):
-    from sim.engine.tables import _pair_rows, _pair_rows_one_by_one
-
-    weights = np.array(rows)
-    scaled = weights * weights.shape[1] / weights.sum(axis=1, keepdims=True)
-    mass = np.sort(scaled, axis=1, kind="stable")
-    empty = np.zeros(len(rows), dtype=bool)
-    vectorized, scalar = _pair_rows(mass, empty), _pair_rows_one_by_one(mass, empty)
-    np.testing.assert_array_equal(vectorized[0], scalar[0])
-    np.testing.assert_array_equal(vectorized[1], scalar[1])
-
-
 def test_allocations_beyond_the_memory_limit_are_refused_before_they_start(monkeypatch):
     import sim.engine
 
