@@ -91,10 +91,13 @@ from sim.conformance.calls import VerifierError, VerifierTimeout
 from sim.conformance.harness import DEFAULT_ROUNDS, MAX_SEQUENCES, assert_lossless, check_verifier
 from sim.conformance.harness import MAX_FIT_VOCAB as MAX_FIT_VOCAB
 from sim.conformance.power import (
+    detection_power,
     detection_rounds,
     failure_table,
     failure_table_markdown,
     floor_detection_rounds,
+    precision_table,
+    precision_table_markdown,
 )
 from sim.conformance.report import POWER as POWER
 from sim.conformance.report import ConformanceReport, PairCheck
@@ -102,7 +105,12 @@ from sim.conformance.rounds import CALL_FLOATS as CALL_FLOATS
 from sim.conformance.suites import LARGE_SHARED as LARGE_SHARED
 from sim.conformance.suites import LARGE_SUPPORT as LARGE_SUPPORT
 from sim.conformance.suites import LARGE_VOCAB as LARGE_VOCAB
-from sim.conformance.suites import SuitePair, conformance_suite, sequence_suite
+from sim.conformance.suites import (
+    SuitePair,
+    conformance_suite,
+    precision_suite,
+    sequence_suite,
+)
 from sim.conformance.verifiers import (
     failure_verifier,
     reference_verifier,
@@ -121,11 +129,15 @@ __all__ = [
     "assert_lossless",
     "check_verifier",
     "conformance_suite",
+    "detection_power",
     "detection_rounds",
     "failure_table",
     "failure_table_markdown",
     "failure_verifier",
     "floor_detection_rounds",
+    "precision_suite",
+    "precision_table",
+    "precision_table_markdown",
     "reference_verifier",
     "rule_verifier",
     "sequence_suite",

@@ -115,8 +115,10 @@ def test_sequence_laws_of_lossless_rules_are_the_target_sequence_law():
     assert deviation(draft, target, 3, block_rule).sequence_tv < 1e-12
 
 
-@pytest.mark.parametrize("name", sorted(FAILURE_MODES))
+@pytest.mark.parametrize("name", sorted(set(FAILURE_MODES) - {"draft_floor"}))
 def test_every_failure_mode_moves_the_output_law(name):
+    """(The draft floor moves only large-vocabulary laws: tests/sim/test_conformance_precision.py
+    computes it on the precision suite.)"""
     mode = FAILURE_MODES[name]
     window = mode.window or 3
     for pair in SUITE:  # exact sequence TV on the smallest pair (an independent
