@@ -66,18 +66,17 @@ rounds needed; otherwise ``"passed"``.  ``report.passed`` is true only for ``"pa
 
 **Modules.** :mod:`~sim.conformance.suites` (the Markov-chain pairs: default, precision,
 sequence), :mod:`~sim.conformance.rounds` (the round runner: whole generations through a
-verifier, output checks), :mod:`~sim.conformance.harness` (:func:`check_verifier`, :func:`assert_lossless`, the
-token- and sequence-level tests), :mod:`~sim.conformance.report` (:class:`PairCheck`,
-:class:`ConformanceReport`), :mod:`~sim.conformance.verdicts` (design power, verdicts, rounds
-needed), :mod:`~sim.conformance.deviations` (where a failed pair deviates: cells with
-Wilson intervals, a bias-corrected TV per position with a bootstrap interval),
-:mod:`~sim.conformance.calls` (calling an untrusted verifier: any exception but
+verifier, output checks), :mod:`~sim.conformance.harness` (:func:`check_verifier`,
+:func:`assert_lossless`, the token- and sequence-level tests), :mod:`~sim.conformance.report`
+(:class:`PairCheck`, :class:`ConformanceReport`), :mod:`~sim.conformance.verdicts` (design
+power, verdicts, rounds needed), :mod:`~sim.conformance.deviations` (where a failed pair
+deviates: cells with Wilson intervals, a bias-corrected TV per position with a bootstrap
+interval), :mod:`~sim.conformance.calls` (calling an untrusted verifier: any exception but
 Ctrl-C is a :class:`VerifierError`, ``timeout=`` per call, bounded torch/BLAS threads),
 :mod:`~sim.conformance.verifiers` (reference, rule, failure and torch verifiers),
 :mod:`~sim.conformance.power` (detection sizes and powers, the failure-mode and precision
-tables),
-:mod:`~sim.conformance.clients` (adapters to real PyPI verifiers; also at ``sim.clients``).
-The names of ``__all__`` (and the constants ``POWER``, ``CALL_FLOATS``,
+tables), :mod:`~sim.conformance.clients` (adapters to real PyPI verifiers; also at
+``sim.clients``). The names of ``__all__`` (and the constants ``POWER``, ``CALL_FLOATS``,
 ``MAX_FIT_VOCAB``, ``LARGE_VOCAB``, ``LARGE_SUPPORT``, ``LARGE_SHARED``) are importable from
 ``sim.conformance`` itself.
 
