@@ -116,6 +116,10 @@ def test_precision_table_matches_the_exact_computation():
     assert stated is not None  # the example runs above the bfloat16 and floor sizes, below float16
     assert sizes["bfloat16"] <= int(stated.group(1)) < sizes["float16"], sizes
     assert sizes["draft_floor"] <= int(stated.group(1))
+    observed = re.search(r"floored verifier failed \d+ of \d+ runs at ([\d,]+) rounds, the "
+                         r"bfloat16 one \d+ of \d+ at\s+([\d,]+)", text)
+    assert observed is not None and [int(size.replace(",", "")) for size in observed.groups()] \
+        == [sizes["draft_floor"], sizes["bfloat16"]]  # the sizes the observed runs used
     pair = conformance_suite()[-1]
     p, q = np.asarray(pair.draft.probs)[0, 0], np.asarray(pair.target.probs)[0, 0]
     floored = (p + 1e-6) / (1 + p.size * 1e-6)

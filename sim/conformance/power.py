@@ -139,10 +139,9 @@ def detection_power(failure, n_rounds: int, *, window: int | None = None, models
     Examples
     --------
     >>> from sim.conformance import detection_power, precision_suite
-    >>> detection_power("bfloat16", 100_000) < 0.01  # the default suite misses it
-    True
-    >>> detection_power("bfloat16", 100_000, models=precision_suite()) > 0.999
-    True
+    >>> pair = precision_suite()[:1]  # bfloat16_ties: caught with power 0.9 at 17,648 rounds
+    >>> [round(detection_power("bfloat16", n, models=pair), 2) for n in (10_000, 20_000)]
+    [0.26, 0.96]
     """
     n_rounds = _positive_int(n_rounds, "n_rounds")
     _, _, level, parts = _arguments(failure, window, models, alpha)
