@@ -74,27 +74,34 @@ def _dof_bound(target: MarkovLM, generations: int) -> int:
 class _PairPower:
     """The exact law of a failure mode on one pair, as the power computation needs it.
 
-    ``exact`` is :func:`theory.conformance.deviation` on the whole chain; when its draft
-    paths are too many to enumerate (``large_vocab`` at γ ≥ 2), on the chain cut to its first
-    position (``partial``): a round starts there, so the law of the first token is the same
-    in the cut chain, and its cell alone gives a lower bound on the noncentrality while
-    :func:`_dof_bound` bounds the degrees of freedom from above — a lower bound on the power.
+    ``exact`` is :func:`theory.conformance.deviation` on the whole chain.  When its draft
+    paths are too many to enumerate (``large_vocab`` at γ ≥ 2) and the rule is token-wise
+    (its ``token_wise`` attribute: the first token of a round depends on the first draft
+    only), it is computed on the chain cut to its first position (``partial``): a round starts
+    there, so the first token has the same law in the cut chain; its cell alone gives a lower
+    bound on the noncentrality and :func:`_dof_bound` an upper bound on the degrees of freedom
+    — a lower bound on the power.  Otherwise (``exact`` None) the pair counts as never
+    detecting.
     """
 
     def __init__(self, pair, mode, window: int):
-        self.pair, self.partial = pair, False
+        self.pair, self.partial, self.exact = pair, False, None
         try:
             self.exact = deviation(pair.draft, pair.target, window, mode.rule,
                                    drafter=mode.drafter, max_sequences=0)
         except TooManyDraftPaths:
-            self.partial = True
-            self.exact = deviation(_first_position(pair.draft), _first_position(pair.target),
-                                   window, mode.rule, drafter=mode.drafter, max_sequences=0)
+            if getattr(mode.rule, "token_wise", False):
+                self.partial = True
+                self.exact = deviation(_first_position(pair.draft),
+                                       _first_position(pair.target), window, mode.rule,
+                                       drafter=mode.drafter, max_sequences=0)
         self.rounds = float(expected_target_calls(pair.draft, pair.target,
                                                   Speculative(window=window)))
 
     def miss(self, generations: int, level: float) -> float:
         """P(the pair's test and its support check both miss) after ``generations``."""
+        if self.exact is None:
+            return 1.0
         target = _first_position(self.pair.target) if self.partial else self.pair.target
         miss = math.exp(-generations * self.exact.zero_target_tokens)
         noncentrality, dof = _merged_noncentrality(self.exact, target, generations)
@@ -161,9 +168,10 @@ def detection_rounds(failure, *, window: int | None = None, models=None,
     P = 1 − Πₖ (1 − powerₖ).  A bug that emits tokens the target excludes is also caught when
     one is emitted (Poisson approximation: 1 − exp(−Gₖ mₖ), mₖ the expected number per
     generation).  A pair whose draft paths are too many to enumerate (``large_vocab``) counts
-    by its first position only — a round starts there, so the chain cut to that position
-    gives its law exactly — with an upper bound on its degrees of freedom: conservative.  The
-    README lists, beside each stated size, the detection rate observed at it.
+    by its first position only — a round starts there, so for a token-wise rule the chain cut
+    to that position gives its law exactly — with an upper bound on its degrees of freedom
+    (conservative); for other rules it counts as never detecting.  The README lists, beside
+    each stated size, the detection rate observed at it.
 
     Parameters
     ----------

@@ -154,6 +154,7 @@ def verification_rule(algorithm) -> RoundRule:
         return _token_wise(_picked(accept, drafts), law, bonus)
 
     rule.__qualname__ = f"verification_rule({algorithm!r})"
+    rule.token_wise = True
     return rule
 
 
@@ -210,6 +211,7 @@ def processed_rule(process: Callable[[np.ndarray], np.ndarray]) -> RoundRule:
                            _residual_or_target(told, q_rows[:, :-1]), q_rows[:, -1])
 
     rule.__qualname__ = f"processed_rule({getattr(process, '__qualname__', process)})"
+    rule.token_wise = True
     return rule
 
 
@@ -278,6 +280,7 @@ def rounded_rule(dtype: str) -> RoundRule:
                            bonus)
 
     rule.__qualname__ = f"rounded_rule({dtype!r})"
+    rule.token_wise = True
     return rule
 
 
@@ -406,6 +409,13 @@ def floor(value: float) -> Callable[[np.ndarray], np.ndarray]:
 
 
 # ------------------------------------------------------------------ the failure modes
+#: Rules built by ``_token_wise`` carry ``token_wise = True``: the first token a round emits
+#: depends on its first draft only (kept, or drawn from the first rejection law), so the law of
+#: a round's first token is the same whatever the window.  Block verification is not.
+for _rule in (standard_rule, resample_from_target_rule, bonus_from_wrong_row_rule):
+    _rule.token_wise = True
+del _rule
+
 @dataclass(frozen=True)
 class FailureMode:
     """A known implementation bug: its exact round rule and, for the mismatch of drafting and
