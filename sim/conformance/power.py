@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections import OrderedDict
 
 import numpy as np
 
@@ -110,6 +111,26 @@ class _PairPower:
         return miss * (1 - chi2_power(dof, noncentrality, level))
 
 
+#: Recent :class:`_PairPower` objects by (pair, mode, window) identity: the exact laws are
+#: deterministic and the tables ask for the same ones many times (the default suite's pairs and
+#: the failure modes are long-lived objects).  Each entry keeps its pair and mode alive, so an
+#: id is never reused while its entry stands.
+_PAIR_POWERS: OrderedDict = OrderedDict()
+_PAIR_POWERS_SIZE = 128
+
+
+def _pair_power(pair, mode, window: int) -> _PairPower:
+    key = (id(pair), id(mode), window)
+    if key in _PAIR_POWERS:
+        _PAIR_POWERS.move_to_end(key)
+        return _PAIR_POWERS[key][2]
+    part = _PairPower(pair, mode, window)
+    _PAIR_POWERS[key] = (pair, mode, part)
+    if len(_PAIR_POWERS) > _PAIR_POWERS_SIZE:
+        _PAIR_POWERS.popitem(last=False)
+    return part
+
+
 def _caught(parts: list[_PairPower], n_rounds: int, level: float) -> float:
     """P(the run catches the bug) = 1 − Πₖ P(pair k misses), the rounds split over the pairs
     as :func:`check_verifier` splits them."""
@@ -125,7 +146,7 @@ def _arguments(failure, window, models, alpha):
     window = _positive_int(window if window is not None else (mode.window or 3), "window")
     pairs = _pairs(models)
     return mode, window, _checked_alpha(alpha) / len(pairs), [
-        _PairPower(pair, mode, window) for pair in pairs]
+        _pair_power(pair, mode, window) for pair in pairs]
 
 
 def detection_power(failure, n_rounds: int, *, window: int | None = None, models=None,
@@ -350,7 +371,7 @@ def precision_table(*, window: int = 3) -> list[dict]:
         mode = FAILURE_MODES[name]
         row = {"mode": name, "description": mode.description, "window": window}
         for suite, pairs in (("default", conformance_suite()), ("precision", precision_suite())):
-            parts = [_PairPower(pair, mode, window) for pair in pairs]
+            parts = [_pair_power(pair, mode, window) for pair in pairs]
             level = DEFAULT_ALPHA / len(parts)
             row[f"rounds_{suite}"] = _least_detecting(parts, level, POWER)
             row[f"power_{suite}"] = _caught(parts, DEFAULT_ROUNDS, level)
