@@ -221,8 +221,10 @@ def detection_rounds(failure, *, window: int | None = None, models=None,
     mode, _, level, parts = _arguments(failure, window, models, alpha)
     rounds = _least_detecting(parts, level, power)
     if rounds is None:
+        skipped = [part.pair.name for part in parts if part.exact is None]
         raise ValueError(f"{mode.name} is not detectable on these pairs with power {power} "
-                         f"within {MAX_NEEDED_ROUNDS:.0e} rounds")
+                         f"within {MAX_NEEDED_ROUNDS:.0e} rounds"
+                         + (f" (too large to enumerate: {skipped})" if skipped else ""))
     return rounds
 
 
