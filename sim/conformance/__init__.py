@@ -52,7 +52,11 @@ statistic's noncentrality (χ² ≥ 4 TV² by Cauchy–Schwarz), so δ = √(λ*
 token expects ≥ 5 counts; a deviation hidden inside a merged bin of rare tokens is not
 covered (the support check still catches mass on excluded tokens).
 :func:`detection_rounds` gives, for the exactly known law of a bug
-(:data:`theory.conformance.FAILURE_MODES`), the rounds needed to catch it with power 0.9.
+(:data:`theory.conformance.FAILURE_MODES`), the rounds needed to catch it with power 0.9
+(:func:`detection_power`, the power at a given size).  Precision bugs — a ratio test in
+bfloat16 or float16, a 10⁻⁶ floor on the draft rows — move the default suite's law by too little
+to be caught at its size; :func:`precision_suite` is built so that they are
+(:func:`precision_table`).
 
 **Verdicts** (:mod:`~sim.conformance.verdicts`): ``"failed"`` when a pair's test rejects or
 the support check fires; otherwise ``"inconclusive"`` when some pair cannot detect a
@@ -60,19 +64,19 @@ per-position TV of ``min_tv`` (default 0.05) with power 0.9 at this size — its
 from the target's expected visits, so the line is deterministic given the sizes — stating the
 rounds needed; otherwise ``"passed"``.  ``report.passed`` is true only for ``"passed"``.
 
-**Modules.** :mod:`~sim.conformance.suites` (the Markov-chain pairs),
-:mod:`~sim.conformance.rounds` (the round runner: whole generations through a verifier, output
-checks), :mod:`~sim.conformance.harness` (:func:`check_verifier`, :func:`assert_lossless`, the
-token- and sequence-level tests), :mod:`~sim.conformance.report` (:class:`PairCheck`,
-:class:`ConformanceReport`), :mod:`~sim.conformance.verdicts` (design power, verdicts, rounds
-needed), :mod:`~sim.conformance.deviations` (where a failed pair deviates: cells with
-Wilson intervals, a bias-corrected TV per position with a bootstrap interval),
-:mod:`~sim.conformance.calls` (calling an untrusted verifier: any exception but
+**Modules.** :mod:`~sim.conformance.suites` (the Markov-chain pairs: default, precision,
+sequence), :mod:`~sim.conformance.rounds` (the round runner: whole generations through a
+verifier, output checks), :mod:`~sim.conformance.harness` (:func:`check_verifier`,
+:func:`assert_lossless`, the token- and sequence-level tests), :mod:`~sim.conformance.report`
+(:class:`PairCheck`, :class:`ConformanceReport`), :mod:`~sim.conformance.verdicts` (design
+power, verdicts, rounds needed), :mod:`~sim.conformance.deviations` (where a failed pair
+deviates: cells with Wilson intervals, a bias-corrected TV per position with a bootstrap
+interval), :mod:`~sim.conformance.calls` (calling an untrusted verifier: any exception but
 Ctrl-C is a :class:`VerifierError`, ``timeout=`` per call, bounded torch/BLAS threads),
 :mod:`~sim.conformance.verifiers` (reference, rule, failure and torch verifiers),
-:mod:`~sim.conformance.power` (detection sizes and the failure-mode table),
-:mod:`~sim.conformance.clients` (adapters to real PyPI verifiers; also at ``sim.clients``).
-The names of ``__all__`` (and the constants ``POWER``, ``CALL_FLOATS``,
+:mod:`~sim.conformance.power` (detection sizes and powers, the failure-mode and precision
+tables), :mod:`~sim.conformance.clients` (adapters to real PyPI verifiers; also at
+``sim.clients``). The names of ``__all__`` (and the constants ``POWER``, ``CALL_FLOATS``,
 ``MAX_FIT_VOCAB``, ``LARGE_VOCAB``, ``LARGE_SUPPORT``, ``LARGE_SHARED``) are importable from
 ``sim.conformance`` itself.
 
@@ -91,10 +95,13 @@ from sim.conformance.calls import VerifierError, VerifierTimeout
 from sim.conformance.harness import DEFAULT_ROUNDS, MAX_SEQUENCES, assert_lossless, check_verifier
 from sim.conformance.harness import MAX_FIT_VOCAB as MAX_FIT_VOCAB
 from sim.conformance.power import (
+    detection_power,
     detection_rounds,
     failure_table,
     failure_table_markdown,
     floor_detection_rounds,
+    precision_table,
+    precision_table_markdown,
 )
 from sim.conformance.report import POWER as POWER
 from sim.conformance.report import ConformanceReport, PairCheck
@@ -102,7 +109,12 @@ from sim.conformance.rounds import CALL_FLOATS as CALL_FLOATS
 from sim.conformance.suites import LARGE_SHARED as LARGE_SHARED
 from sim.conformance.suites import LARGE_SUPPORT as LARGE_SUPPORT
 from sim.conformance.suites import LARGE_VOCAB as LARGE_VOCAB
-from sim.conformance.suites import SuitePair, conformance_suite, sequence_suite
+from sim.conformance.suites import (
+    SuitePair,
+    conformance_suite,
+    precision_suite,
+    sequence_suite,
+)
 from sim.conformance.verifiers import (
     failure_verifier,
     reference_verifier,
@@ -121,11 +133,15 @@ __all__ = [
     "assert_lossless",
     "check_verifier",
     "conformance_suite",
+    "detection_power",
     "detection_rounds",
     "failure_table",
     "failure_table_markdown",
     "failure_verifier",
     "floor_detection_rounds",
+    "precision_suite",
+    "precision_table",
+    "precision_table_markdown",
     "reference_verifier",
     "rule_verifier",
     "sequence_suite",

@@ -4,6 +4,8 @@
 non-stationary first-order pair, a pair with exact zeros and one-hot rows in p and q, a
 second-order pair (hidden context), a context-free pair and a pair with a 10⁴-token vocabulary
 whose target rows are 90% exact zeros (floors and epsilons show there).
+:func:`precision_suite` holds designed pairs on which the precision bugs of
+:data:`theory.conformance.PRECISION_FAILURES` move the output law far enough to be caught.
 :func:`sequence_suite` holds pairs small enough (S · V^T categories) to test the law of whole
 sequences.  :class:`SuitePair` names a (draft, target) pair for reports; ``_pairs`` turns the
 ``models`` argument of the public checks into validated pairs.
@@ -127,6 +129,65 @@ def _large_vocab_pair(rng) -> SuitePair:
     return SuitePair("large_vocab", MarkovLM(p, free), MarkovLM(q, free),
                      f"S = 1, V = {vocab}, {vocab - LARGE_SUPPORT} zeros in every target row",
                      powered=False)
+
+
+#: The near-tie rows of :func:`precision_suite`: the draft's law over the tokens it proposes
+#: (dyadic, so exact in bfloat16 and float16) and, per pair, the share δ of it that the target
+#: moves to one token the draft never proposes.
+NEAR_TIE_DRAFT = (0.5, 0.25, 0.125, 0.125)
+PRECISION_GAPS = {"bfloat16_ties": 3 * 2.0 ** -11, "float16_ties": 3 * 2.0 ** -14,
+                  "floor_ties": 2.0 ** -8}
+#: Vocabulary of the precision suite's ``floor_ties`` pair (the others have V = 8).
+FLOOR_VOCAB = 4096
+
+
+@functools.lru_cache(maxsize=1)
+def precision_suite() -> tuple[SuitePair, ...]:
+    r"""Designed pairs on which precision bugs (:data:`theory.conformance.PRECISION_FAILURES`)
+    move the output law by a TV the default suite cannot see (fixed seed; T = 8; S = 1).
+
+    **Near-ties.**  At every position the draft proposes four tokens with probabilities
+    (½, ¼, ⅛, ⅛) and the target gives each of them (1 − δ) times that — every proposed draft
+    is a near-tie, q/p = 1 − δ — and δ to a fifth token the draft never proposes; the other
+    tokens are exact zeros of both.  A correct verifier rejects with probability δ and then
+    emits the fifth token (the residual [q − p]₊ is all there).  A verifier whose ratio
+    q/p rounds to 1 (or exceeds 1) never rejects and never emits it: the per-position TV is
+    δ at every drafted position, and the χ² divergence ≈ δ per drafted token — as large as a
+    shift of δ can make it, because all of it falls on a token of probability δ.  The token
+    ids are drawn per position.
+
+    * ``bfloat16_ties`` — V = 8, δ = 3·2⁻¹¹ ≈ 0.0015 < 2⁻⁹: in bfloat16, (1 − δ)·p rounds to p
+      and the ratio to 1; in float16 every number of the pair is exact;
+    * ``float16_ties`` — V = 8, δ = 3·2⁻¹⁴ ≈ 0.00018 < 2⁻¹²: rounds to 1 in float16 (and in
+      bfloat16);
+    * ``floor_ties`` — V = 4,096, δ = 2⁻⁸ ≈ 0.0039, exact in both formats; a verifier given
+      the draft row floored at ε = 10⁻⁶, (p + ε)/(1 + V ε) (:func:`theory.conformance.floor`),
+      sees every ratio raised by ≈ V ε ≈ 0.0041 > δ, past 1.
+
+    How far each bug moves the law, exactly, and the rounds that catch it with power 0.9:
+    :func:`sim.conformance.precision_table` (the README's precision table).
+
+    Examples
+    --------
+    >>> from sim.conformance import precision_suite
+    >>> [(pair.name, pair.target.vocab_size) for pair in precision_suite()]
+    [('bfloat16_ties', 8), ('float16_ties', 8), ('floor_ties', 4096)]
+    """
+    rng = np.random.default_rng(20241103)
+    horizon, near = 8, np.array(NEAR_TIE_DRAFT)
+    pairs = []
+    for name, gap in PRECISION_GAPS.items():
+        vocab = FLOOR_VOCAB if name == "floor_ties" else 8
+        p, q = np.zeros((horizon, 1, vocab)), np.zeros((horizon, 1, vocab))
+        for n in range(horizon):
+            tokens = rng.choice(vocab, size=near.size + 1, replace=False)
+            p[n, 0, tokens[:-1]] = near
+            q[n, 0, tokens[:-1]] = near * (1 - gap)
+            q[n, 0, tokens[-1]] = gap
+        free = np.zeros((1, vocab), dtype=np.int64)
+        pairs.append(SuitePair(name, MarkovLM(p, free), MarkovLM(q, free),
+                               f"S = 1, V = {vocab}, near-ties q/p = 1 − {gap:.2g}"))
+    return tuple(pairs)
 
 
 @functools.lru_cache(maxsize=1)

@@ -22,9 +22,11 @@ from theory.conformance.laws import (
 )
 from theory.conformance.rules import (
     FAILURE_MODES,
+    PRECISION_FAILURES,
     FailureMode,
     block_rule,
     bonus_from_wrong_row_rule,
+    floor,
     processed_rule,
     resample_from_target_rule,
     round_to,
@@ -43,6 +45,7 @@ __all__ = [
     "DEFAULT_MAX_NODES",
     "FAILURE_MODES",
     "MAX_ROW_FLOATS",
+    "PRECISION_FAILURES",
     "Deviation",
     "FailureMode",
     "RoundLaws",
@@ -51,6 +54,7 @@ __all__ = [
     "bonus_from_wrong_row_rule",
     "deviation",
     "expected_accepted",
+    "floor",
     "processed_rule",
     "resample_from_target_rule",
     "round_laws",

@@ -15,8 +15,8 @@ verifier of the harness's convention emits an accepted prefix and then one token
 or the bonus when j = k), so E is its whole law.  Rules here: :func:`standard_rule`
 (Leviathan et al. / the paper's Algorithm 1), :func:`block_rule` (Sun et al., ICLR 2025) and
 the failure modes of :data:`FAILURE_MODES` — bugs that implementations ship.  The rows'
-processors (:func:`top_k`, :func:`top_p`, :func:`temperature`) build the mismatch modes.  The
-exact laws of a rule run over a whole chain are in :mod:`theory.conformance.laws`.
+processors (:func:`top_k`, :func:`top_p`, :func:`temperature`, :func:`floor`) build the mismatch
+modes.  The exact laws of a rule run over a whole chain are in :mod:`theory.conformance.laws`.
 
 Everything is float64 and exact up to rounding (the rules are products and sums of the rows).
 """
@@ -35,10 +35,12 @@ from theory.verification import checked_verification
 
 __all__ = [
     "FAILURE_MODES",
+    "PRECISION_FAILURES",
     "FailureMode",
     "RoundRule",
     "block_rule",
     "bonus_from_wrong_row_rule",
+    "floor",
     "processed_rule",
     "resample_from_target_rule",
     "round_to",
@@ -152,6 +154,7 @@ def verification_rule(algorithm) -> RoundRule:
         return _token_wise(_picked(accept, drafts), law, bonus)
 
     rule.__qualname__ = f"verification_rule({algorithm!r})"
+    rule.token_wise = True
     return rule
 
 
@@ -191,7 +194,8 @@ def processed_rule(process: Callable[[np.ndarray], np.ndarray]) -> RoundRule:
     Parameters
     ----------
     process : callable
-        Maps rows (..., V) to processed rows (:func:`top_k`, :func:`top_p`, :func:`temperature`).
+        Maps rows (..., V) to processed rows (:func:`top_k`, :func:`top_p`, :func:`temperature`,
+        :func:`floor`).
 
     Examples
     --------
@@ -207,6 +211,7 @@ def processed_rule(process: Callable[[np.ndarray], np.ndarray]) -> RoundRule:
                            _residual_or_target(told, q_rows[:, :-1]), q_rows[:, -1])
 
     rule.__qualname__ = f"processed_rule({getattr(process, '__qualname__', process)})"
+    rule.token_wise = True
     return rule
 
 
@@ -236,9 +241,15 @@ def round_to(values, dtype: str) -> np.ndarray:
 
 
 def rounded_rule(dtype: str) -> RoundRule:
-    """Bug: p and q rounded to ``dtype`` ("bfloat16" or "float16") before the ratio, the
-    residual and the bonus draw (each law renormalized when sampled, as a multinomial draw
-    does; a rejection whose rounded residual is empty draws from the rounded q).
+    """Bug: the ratio test computed in ``dtype`` ("bfloat16" or "float16"): p and q rounded to
+    ``dtype``, the ratio q̃/p̃ rounded to ``dtype`` as well (a division of two such tensors
+    returns one), and the residual and the bonus drawn from the rounded rows (each law
+    renormalized when sampled, as a multinomial draw does; a rejection whose rounded residual
+    is empty draws from the rounded q).  The uniform stays in float64.
+
+    A ratio within half a unit in the last place of 1 — 2⁻⁹ in bfloat16, 2⁻¹² in float16 —
+    rounds to 1: the draft is always kept, and its rejection mass never reaches the residual.
+    :func:`sim.conformance.precision_suite` is built on such near-ties.
 
     Parameters
     ----------
@@ -249,19 +260,27 @@ def rounded_rule(dtype: str) -> RoundRule:
     >>> import numpy as np
     >>> from theory.conformance import rounded_rule
     >>> p, q = np.array([[[0.5, 0.5]]]), np.array([[[0.7, 0.3], [0.3, 0.7]]])
-    >>> # bf16: 0.3 → 0.30078125, 0.7 → 0.69921875; kept w.p. 0.30078125 / 0.5, bonus 0.69921875
+    >>> # bf16: 0.3 → 0.30078125, 0.7 → 0.69921875; kept w.p. 0.30078125 / 0.5 = 0.6015625
+    >>> # (a bfloat16 number), then the bonus 0.69921875
     >>> float(rounded_rule("bfloat16")(np.array([[1]]), p, q)[0, 1, 1])
     0.420623779296875
+    >>> p, q = np.array([[[1.0, 0.0]]]), np.array([[[0.999, 0.001], [0.5, 0.5]]])
+    >>> rounded_rule("bfloat16")(np.array([[0]]), p, q)[0, 0].tolist()  # never rejects
+    [0.0, 0.0]
+    >>> rounded_rule("float16")(np.array([[0]]), p, q)[0, 0].round(6).tolist()
+    [0.0, 0.000977]
     """
     round_to(0.0, dtype)  # validate now
 
     def rule(drafts, p_rows, q_rows):
         p_low, q_low = round_to(p_rows, dtype), round_to(q_rows, dtype)
         bonus = q_low[:, -1] / q_low[:, -1].sum(axis=-1, keepdims=True)
-        return _token_wise(_picked(_ratio_test(p_low, q_low[:, :-1]), drafts),
-                           _residual_or_target(p_low, q_low[:, :-1]), bonus)
+        ratio = round_to(_ratio_test(p_low, q_low[:, :-1]), dtype)
+        return _token_wise(_picked(ratio, drafts), _residual_or_target(p_low, q_low[:, :-1]),
+                           bonus)
 
     rule.__qualname__ = f"rounded_rule({dtype!r})"
+    rule.token_wise = True
     return rule
 
 
@@ -360,7 +379,43 @@ def temperature(value: float) -> Callable[[np.ndarray], np.ndarray]:
     return process
 
 
+def floor(value: float) -> Callable[[np.ndarray], np.ndarray]:
+    """Row processor: ``value`` added to every entry, renormalized — (p + ε) / (1 + V ε), the
+    ``+ eps`` then ``/ sum`` of real code.  It mixes the row with the uniform law at weight
+    V ε / (1 + V ε), so on a large vocabulary a tiny ε scales every probability by
+    ≈ 1 − V ε: a verifier given the floored draft row sees every ratio q/p̂ raised by that
+    factor, and near-ties within ≈ V ε of 1 are always kept.
+
+    Parameters
+    ----------
+    value : float >= 0
+        ε.
+
+    Examples
+    --------
+    >>> from theory.conformance import floor
+    >>> floor(0.25)([[1.0, 0.0]]).tolist()
+    [[0.8333333333333334, 0.16666666666666666]]
+    """
+    if isinstance(value, bool) or not np.isfinite(value) or value < 0:
+        raise ValueError(f"value must be a finite number >= 0; got {value!r}")
+
+    def process(rows):
+        rows = np.asarray(rows, dtype=np.float64)
+        return (rows + value) / (1 + rows.shape[-1] * value)
+
+    process.__qualname__ = f"floor({value:g})"
+    return process
+
+
 # ------------------------------------------------------------------ the failure modes
+#: Rules built by ``_token_wise`` carry ``token_wise = True``: the first token a round emits
+#: depends on its first draft only (kept, or drawn from the first rejection law), so the law of
+#: a round's first token is the same whatever the window.  Block verification is not.
+for _rule in (standard_rule, resample_from_target_rule, bonus_from_wrong_row_rule):
+    _rule.token_wise = True
+del _rule
+
 @dataclass(frozen=True)
 class FailureMode:
     """A known implementation bug: its exact round rule and, for the mismatch of drafting and
@@ -373,7 +428,7 @@ class FailureMode:
     window: int | None = None  #: the window the bug needs (block verification: ≥ 2)
 
 
-#: The failure modes quantified in the README's table (``sim.conformance`` samples them).
+#: The failure modes quantified in the README's tables (``sim.conformance`` samples them).
 FAILURE_MODES: dict[str, FailureMode] = {mode.name: mode for mode in (
     FailureMode("resample_from_target", "on rejection, resample from q, not [q − p]₊",
                 resample_from_target_rule),
@@ -389,10 +444,17 @@ FAILURE_MODES: dict[str, FailureMode] = {mode.name: mode for mode in (
                 processed_rule(top_k(2))),
     FailureMode("verifier_temperature", "drafts from p, verifier given p at temperature 0.7",
                 processed_rule(temperature(0.7))),
-    FailureMode("bfloat16", "p and q rounded to bfloat16 before the ratio",
+    FailureMode("bfloat16", "ratio test in bfloat16: p, q and q/p rounded",
                 rounded_rule("bfloat16")),
-    FailureMode("float16", "p and q rounded to float16 before the ratio",
+    FailureMode("float16", "ratio test in float16: p, q and q/p rounded",
                 rounded_rule("float16")),
+    FailureMode("draft_floor", "verifier given the draft row floored at 1e-6, (p + ε)/(1 + Vε)",
+                processed_rule(floor(1e-6))),
     FailureMode("block_shared_uniform", "block verification with one uniform for the block",
                 lambda d, p, q: block_rule(d, p, q, shared_uniform=True), window=3),
 )}
+
+#: The failure modes of floating-point precision: too small on ordinary pairs for the default
+#: suite's size, caught on :func:`sim.conformance.precision_suite` (the README's precision
+#: table); the others are the logic bugs of the README's failure-mode table.
+PRECISION_FAILURES: tuple[str, ...] = ("bfloat16", "float16", "draft_floor")

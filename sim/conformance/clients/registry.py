@@ -195,7 +195,8 @@ def greedy_drafts(pairs):
         np.put_along_axis(hot, p.argmax(axis=-1)[..., None], 1.0, axis=-1)
         next_context = None if pair.draft.is_first_order else pair.draft.next_context
         draft = MarkovLM(hot, next_context, pair.draft.start_distribution)
-        out.append(SuitePair(pair.name, draft, pair.target, pair.description + ", greedy drafts"))
+        out.append(SuitePair(pair.name, draft, pair.target, pair.description + ", greedy drafts",
+                             powered=pair.powered))
     return tuple(out)
 
 
