@@ -3,6 +3,7 @@ CLI answers hostile sizes, an empty --out, Ctrl-C and a lost dask scheduler with
 processes)."""
 
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -293,3 +294,125 @@ def test_a_scheduler_lost_mid_run_ends_the_command_with_one_line(fault, reason):
     assert stderr.count("\n") == 1 and "Traceback" not in stderr, stderr
     assert f"dask: lost the scheduler at {address} during the run ({reason};" in stderr
     assert elapsed < 15
+
+
+# ---------------------------------------------------------------------- a full disk
+class _FullDisk:
+    """A text file on a disk with ``room`` characters left: writing past them fails as a full
+    disk does (``OSError(ENOSPC)``), after the part that fitted reached the file."""
+
+    def __init__(self, file, room: int):
+        self.file, self.room = file, room
+
+    def write(self, text: str) -> int:
+        self.file.write(text[:max(self.room, 0)])
+        self.room -= len(text)
+        if self.room < 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return len(text)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+        return False
+
+
+def _disk_full_after(monkeypatch, room: int, suffix: str) -> None:
+    """Text files ending in ``suffix`` written through the runs' one writer
+    (:func:`sim.experiments.common.write_text_atomically`) hit a full disk after ``room``
+    characters; other files are written normally."""
+    import builtins
+
+    from sim.experiments import common
+
+    def full_open(path, mode="r", **kwargs):
+        file = builtins.open(path, mode, **kwargs)
+        return _FullDisk(file, room) if "w" in mode and str(path).endswith(suffix) else file
+
+    monkeypatch.setattr(common, "open", full_open, raising=False)
+
+
+def _run_gap(folder, capsys, *flags):
+    from sim.cli import main
+
+    status = main(["reproduce", "--quick", "--only", "gap", "--out", str(folder),
+                   "--no-progress", *flags])
+    return status, capsys.readouterr().err
+
+
+def _leftovers(folder):
+    return sorted(path.name for path in folder.rglob("*") if path.name.endswith(".tmp"))
+
+
+@pytest.fixture(scope="module")
+def finished_gap(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gap")
+    assert reproduce(folder, quick=True, only=["gap"], progress=False) == 0
+    return folder
+
+
+@pytest.mark.parametrize("previous_report", [True, False], ids=["over a report", "first"])
+def test_a_full_disk_while_writing_the_report_leaves_no_truncated_report(
+        tmp_path, finished_gap, monkeypatch, capsys, previous_report):
+    """The disk fills up half-way through report.md: one line naming the file, status 2, no
+    temporary file, and report.md is either absent or the previous whole report — never a
+    truncated one whose header claims "N passed, 0 failed"."""
+    folder = tmp_path / "run"
+    subprocess.run(["cp", "-r", str(finished_gap), str(folder)], check=True)
+    before = (folder / "report.md").read_text()
+    if not previous_report:
+        (folder / "report.md").unlink()
+    _disk_full_after(monkeypatch, len(before) // 2, "report.md.tmp")
+    status, err = _run_gap(folder, capsys)  # resumes: gap is reused, only the report written
+    assert status == 2
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"cannot write {folder / 'report.md'}: No space left on device" in err
+    assert _leftovers(folder) == []
+    if previous_report:
+        assert (folder / "report.md").read_text() == before
+    else:
+        assert not (folder / "report.md").exists()
+    monkeypatch.undo()  # space freed: the rerun writes the whole report
+    assert _run_gap(folder, capsys)[0] == 0
+    after = (folder / "report.md").read_text()
+    assert after.count("\n") == before.count("\n") and after.endswith("|\n")
+
+
+def _pdf_disk_full(monkeypatch, room: int):
+    """matplotlib's PDF writer hits a full disk after ``room`` bytes."""
+    from matplotlib.backends import backend_pdf
+
+    written, write = [0], backend_pdf.PdfFile.write
+
+    def full_write(self, data):
+        written[0] += len(data)
+        if written[0] > room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return write(self, data)
+
+    monkeypatch.setattr(backend_pdf.PdfFile, "write", full_write)
+
+
+@pytest.mark.parametrize("where", ["figure", "data"])
+def test_a_full_disk_mid_run_is_one_line_status_2_and_no_partial_file(
+        tmp_path, monkeypatch, capsys, where):
+    """The disk fills up while a figure (matplotlib's PDF writer) or the data file is being
+    written: one line naming the file, status 2 (1 means a check failed), no temporary file,
+    no data file, no report; a rerun with space recomputes the experiment."""
+    if where == "figure":
+        _pdf_disk_full(monkeypatch, 4000)
+        file = tmp_path / "figures" / "gap.pdf"
+    else:
+        _disk_full_after(monkeypatch, 100, "gap.json.tmp")
+        file = tmp_path / "data" / "gap.json"
+    status, err = _run_gap(tmp_path, capsys)
+    assert status == 2
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"cannot write {file}: No space left on device; the experiments finished so far " \
+           f"stay in {tmp_path}" in err
+    assert _leftovers(tmp_path) == []
+    assert not (tmp_path / "data" / "gap.json").exists() and not (tmp_path / "report.md").exists()
+    monkeypatch.undo()
+    assert _run_gap(tmp_path, capsys)[0] == 0 and _leftovers(tmp_path) == []
