@@ -146,6 +146,8 @@ def _simulate(args) -> int:
         raise ValueError(f"--window {args.window} exceeds the horizon T = {target.horizon}: "
                          f"omit --window to draft to the horizon")
     algorithm = _algorithm(args)
+    # the exact laws first: a DP too large for this machine is refused before the simulation
+    pmfs = (rejection_pmf(draft, target, algorithm), target_calls_pmf(draft, target, algorithm))
     with _cluster(args.dask) as client:
         result = simulate(draft, target, algorithm, n_trials=args.trials, rng=args.seed,
                           progress=args.progress, client=client)
@@ -154,10 +156,8 @@ def _simulate(args) -> int:
     print(f"  two-sided z-tests of the simulated mean against the exact one, exact variance, "
           f"false-positive level {DEFAULT_ALPHA:g} each")
     failures = 0
-    for name, samples, pmf in (("rejections", result.rejections,
-                                rejection_pmf(draft, target, algorithm)),
-                               ("target calls", result.target_calls,
-                                target_calls_pmf(draft, target, algorithm))):
+    for name, samples, pmf in (("rejections", result.rejections, pmfs[0]),
+                               ("target calls", result.target_calls, pmfs[1])):
         mean, variance = pmf_moments(pmf)
         check = mean_check(samples, mean, variance=variance, alpha=DEFAULT_ALPHA)
         low, high = check.confidence_interval()

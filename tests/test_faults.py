@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -166,6 +167,7 @@ def test_deleting_the_lock_file_does_not_let_a_second_writer_in(tmp_path):
     (["simulate", "--algorithm", "batch", "--drafts", "1000", "--trials", "1e8"],
      "with n_trials = 100,000,000 would take about 5e+12 position-steps"),
     (["simulate", "--algorithm", "batch", "--drafts", "1000000"], "n_drafts = 1000000"),
+
     (["reproduce", "--out", "x", "--dask", "inproc://x"], "give its tcp://HOST:PORT address"),
     (["reproduce", "--out", "x", "--dask", "nonsense"], "address of a running dask scheduler"),
 ])
@@ -416,3 +418,137 @@ def test_a_full_disk_mid_run_is_one_line_status_2_and_no_partial_file(
     assert not (tmp_path / "data" / "gap.json").exists() and not (tmp_path / "report.md").exists()
     monkeypatch.undo()
     assert _run_gap(tmp_path, capsys)[0] == 0 and _leftovers(tmp_path) == []
+
+
+# ---------------------------------------------------------------------- sizes that would hang
+def _fig2():
+    from sim.models import fig2_pair
+
+    return fig2_pair()
+
+
+def _simulate(algorithm, **kwargs):
+    from sim import simulate
+
+    return simulate(*_fig2(), algorithm, n_trials=10, rng=0, **kwargs)
+
+
+def _simulate_torch(algorithm):
+    gpu_kernels = pytest.importorskip("gpu_kernels")
+    pytest.importorskip("torch")
+    return gpu_kernels.simulate(*_fig2(), algorithm, n_trials=10, rng=0, device="cpu")
+
+
+def _exact(function, algorithm):
+    import theory
+
+    return getattr(theory, function)(*_fig2(), algorithm)
+
+
+def _huge_pmf():
+    from sim.models import bernoulli_pair
+    from theory import rejection_pmf
+
+    return rejection_pmf(*bernoulli_pair(0.8, 0.5, horizon=10**9))
+
+
+def _simulate_huge_horizon():
+    from sim import simulate
+    from sim.models import bernoulli_pair
+    from theory import Speculative
+
+    return simulate(*bernoulli_pair(0.8, 0.5, horizon=10**9), Speculative(), n_trials=2)
+
+
+#: Each hung for minutes or grew memory until the machine gave out; now each is refused before
+#: any work, with the estimate and the limit (the one work model, theory.limits).
+HANGS = {
+    "simulate, Speculative(window=10**9)":
+        (lambda: _simulate(_algorithm("Speculative", window=10**9)), MemoryError,
+         r"round-state tables .* \(1e\+09 round states\) would need about 44\.7 GiB, over the "
+         r"limit of .*; a window beyond the horizon T = 50 drafts to the horizon"),
+    "torch, Speculative(window=10**9)":
+        (lambda: _simulate_torch(_algorithm("Speculative", window=10**9)), MemoryError,
+         r"\(1e\+09 round states\) would need about 44\.7 GiB"),
+    "expected_rejections, Speculative(window=10**8)":
+        (lambda: _exact("expected_rejections", _algorithm("Speculative", window=10**8)),
+         MemoryError, r"the exact DP of Speculative\(window=100000000, bonus=True\) on T = 50, "
+                      r"S = 7, V = 7 would need about 7\.66 TiB"),
+    "rejection_pmf on T = 10**9":
+        (_huge_pmf, MemoryError, r"\(1000000001 count values\) would need about"),
+    "simulate on T = 10**9":
+        (lambda: _simulate_huge_horizon(), MemoryError,
+         r"the sampling tables of .* would need about 29\.8 GiB"),
+    "torch, BlockSpeculative(10**6)":
+        (lambda: _simulate_torch(_algorithm("BlockSpeculative", 10**6)), ValueError,
+         r"on the torch engine, T = 50, V = 7, n_trials = 10 would take about 2\.57e\+12 "
+         r"position-steps, over the limit of 1e\+12"),
+    "torch, BlockSpeculative(2**63)":
+        (lambda: _simulate_torch(_algorithm("BlockSpeculative", 2**63)), ValueError,
+         r"on the torch engine, .* would take about .*e\+2\d position-steps"),
+}
+
+
+def _algorithm(name, *args, **kwargs):
+    import theory
+
+    return getattr(theory, name)(*args, **kwargs)
+
+
+@pytest.mark.parametrize("case", HANGS)
+def test_sizes_that_would_hang_are_refused_at_once_with_the_estimate(case):
+    call, error, message = HANGS[case]
+    started = time.monotonic()
+    with pytest.raises(error, match=message) as refused:
+        call()
+    assert "\n" not in str(refused.value)
+    assert time.monotonic() - started < 5
+
+
+def test_the_memory_limit_follows_the_memory_available_now(monkeypatch):
+    """Unset, the limit is 80% of what the machine has available at the check (not of its
+    physical memory): the same request fits on an idle machine and is refused on a loaded one."""
+    import sim.engine
+    from theory import limits
+
+    monkeypatch.setattr(limits, "available_memory", lambda: 10 * 2**30)
+    assert limits.memory_limit() == 8 * 2**30
+    limits.check_memory(7 * 2**30, "a table", "use less")
+    monkeypatch.setattr(limits, "available_memory", lambda: 5 * 2**30)
+    with pytest.raises(MemoryError, match=r"a table would need about 7 GiB, over the limit of "
+                                          r"4 GiB \(80% of the memory available now"):
+        limits.check_memory(7 * 2**30, "a table", "use less")
+    monkeypatch.setattr(sim.engine, "MEMORY_LIMIT", 8 * 2**30)  # set by the user: it holds
+    limits.check_memory(7 * 2**30, "a table", "use less")
+
+
+def test_optimal_window_policy_with_a_window_beyond_the_horizon_is_the_horizon_s():
+    """max_window = 10**6 used to run for minutes; windows past T draft to the horizon and
+    never win a tie, so the policy is that of max_window = T, computed at once."""
+    from theory import optimal_window_policy
+
+    draft, target = _fig2()
+    started = time.monotonic()
+    huge = optimal_window_policy(draft, target, cost_ratio=0.01, max_window=10**6)
+    assert time.monotonic() - started < 5
+    exact = optimal_window_policy(draft, target, cost_ratio=0.01, max_window=target.horizon)
+    assert np.array_equal(huge.table, exact.table) and huge.table.max() > 5
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--model", "bernoulli", "--horizon", "1e9"], "(1000000001 count values) would need "
+                                                   "about 44.7 GiB"),
+    (["--model", "hidden", "--horizon", "1e9"], "(1000000001 count values) would need about "
+                                                "358 GiB"),
+    (["--model", "bernoulli", "--horizon", "1e6"], "(1000001 count values) would take about"),
+])
+def test_horizons_that_would_hang_are_refused_in_one_line(capsys, argv, message):
+    """They ran for minutes (T = 10⁹: an 8 GB table of draft lengths, then the exact law's
+    O(T²) pass) with as few as two trials; in-process, as the fuzz test runs the CLI."""
+    from sim.cli import main
+
+    started = time.monotonic()
+    assert main(["simulate", *argv, "--trials", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert time.monotonic() - started < 5
