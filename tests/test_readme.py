@@ -97,3 +97,12 @@ def test_the_number_of_experiments_is_the_registry_s():
     stated = re.search(r"`specdec reproduce --out results`: (\d+) experiments",
                        README.read_text(encoding="utf-8"))
     assert stated is not None and int(stated.group(1)) == len(REGISTRY)
+
+
+def test_the_quoted_cli_error_is_the_one_the_cli_prints(capsys):
+    from sim.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["simulate", "--trials", "0"])
+    line = capsys.readouterr().err.strip()
+    assert f"prints one line (`{line}`)" in " ".join(README.read_text(encoding="utf-8").split())
