@@ -17,7 +17,10 @@ $(STAMP): pyproject.toml Makefile requirements-clients.txt requirements-clients-
 	# PyPI package `specdec` has a console script of the same name, which ours must replace.
 	$(PY) -m pip install --quiet -r requirements-clients-deps.txt
 	$(PY) -m pip install --quiet --no-deps -r requirements-clients.txt
-	$(PY) -m pip install --quiet -e '.[test,torch,dask]'
+	# Quietly: the clients above lack their heavy requirements on purpose (--no-warn-conflicts),
+	# and setuptools' notice about editable installs (a UserWarning) is not news.
+	PYTHONWARNINGS=ignore::UserWarning $(PY) -m pip install --quiet --no-warn-conflicts \
+		-e '.[test,torch,dask]'
 	touch $(STAMP)
 
 test: $(STAMP)

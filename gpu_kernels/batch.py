@@ -21,6 +21,11 @@ class _BatchRun(_Run):
         self.trie = tables.algorithm.verifier == "trie"
         self.n_rows = tables.n_rows
 
+    @classmethod
+    def tensor_calls(cls, algorithm, target) -> float:
+        """Per position: up to M candidates tried (about 30 operations each)."""
+        return target.horizon * (30.0 * algorithm.n_drafts + 60)
+
     def step(self, trial, position, rows, state):
         torch = _torch()
         vocab_size, n_rows, n_drafts = self.layout.vocab_size, self.n_rows, self.n_drafts

@@ -43,6 +43,13 @@ class _BlockRun(_Run):
         self.window, self.bonus = tables.algorithm.window, bool(tables.algorithm.bonus)
         self.selection = tables.selection
 
+    @classmethod
+    def tensor_calls(cls, algorithm, target) -> float:
+        """Up to T rounds per chunk, each drafting γ tokens (a Philox block of ≈ 120 tensor
+        operations and a column-by-column sum over V for each) and drawing the residual."""
+        vocab = target.vocab_size
+        return target.horizon * (float(algorithm.window) * (3 * vocab + 150) + 6 * vocab + 200)
+
     def uniform(self, trial, position, slot: int):
         even, odd = philox_pair(trial, self.key, position, slot >> 1, "tensor")
         return odd if slot & 1 else even

@@ -31,7 +31,15 @@ import numbers
 
 import numpy as np
 
-from sim.engine import chunk_bounds, count_dtype, make_tables, token_dtype
+from sim.engine import (
+    check_work,
+    chunk_bounds,
+    count_dtype,
+    family_tables,
+    make_tables,
+    simulation_work,
+    token_dtype,
+)
 from sim.engine.core import drafted_dtype
 from sim.engine.philox import (
     PHILOX_MULTIPLIERS,
@@ -42,6 +50,7 @@ from sim.engine.philox import (
 )
 from sim.engine.result import SimResult, check_problem
 from sim.engine.run import _outputs
+from theory.limits import ARRAY_CALL_STEPS
 
 __all__ = ["PHILOX_BACKENDS", "default_device", "philox_pair", "simulate"]
 
@@ -233,6 +242,13 @@ class _Run:
                                             device=device).to(self.index_dtype)
         self.start_cdf = self.tensor(layout.start_cdf)
 
+    @classmethod
+    def tensor_calls(cls, algorithm, target) -> float:
+        """A generous count of the tensor operations one chunk issues (each costs
+        ``theory.limits.ARRAY_CALL_STEPS`` of the work model, whatever the chunk's size):
+        about 60 per position for a per-position step."""
+        return 60.0 * target.horizon
+
     @staticmethod
     def _flat_arrays(tables):
         for value in vars(tables).values():
@@ -375,6 +391,15 @@ def simulate(draft, target, algorithm, *, n_trials: int, rng=None, device=None,
     if not isinstance(chunk_size, numbers.Integral) or isinstance(chunk_size, bool) \
             or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer; got {chunk_size!r}")
+    run_class = _RUNS.get(family_tables(algorithm))
+    if run_class is not None:  # the CPU engine's guards, and the cost of the torch calls
+        algorithm.check_cost(draft, target, "engine")
+        chunks = -(-n_trials // int(chunk_size))
+        check_work(simulation_work(target, algorithm, n_trials)
+                   + chunks * run_class.tensor_calls(algorithm, target) * ARRAY_CALL_STEPS,
+                   f"{algorithm!r} on the torch engine, T = {target.horizon}, V = "
+                   f"{target.vocab_size}, n_trials = {n_trials:,}",
+                   "use fewer trials or a smaller window")
     key = philox_key(rng)
     tables = make_tables(draft, target, algorithm)
     if type(tables) not in _RUNS:

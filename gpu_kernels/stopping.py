@@ -49,6 +49,12 @@ class _StoppingRun(_Run):
         row = ((start + k).clamp(max=self.layout.horizon - 1)) * n_contexts + context
         return self.stop_rows.index_select(0, row) != 0
 
+    @classmethod
+    def tensor_calls(cls, algorithm, target) -> float:
+        """Up to T rounds per chunk, each drafting up to W tokens (three passes over them)."""
+        return target.horizon * (float(algorithm.max_window) * 3 * (target.vocab_size + 25)
+                                 + 6 * target.vocab_size + 40)
+
     def run(self, key, first: int, n: int, record_tokens: bool) -> SimResult:
         torch = _torch()
         self.key = key

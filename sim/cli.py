@@ -146,6 +146,8 @@ def _simulate(args) -> int:
         raise ValueError(f"--window {args.window} exceeds the horizon T = {target.horizon}: "
                          f"omit --window to draft to the horizon")
     algorithm = _algorithm(args)
+    # the exact laws first: a DP too large for this machine is refused before the simulation
+    pmfs = (rejection_pmf(draft, target, algorithm), target_calls_pmf(draft, target, algorithm))
     with _cluster(args.dask) as client:
         result = simulate(draft, target, algorithm, n_trials=args.trials, rng=args.seed,
                           progress=args.progress, client=client)
@@ -154,10 +156,8 @@ def _simulate(args) -> int:
     print(f"  two-sided z-tests of the simulated mean against the exact one, exact variance, "
           f"false-positive level {DEFAULT_ALPHA:g} each")
     failures = 0
-    for name, samples, pmf in (("rejections", result.rejections,
-                                rejection_pmf(draft, target, algorithm)),
-                               ("target calls", result.target_calls,
-                                target_calls_pmf(draft, target, algorithm))):
+    for name, samples, pmf in (("rejections", result.rejections, pmfs[0]),
+                               ("target calls", result.target_calls, pmfs[1])):
         mean, variance = pmf_moments(pmf)
         check = mean_check(samples, mean, variance=variance, alpha=DEFAULT_ALPHA)
         low, high = check.confidence_interval()
@@ -215,6 +215,7 @@ def _cluster(address: str | None):
 def _reproduce(args) -> int:
     from sim.engine import SchedulerLostError
     from sim.experiments import reproduce
+    from sim.experiments.common import OutputError
 
     if str(args.out).strip():  # (an empty --out is refused by reproduce, with its name)
         _output_folder(args.out)
@@ -226,6 +227,10 @@ def _reproduce(args) -> int:
         except SchedulerLostError as error:
             raise SchedulerLostError(f"{error}; the experiments finished so far stay in "
                                      f"{args.out} and the rerun resumes from them") from None
+        except OutputError as error:  # a full disk: one line, no partial file (status 2)
+            raise OutputError(error.errno, f"{error}; the experiments finished so far stay "
+                                           f"in {args.out} and the rerun resumes from them") \
+                from None
     print(f"report: {args.out}/report.md — "
           f"{'all checks passed' if not failed else f'{failed} check(s) FAILED'}")
     return 1 if failed else 0
@@ -319,6 +324,7 @@ def _conformance_report(args) -> int:
     from pathlib import Path
 
     from sim.conformance.clients import conformance_report, report_markdown
+    from sim.experiments.common import write_text_atomically
 
     _output_folder(args.out)  # before running anything
     out = Path(args.out)
@@ -334,11 +340,11 @@ def _conformance_report(args) -> int:
     rows = conformance_report(window=args.window, n_rounds=args.rounds, rng=args.seed,
                               names=args.only, progress=None if args.quiet else show)
     text = report_markdown(rows, window=args.window, seed=args.seed)
-    (out / "conformance.md").write_text(text, encoding="utf-8")
+    write_text_atomically(out / "conformance.md", text)
     finite = [{key: (None if isinstance(value, float) and not math.isfinite(value) else value)
                for key, value in row.items()} for row in rows]  # JSON has no Infinity
-    (out / "conformance.json").write_text(json.dumps(finite, indent=1, default=str) + "\n",
-                                          encoding="utf-8")
+    write_text_atomically(out / "conformance.json",
+                          json.dumps(finite, indent=1, default=str) + "\n")
     print(text)
     return 0
 

@@ -3,6 +3,7 @@ CLI answers hostile sizes, an empty --out, Ctrl-C and a lost dask scheduler with
 processes)."""
 
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -165,6 +167,7 @@ def test_deleting_the_lock_file_does_not_let_a_second_writer_in(tmp_path):
     (["simulate", "--algorithm", "batch", "--drafts", "1000", "--trials", "1e8"],
      "with n_trials = 100,000,000 would take about 5e+12 position-steps"),
     (["simulate", "--algorithm", "batch", "--drafts", "1000000"], "n_drafts = 1000000"),
+
     (["reproduce", "--out", "x", "--dask", "inproc://x"], "give its tcp://HOST:PORT address"),
     (["reproduce", "--out", "x", "--dask", "nonsense"], "address of a running dask scheduler"),
 ])
@@ -293,3 +296,259 @@ def test_a_scheduler_lost_mid_run_ends_the_command_with_one_line(fault, reason):
     assert stderr.count("\n") == 1 and "Traceback" not in stderr, stderr
     assert f"dask: lost the scheduler at {address} during the run ({reason};" in stderr
     assert elapsed < 15
+
+
+# ---------------------------------------------------------------------- a full disk
+class _FullDisk:
+    """A text file on a disk with ``room`` characters left: writing past them fails as a full
+    disk does (``OSError(ENOSPC)``), after the part that fitted reached the file."""
+
+    def __init__(self, file, room: int):
+        self.file, self.room = file, room
+
+    def write(self, text: str) -> int:
+        self.file.write(text[:max(self.room, 0)])
+        self.room -= len(text)
+        if self.room < 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return len(text)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+        return False
+
+
+def _disk_full_after(monkeypatch, room: int, suffix: str) -> None:
+    """Text files ending in ``suffix`` written through the runs' one writer
+    (:func:`sim.experiments.common.write_text_atomically`) hit a full disk after ``room``
+    characters; other files are written normally."""
+    import builtins
+
+    from sim.experiments import common
+
+    def full_open(path, mode="r", **kwargs):
+        file = builtins.open(path, mode, **kwargs)
+        return _FullDisk(file, room) if "w" in mode and str(path).endswith(suffix) else file
+
+    monkeypatch.setattr(common, "open", full_open, raising=False)
+
+
+def _run_gap(folder, capsys, *flags):
+    from sim.cli import main
+
+    status = main(["reproduce", "--quick", "--only", "gap", "--out", str(folder),
+                   "--no-progress", *flags])
+    return status, capsys.readouterr().err
+
+
+def _leftovers(folder):
+    return sorted(path.name for path in folder.rglob("*") if path.name.endswith(".tmp"))
+
+
+@pytest.fixture(scope="module")
+def finished_gap(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gap")
+    assert reproduce(folder, quick=True, only=["gap"], progress=False) == 0
+    return folder
+
+
+@pytest.mark.parametrize("previous_report", [True, False], ids=["over a report", "first"])
+def test_a_full_disk_while_writing_the_report_leaves_no_truncated_report(
+        tmp_path, finished_gap, monkeypatch, capsys, previous_report):
+    """The disk fills up half-way through report.md: one line naming the file, status 2, no
+    temporary file, and report.md is either absent or the previous whole report — never a
+    truncated one whose header claims "N passed, 0 failed"."""
+    folder = tmp_path / "run"
+    subprocess.run(["cp", "-r", str(finished_gap), str(folder)], check=True)
+    before = (folder / "report.md").read_text()
+    if not previous_report:
+        (folder / "report.md").unlink()
+    _disk_full_after(monkeypatch, len(before) // 2, "report.md.tmp")
+    status, err = _run_gap(folder, capsys)  # resumes: gap is reused, only the report written
+    assert status == 2
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"cannot write {folder / 'report.md'}: No space left on device" in err
+    assert _leftovers(folder) == []
+    if previous_report:
+        assert (folder / "report.md").read_text() == before
+    else:
+        assert not (folder / "report.md").exists()
+    monkeypatch.undo()  # space freed: the rerun writes the whole report
+    assert _run_gap(folder, capsys)[0] == 0
+    after = (folder / "report.md").read_text()
+    assert after.count("\n") == before.count("\n") and after.endswith("|\n")
+
+
+def _pdf_disk_full(monkeypatch, room: int):
+    """matplotlib's PDF writer hits a full disk after ``room`` bytes."""
+    from matplotlib.backends import backend_pdf
+
+    written, write = [0], backend_pdf.PdfFile.write
+
+    def full_write(self, data):
+        written[0] += len(data)
+        if written[0] > room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return write(self, data)
+
+    monkeypatch.setattr(backend_pdf.PdfFile, "write", full_write)
+
+
+@pytest.mark.parametrize("where", ["figure", "data"])
+def test_a_full_disk_mid_run_is_one_line_status_2_and_no_partial_file(
+        tmp_path, monkeypatch, capsys, where):
+    """The disk fills up while a figure (matplotlib's PDF writer) or the data file is being
+    written: one line naming the file, status 2 (1 means a check failed), no temporary file,
+    no data file, no report; a rerun with space recomputes the experiment."""
+    if where == "figure":
+        _pdf_disk_full(monkeypatch, 4000)
+        file = tmp_path / "figures" / "gap.pdf"
+    else:
+        _disk_full_after(monkeypatch, 100, "gap.json.tmp")
+        file = tmp_path / "data" / "gap.json"
+    status, err = _run_gap(tmp_path, capsys)
+    assert status == 2
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"cannot write {file}: No space left on device; the experiments finished so far " \
+           f"stay in {tmp_path}" in err
+    assert _leftovers(tmp_path) == []
+    assert not (tmp_path / "data" / "gap.json").exists() and not (tmp_path / "report.md").exists()
+    monkeypatch.undo()
+    assert _run_gap(tmp_path, capsys)[0] == 0 and _leftovers(tmp_path) == []
+
+
+# ---------------------------------------------------------------------- sizes that would hang
+def _fig2():
+    from sim.models import fig2_pair
+
+    return fig2_pair()
+
+
+def _simulate(algorithm, **kwargs):
+    from sim import simulate
+
+    return simulate(*_fig2(), algorithm, n_trials=10, rng=0, **kwargs)
+
+
+def _simulate_torch(algorithm):
+    gpu_kernels = pytest.importorskip("gpu_kernels")
+    pytest.importorskip("torch")
+    return gpu_kernels.simulate(*_fig2(), algorithm, n_trials=10, rng=0, device="cpu")
+
+
+def _exact(function, algorithm):
+    import theory
+
+    return getattr(theory, function)(*_fig2(), algorithm)
+
+
+def _huge_pmf():
+    from sim.models import bernoulli_pair
+    from theory import rejection_pmf
+
+    return rejection_pmf(*bernoulli_pair(0.8, 0.5, horizon=10**9))
+
+
+def _simulate_huge_horizon():
+    from sim import simulate
+    from sim.models import bernoulli_pair
+    from theory import Speculative
+
+    return simulate(*bernoulli_pair(0.8, 0.5, horizon=10**9), Speculative(), n_trials=2)
+
+
+#: Each hung for minutes or grew memory until the machine gave out; now each is refused before
+#: any work, with the estimate and the limit (the one work model, theory.limits).
+HANGS = {
+    "simulate, Speculative(window=10**9)":
+        (lambda: _simulate(_algorithm("Speculative", window=10**9)), MemoryError,
+         r"round-state tables .* \(1e\+09 round states\) would need about 44\.7 GiB, over the "
+         r"limit of .*; a window beyond the horizon T = 50 drafts to the horizon"),
+    "torch, Speculative(window=10**9)":
+        (lambda: _simulate_torch(_algorithm("Speculative", window=10**9)), MemoryError,
+         r"\(1e\+09 round states\) would need about 44\.7 GiB"),
+    "expected_rejections, Speculative(window=10**8)":
+        (lambda: _exact("expected_rejections", _algorithm("Speculative", window=10**8)),
+         MemoryError, r"the exact DP of Speculative\(window=100000000, bonus=True\) on T = 50, "
+                      r"S = 7, V = 7 would need about 7\.66 TiB"),
+    "rejection_pmf on T = 10**9":
+        (_huge_pmf, MemoryError, r"\(1000000001 count values\) would need about"),
+    "simulate on T = 10**9":
+        (lambda: _simulate_huge_horizon(), MemoryError,
+         r"the sampling tables of .* would need about 29\.8 GiB"),
+    "torch, BlockSpeculative(10**6)":
+        (lambda: _simulate_torch(_algorithm("BlockSpeculative", 10**6)), ValueError,
+         r"on the torch engine, T = 50, V = 7, n_trials = 10 would take about 2\.57e\+12 "
+         r"position-steps, over the limit of 1e\+12"),
+    "torch, BlockSpeculative(2**63)":
+        (lambda: _simulate_torch(_algorithm("BlockSpeculative", 2**63)), ValueError,
+         r"on the torch engine, .* would take about .*e\+2\d position-steps"),
+}
+
+
+def _algorithm(name, *args, **kwargs):
+    import theory
+
+    return getattr(theory, name)(*args, **kwargs)
+
+
+@pytest.mark.parametrize("case", HANGS)
+def test_sizes_that_would_hang_are_refused_at_once_with_the_estimate(case):
+    call, error, message = HANGS[case]
+    started = time.monotonic()
+    with pytest.raises(error, match=message) as refused:
+        call()
+    assert "\n" not in str(refused.value)
+    assert time.monotonic() - started < 5
+
+
+def test_the_memory_limit_follows_the_memory_available_now(monkeypatch):
+    """Unset, the limit is 80% of what the machine has available at the check (not of its
+    physical memory): the same request fits on an idle machine and is refused on a loaded one."""
+    import sim.engine
+    from theory import limits
+
+    monkeypatch.setattr(limits, "available_memory", lambda: 10 * 2**30)
+    assert limits.memory_limit() == 8 * 2**30
+    limits.check_memory(7 * 2**30, "a table", "use less")
+    monkeypatch.setattr(limits, "available_memory", lambda: 5 * 2**30)
+    with pytest.raises(MemoryError, match=r"a table would need about 7 GiB, over the limit of "
+                                          r"4 GiB \(80% of the memory available now"):
+        limits.check_memory(7 * 2**30, "a table", "use less")
+    monkeypatch.setattr(sim.engine, "MEMORY_LIMIT", 8 * 2**30)  # set by the user: it holds
+    limits.check_memory(7 * 2**30, "a table", "use less")
+
+
+def test_optimal_window_policy_with_a_window_beyond_the_horizon_is_the_horizon_s():
+    """max_window = 10**6 used to run for minutes; windows past T draft to the horizon and
+    never win a tie, so the policy is that of max_window = T, computed at once."""
+    from theory import optimal_window_policy
+
+    draft, target = _fig2()
+    started = time.monotonic()
+    huge = optimal_window_policy(draft, target, cost_ratio=0.01, max_window=10**6)
+    assert time.monotonic() - started < 5
+    exact = optimal_window_policy(draft, target, cost_ratio=0.01, max_window=target.horizon)
+    assert np.array_equal(huge.table, exact.table) and huge.table.max() > 5
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--model", "bernoulli", "--horizon", "1e9"], "(1000000001 count values) would need "
+                                                   "about 44.7 GiB"),
+    (["--model", "hidden", "--horizon", "1e9"], "(1000000001 count values) would need about "
+                                                "358 GiB"),
+    (["--model", "bernoulli", "--horizon", "1e6"], "(1000001 count values) would take about"),
+])
+def test_horizons_that_would_hang_are_refused_in_one_line(capsys, argv, message):
+    """They ran for minutes (T = 10⁹: an 8 GB table of draft lengths, then the exact law's
+    O(T²) pass) with as few as two trials; in-process, as the fuzz test runs the CLI."""
+    from sim.cli import main
+
+    started = time.monotonic()
+    assert main(["simulate", *argv, "--trials", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert time.monotonic() - started < 5

@@ -128,3 +128,12 @@ def test_precision_table_matches_the_exact_computation():
     law = kept + (1 - kept.sum()) * residual / residual.sum()
     floor_row = next(row for row in rows if row["mode"] == "draft_floor")
     assert abs(floor_row["tv_large"] - np.abs(law - q).sum() / 2) < 1e-12
+
+
+def test_the_quoted_cli_error_is_the_one_the_cli_prints(capsys):
+    from sim.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["simulate", "--trials", "0"])
+    line = capsys.readouterr().err.strip()
+    assert f"prints one line (`{line}`)" in " ".join(README.read_text(encoding="utf-8").split())

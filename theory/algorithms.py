@@ -38,6 +38,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from theory import limits
+
 __all__ = [
     "DEFAULT_MAX_NODES",
     "Algorithm",
@@ -127,12 +129,24 @@ class Algorithm(abc.ABC):
         return self.draft_lengths(target.horizon, target.n_contexts)
 
     def check_cost(self, draft, target, consumer: str) -> None:
-        """Raise ``ValueError`` when running on this pair would be absurdly large.
+        """Raise ``ValueError`` (or ``MemoryError``) when running on this pair would be
+        absurdly large (the work model, :mod:`theory.limits`).
 
-        Called once per problem by the exact DP (``consumer='dp'``) and by the engines'
-        table builder (``consumer='engine'``); the default accepts everything.
+        Called once per problem by the exact DP (``consumer='dp'``; the position-level DP
+        then sizes each pass itself) and by the engines' table builder (``consumer='engine'``).
+        The default refuses engine tables whose per-round-state entries (≈ 48 bytes and one
+        Python call per state: ``Speculative(window=10**9)`` has 10⁹ + 2 states) would not fit.
         """
-        return None
+        if consumer != "engine":
+            return
+        states = float(self.n_round_states())
+        what = f"the round-state tables of {self!r} ({states:.3g} round states)"
+        window = getattr(self, "window", None)
+        advice = (f"a window beyond the horizon T = {target.horizon} drafts to the horizon as "
+                  f"window = {target.horizon} does" if isinstance(window, numbers.Integral)
+                  and window > target.horizon else "use a smaller algorithm")
+        limits.check_memory(48 * states, what, advice)
+        limits.check_work(states * limits.ARRAY_CALL_STEPS, what, advice)
 
 
 

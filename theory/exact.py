@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from theory import limits
 from theory._arrays import as_scalar, compact, zeros_like_kind
 from theory.algorithms import Algorithm
 from theory.models import MarkovLM, check_compatible, context_transition
@@ -88,6 +89,7 @@ class _Problem:
         self.exact = target.is_exact
         homogeneous = draft.is_time_homogeneous and target.is_time_homogeneous \
             and not algorithm.position_dependent
+        self._homogeneous = homogeneous
         self._key = (lambda n: 0) if homogeneous else (lambda n: n)
         self._cache: dict[int, list[_Move]] = {}
 
@@ -112,6 +114,39 @@ class _Problem:
     def zeros(self, *shape) -> np.ndarray:
         return zeros_like_kind(shape, self.exact)
 
+    def check_size(self, counts: int) -> None:
+        """Refuse, before any work, a pass that would not fit in memory or would run for hours
+        (the work model, :mod:`theory.limits`); ``counts`` is the length of the count axis
+        (1 for means, T + 1 for laws).
+
+        B ≈ 2J + 1 branches per position (J round states: an accept and a reject branch per
+        state, and a bonus), each an (S, S) transition built from (S, V) weights at T' positions
+        (T' = 1 for time-homogeneous pairs); the pass then moves a (counts, S) mass through
+        every branch at each of the T positions.
+        """
+        horizon, contexts, vocab = self.horizon, self.n_contexts, self.target.vocab_size
+        branches = 2.0 * self.n_states + 1
+        built = 1 if self._homogeneous else horizon
+        entry_bytes = 120 if self.exact else 8  # a Fraction is a Python object
+        entry_steps = limits.EXACT_ENTRY_STEPS if self.exact else limits.ENTRY_STEPS
+        what = (f"the exact DP of {self.algorithm!r} on T = {horizon}, S = {contexts}, "
+                f"V = {vocab}" + (f" ({counts} count values)" if counts > 1 else ""))
+        window = getattr(self.algorithm, "window", None)
+        advice = ("a window beyond the horizon drafts to the horizon as window = T does; "
+                  if isinstance(window, numbers.Integral) and window > horizon else "") \
+            + "use a smaller problem, or simulate (sim.simulate)"
+        limits.check_memory(entry_bytes * (built * branches * (contexts * contexts + contexts
+                                                               + contexts * vocab)
+                                           + 3.0 * self.n_states * counts * contexts),
+                            what, advice)
+        limits.check_work(built * branches * (4 * limits.ARRAY_CALL_STEPS
+                                              + contexts * (vocab + contexts) * entry_steps)
+                          + horizon * branches * (4 * limits.ARRAY_CALL_STEPS  # product,
+                                                  # shift, sum and allocation of (counts, S)
+                                                  + counts * contexts * (contexts + 4)
+                                                  * entry_steps),
+                          what, advice)
+
     def initial_mass(self) -> np.ndarray:
         """m_0: all mass in round state 0, contexts by the start law; shape (J, S)."""
         mass = self.zeros(self.n_states, self.n_contexts)
@@ -122,6 +157,7 @@ class _Problem:
     def mean_pass(self):
         """Per-position rejection probability (T,) and round-start probability per context
         (T, S)."""
+        self.check_size(1)
         mass = self.initial_mass()
         rejection = self.zeros(self.horizon)
         round_start = self.zeros(self.horizon, self.n_contexts)
@@ -139,6 +175,7 @@ class _Problem:
     @with_bounded_blas
     def count_pass(self, count: str) -> np.ndarray:
         """pmf of the number of rejections (``count='rejections'``) or of target calls."""
+        self.check_size(self.horizon + 1)
         horizon = self.horizon
         mass = self.zeros(self.n_states, horizon + 1, self.n_contexts)
         mass[:, 0] = self.initial_mass()
@@ -157,6 +194,7 @@ class _Problem:
     @with_bounded_blas
     def first_round_pmf(self) -> np.ndarray:
         """P(the first round emits k tokens), k = 0 … T."""
+        self.check_size(1)
         pmf = self.zeros(self.horizon + 1)
         mass = self.initial_mass()
         for n in range(self.horizon):

@@ -191,8 +191,9 @@ def optimal_window_policy(draft: MarkovLM, target: MarkovLM, *, cost_ratio,
 
     Notes
     -----
-    Cost O(T · W² · S²) time (W = ``max_window``) with dense (S, S) context transitions per
-    position: seconds for S up to a few hundred contexts.
+    Cost O(T · W² · S²) time (W = min(``max_window``, T): longer windows draft to the horizon
+    and never win a tie) with dense (S, S) context transitions per position: seconds for S up
+    to a few hundred contexts.
 
     Examples
     --------
@@ -217,8 +218,10 @@ def _bellman(draft, target, cost_ratio, max_window):
     if not isinstance(max_window, numbers.Integral) or isinstance(max_window, bool) \
             or max_window < 0:
         raise ValueError(f"max_window must be an integer >= 0; got {max_window!r}")
-    max_window = int(max_window)
     horizon, n_contexts = target.horizon, target.n_contexts
+    # a window w >= T - n drafts to the horizon: every such w costs what T - n costs, and
+    # ties go to the shortest, so windows beyond T never win (max_window = 10**6 is T's work)
+    max_window = min(int(max_window), horizon)
     exact = target.is_exact
     transitions = _Transitions(draft, target)
     value = zeros_like_kind((horizon + 1, n_contexts), exact)  # J(n, s); J(T) = 0

@@ -40,10 +40,11 @@ that holds V − 1 (``int8`` for the paper's settings: 10⁷ trials cost 20 MB, 
 Reductions (``sum``, ``mean``, ``bincount``, ``cumsum``) widen automatically in numpy; cast
 before elementwise arithmetic that can exceed T.
 
-The limits :data:`MEMORY_LIMIT`, :data:`WORK_LIMIT`, :data:`SCHEDULER_TIMEOUT` and the table
-cache's :data:`TABLE_CACHE_LIMIT` and :data:`TABLE_CACHE_ENTRIES` (:mod:`sim.engine.cache`)
-are set here, on ``sim.engine`` (``sim.engine.WORK_LIMIT = 10**13``); the modules that read
-them see the new value at once.
+The limits :data:`MEMORY_LIMIT` (None: 80% of the memory available at each check),
+:data:`WORK_LIMIT`, :data:`SCHEDULER_TIMEOUT` and the table cache's :data:`TABLE_CACHE_LIMIT`
+and :data:`TABLE_CACHE_ENTRIES` (:mod:`sim.engine.cache`) are set here, on ``sim.engine``
+(``sim.engine.WORK_LIMIT = 10**13``); the modules that read them (:mod:`theory.limits`, the
+package's one work model, for the first two) see the new value at once.
 """
 
 import sys
@@ -95,6 +96,7 @@ from sim.engine.run import (
     simulate_counts,
 )
 from sim.engine.token import TokenTables
+from theory import limits
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -131,7 +133,7 @@ __all__ = [
 ]
 
 #: Where each user-settable limit is read (at call time).
-_LIMITS = {"MEMORY_LIMIT": core, "WORK_LIMIT": core, "SCHEDULER_TIMEOUT": run,
+_LIMITS = {"MEMORY_LIMIT": limits, "WORK_LIMIT": limits, "SCHEDULER_TIMEOUT": run,
            "TABLE_CACHE_LIMIT": cache, "TABLE_CACHE_ENTRIES": cache}
 
 

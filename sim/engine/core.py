@@ -11,13 +11,13 @@ registration of its own.
 
 Rows of the tables: (position n, context s) ↦ row ``n · row_stride + s`` (:class:`Layout`;
 ``row_stride`` = 0 for a time-homogeneous pair).  The guards :func:`check_memory` and
-:func:`check_work` refuse absurd requests before any work, against :data:`MEMORY_LIMIT` and
-:data:`WORK_LIMIT` — read at call time from ``sim.engine``, where users set them.
+:func:`check_work` (the package's one work model, :mod:`theory.limits`) refuse absurd requests
+before any work, against ``MEMORY_LIMIT`` (80% of the memory available at the check, unless
+set) and ``WORK_LIMIT`` — set on ``sim.engine``, read at call time.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +25,8 @@ import numpy as np
 from sim.engine.cache import cached
 from sim.engine.reference import run_algorithm
 from sim.engine.tables import read_only_tables
-from theory import MarkovLM
+from theory import MarkovLM, limits
+from theory.limits import check_memory, check_work
 
 __all__ = [
     "FAMILIES",
@@ -267,53 +268,10 @@ def make_tables(draft: MarkovLM, target: MarkovLM, algorithm):
                   lambda: read_only_tables(family.build(draft, target, algorithm)))
 
 
-def _physical_memory() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # not POSIX: assume 16 GiB
-        return 16 * 2**30
-
-
-#: Largest memory (bytes) a simulation may plan to allocate: 80% of this machine's memory.
-#: Set ``sim.engine.MEMORY_LIMIT`` to allow more (or less).
-MEMORY_LIMIT = int(0.8 * _physical_memory())
-
-
-def _size(n_bytes: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if n_bytes < 1024 or unit == "PiB":
-            return f"{n_bytes:.3g} {unit}" if unit != "bytes" else f"{int(n_bytes)} bytes"
-        n_bytes /= 1024
-    return f"{n_bytes:.3g} PiB"  # pragma: no cover - the loop always returns
-
-
-def check_memory(estimate: float, what: str, advice: str) -> None:
-    """Refuse, with a one-line ``MemoryError``, to allocate more than :data:`MEMORY_LIMIT`.
-
-    Parameters
-    ----------
-    estimate : float
-        Bytes the allocation would take.
-    what : str
-        What would be allocated (the message's subject).
-    advice : str
-        What the user can do instead (the message's end).
-
-    Raises
-    ------
-    MemoryError
-        If ``estimate`` exceeds :data:`MEMORY_LIMIT` (read at call time: users may set it).
-    """
-    if estimate > MEMORY_LIMIT:
-        raise MemoryError(f"{what} would need about {_size(estimate)}, over the limit of "
-                          f"{_size(MEMORY_LIMIT)} (sim.engine.MEMORY_LIMIT); {advice}")
-
-
-#: Largest work a CPU simulation may plan (:func:`simulation_work`, in position-steps): 10¹²,
-#: hours of CPU at the compiled engine's 10–100 ns per step and core (``make bench``); every
-#: run of the package (tests, ``specdec reproduce``, benchmarks) stays below 10¹⁰.
-#: Set ``sim.engine.WORK_LIMIT`` to allow more (or less).
-WORK_LIMIT = 10**12
+#: The limits, read at call time where they live (:mod:`theory.limits`, the one work model of
+#: the package; set them on ``sim.engine``).  These names are the defaults, for reading.
+MEMORY_LIMIT = limits.MEMORY_LIMIT
+WORK_LIMIT = limits.WORK_LIMIT
 
 
 def simulation_work(target: MarkovLM, algorithm, n_trials: int) -> float:
@@ -356,29 +314,6 @@ def simulation_work(target: MarkovLM, algorithm, n_trials: int) -> float:
     return float(n_trials) * target.horizon * per_position
 
 
-def check_work(estimate: float, what: str, advice: str) -> None:
-    """Refuse, with a one-line ``ValueError``, to start more work than :data:`WORK_LIMIT`.
-
-    Parameters
-    ----------
-    estimate : float
-        Position-steps the run would take (:func:`simulation_work`).
-    what : str
-        What would run (the message's subject).
-    advice : str
-        What the user can do instead (the message's end, before how to raise the limit).
-
-    Raises
-    ------
-    ValueError
-        If ``estimate`` exceeds :data:`WORK_LIMIT` (read at call time: users may set it).
-    """
-    if estimate > WORK_LIMIT:
-        raise ValueError(f"{what} would take about {estimate:.3g} position-steps, over the "
-                         f"limit of {WORK_LIMIT:.3g} (sim.engine.WORK_LIMIT); {advice}, or "
-                         f"assign a larger sim.engine.WORK_LIMIT")
-
-
 def table_bytes(draft: MarkovLM, target: MarkovLM, algorithm) -> float:
     """A generous estimate of the memory that building the sampling tables takes (bytes).
 
@@ -399,10 +334,14 @@ def table_bytes(draft: MarkovLM, target: MarkovLM, algorithm) -> float:
     An algorithm that knows its tables (``BatchSpeculative.table_bytes``) gives its own
     estimate; otherwise rows R = S (time-homogeneous pair) or T·S, and ≈ 80 bytes per row and
     token (alias records of proposals and rejection law, acceptance, and the temporaries of
-    their construction).
+    their construction).  Every family adds 32 bytes per (position, context): the draft
+    lengths of a round start (:func:`draft_table`).
     """
+    # the draft lengths of a round start, one int64 per (position, context) even for a
+    # time-homogeneous pair (with the temporaries of draft_table): T = 10⁹ needs 32 GB
+    per_start = 32.0 * target.horizon * target.n_contexts
     if hasattr(algorithm, "table_bytes"):  # the algorithm's own (calibrated) estimate
-        return float(algorithm.table_bytes(draft, target, "engine"))
+        return float(algorithm.table_bytes(draft, target, "engine")) + per_start
     homogeneous = draft.is_time_homogeneous and target.is_time_homogeneous
     cells = (1 if homogeneous else target.horizon) * target.n_contexts * target.vocab_size
-    return float(cells) * 80
+    return float(cells) * 80 + per_start

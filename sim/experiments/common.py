@@ -12,10 +12,18 @@ running mean x̄ₖ to log-spaced k with its band x̄ₖ ± 1.96 σ/√k, and
 :func:`running_rejections` is the running-mean experiment of the Fig. 2 family (E[N_rej] of
 one algorithm against its theorem).  :class:`Experiment` is one registration: a name, the
 function that runs it, the one that draws its figure, the figure's title and its caption.
+
+Every file a run writes (figures, data, the report) goes through :func:`atomic_output`: a
+temporary file beside it, renamed over it (``os.replace``) only once completely written, so a
+full disk or a killed run never leaves a truncated result — a report that says "N passed"
+is a whole report — and a failed write leaves no temporary behind.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import pathlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -25,8 +33,9 @@ from sim.engine import simulate
 from sim.stats import DEFAULT_ALPHA, mean_check, pmf_moments
 from theory import rejection_pmf
 
-__all__ = ["RUNNING_POINTS", "Experiment", "Outcome", "Settings", "fit_row", "mean_row",
-           "running_mean_series", "running_rejections", "simulated_only_row"]
+__all__ = ["RUNNING_POINTS", "Experiment", "Outcome", "OutputError", "Settings", "atomic_output",
+           "fit_row", "mean_row", "running_mean_series", "running_rejections",
+           "simulated_only_row", "write_text_atomically"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,72 @@ class Experiment:
     draw: Callable[[dict, str], object]
     title: str
     caption: str
+
+
+class OutputError(OSError):
+    """A result file could not be written (a full disk, a read-only folder, ...); nothing
+    partial was left behind.  Its message is one line naming the file and the reason."""
+
+    def __str__(self) -> str:
+        return str(self.args[-1])
+
+
+def _disk_error(error: BaseException) -> OSError | None:
+    """The ``OSError`` behind ``error`` (itself, or one it was raised from or while handling:
+    a writer may report a full disk as another exception raised in its cleanup)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+@contextlib.contextmanager
+def atomic_output(path):
+    """Write ``path`` atomically: yield a temporary path beside it for the block to write, then
+    rename it onto ``path`` (``os.replace``).
+
+    If the block or the rename fails, the temporary file is removed and ``path`` is left as it
+    was (absent, or the previous complete file); a failure that comes from the file system
+    (``OSError``, e.g. ``ENOSPC``, possibly wrapped by the writer) is raised as one
+    :class:`OutputError` line naming ``path``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write; its folder is created if needed.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> with atomic_output(folder / "table.csv") as temporary:
+    ...     _ = temporary.write_text("a,b\\n")
+    >>> sorted(file.name for file in folder.iterdir())
+    ['table.csv']
+    """
+    path = pathlib.Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        yield temporary
+        os.replace(temporary, path)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        cause = _disk_error(error)
+        if cause is None or isinstance(cause, OutputError):
+            raise
+        reason = cause.strerror or str(cause) or type(cause).__name__
+        raise OutputError(cause.errno, f"cannot write {path}: {reason}") from error
+
+
+def write_text_atomically(path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through :func:`atomic_output`."""
+    with atomic_output(path) as temporary, open(temporary, "w", encoding="utf-8") as file:
+        file.write(text)
 
 
 def mean_row(quantity: str, samples, mean: float, variance: float | None) -> dict:

@@ -9,7 +9,6 @@ figure with these helpers; functions only plot — the numbers come from the exp
 
 from __future__ import annotations
 
-import os
 import pathlib
 import sys
 
@@ -22,6 +21,8 @@ if "ipykernel" not in sys.modules:
 
 import matplotlib.pyplot as plt
 import numpy as np
+
+from sim.experiments.common import atomic_output
 
 __all__ = ["COLORS", "LEGEND_SIZE", "drafts_color", "label_axes", "new_figure", "running_axes",
            "running_means", "save"]
@@ -38,18 +39,19 @@ def drafts_color(n_drafts: int) -> str:
 
 def save(figure, directory: pathlib.Path, name: str) -> list[str]:
     """Write ``name``.png and ``name``.pdf into ``directory``; returns the file names."""
-    directory.mkdir(parents=True, exist_ok=True)
     files = []
-    for suffix in ("png", "pdf"):  # atomically: a killed run never leaves half a figure
-        path = directory / f"{name}.{suffix}"
-        temporary = directory / f".{name}.{suffix}.tmp"
-        # no creation date in PDFs: the same data give the same bytes (content hashes)
-        metadata = {"CreationDate": None} if suffix == "pdf" else None
-        figure.savefig(temporary, dpi=130, bbox_inches="tight", format=suffix,
-                       metadata=metadata)
-        os.replace(temporary, path)
-        files.append(path.name)
-    plt.close(figure)
+    try:
+        for suffix in ("png", "pdf"):  # atomically: a killed run never leaves half a figure
+            path = directory / f"{name}.{suffix}"
+            # no creation date in PDFs: the same data give the same bytes (content hashes)
+            metadata = {"CreationDate": None} if suffix == "pdf" else None
+            # our own file object: closed here whatever the writer does on a full disk
+            with atomic_output(path) as temporary, open(temporary, "wb") as file:
+                figure.savefig(file, dpi=130, bbox_inches="tight", format=suffix,
+                               metadata=metadata)
+            files.append(path.name)
+    finally:
+        plt.close(figure)
     return files
 
 

@@ -41,7 +41,7 @@ from sim.experiments import (
     stopping,
     windows,
 )
-from sim.experiments.common import Outcome, Settings
+from sim.experiments.common import Outcome, Settings, write_text_atomically
 from sim.experiments.plotting import save
 from sim.stats import DEFAULT_ALPHA
 
@@ -113,11 +113,9 @@ def git_commit() -> dict:
 
 
 def write_json_atomically(path: pathlib.Path, payload: dict) -> None:
-    """Write ``payload`` to ``path`` through a temporary file and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(payload, indent=1, default=float))
-    os.replace(temporary, path)
+    """Write ``payload`` to ``path`` through a temporary file and an atomic rename
+    (:func:`sim.experiments.common.write_text_atomically`)."""
+    write_text_atomically(path, json.dumps(payload, indent=1, default=float))
 
 
 def _number(value, digits: int = 6) -> str:
@@ -210,7 +208,7 @@ def write_report(out: pathlib.Path, results: dict, settings: Settings, seed: int
         lines.append(f"| {name} | {row['quantity']} | {closed} | {paper} | {simulated} | "
                      f"{_number(row['z'], 3)} | {_number(row['p_value'], 3)} | {verdict} |")
     lines.append("")
-    (out / "report.md").write_text("\n".join(lines))
+    write_text_atomically(out / "report.md", "\n".join(lines))  # never a truncated report
     return failed
 
 
