@@ -88,6 +88,13 @@ Examples
 """
 
 from sim.conformance.calls import VerifierError, VerifierTimeout
+from sim.conformance.generation import (
+    DEFAULT_SAMPLES,
+    GenerationReport,
+    check_generation,
+    engine_generator,
+    prefix_model,
+)
 from sim.conformance.harness import DEFAULT_ROUNDS, MAX_SEQUENCES, assert_lossless, check_verifier
 from sim.conformance.harness import MAX_FIT_VOCAB as MAX_FIT_VOCAB
 from sim.conformance.power import (
@@ -112,20 +119,25 @@ from sim.conformance.verifiers import (
 
 __all__ = [
     "DEFAULT_ROUNDS",
+    "DEFAULT_SAMPLES",
     "MAX_SEQUENCES",
     "ConformanceReport",
+    "GenerationReport",
     "PairCheck",
     "SuitePair",
     "VerifierError",
     "VerifierTimeout",
     "assert_lossless",
+    "check_generation",
     "check_verifier",
     "conformance_suite",
     "detection_rounds",
+    "engine_generator",
     "failure_table",
     "failure_table_markdown",
     "failure_verifier",
     "floor_detection_rounds",
+    "prefix_model",
     "reference_verifier",
     "rule_verifier",
     "sequence_suite",
