@@ -81,7 +81,7 @@ from sim.stats import DEFAULT_ALPHA, detectable_noncentrality
 from theory.models import MarkovLM
 
 #: Default number of generations per prompt of :func:`check_generation`.
-DEFAULT_SAMPLES = 2000
+DEFAULT_SAMPLES = 4000
 #: Most prefixes (nodes) of the exact law of one prompt's generations.
 MAX_PREFIXES = 200_000
 
