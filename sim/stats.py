@@ -23,6 +23,7 @@ Checks never retry; seeds are fixed by the caller.  Every check in the test suit
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -477,13 +478,20 @@ def detectable_noncentrality(degrees_of_freedom: int, alpha: float, power: float
     >>> round(chi2_power(10, lam, 1e-6), 6)
     0.9
     """
-    from scipy.optimize import brentq
-
     alpha = _alpha(alpha)
     if not 0 < power < 1:
         raise ValueError(f"power must be in (0, 1); got {power!r}")
     if degrees_of_freedom < 1:
         raise ValueError(f"degrees_of_freedom must be >= 1; got {degrees_of_freedom!r}")
+    return _detectable_noncentrality(int(degrees_of_freedom), alpha, float(power))
+
+
+@functools.lru_cache(maxsize=4096)
+def _detectable_noncentrality(degrees_of_freedom: int, alpha: float, power: float) -> float:
+    """:func:`detectable_noncentrality` for checked arguments, remembered (a root search of
+    ~20 noncentral χ² tails; the verdicts ask for the same few (dof, α) many times)."""
+    from scipy.optimize import brentq
+
     upper = 1.0
     while chi2_power(degrees_of_freedom, upper, alpha) < power:
         upper *= 2

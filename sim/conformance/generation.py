@@ -38,8 +38,8 @@ cannot detect a per-position TV of ``min_tv`` with power 0.9 at ``n_samples`` ge
 (design power, from the target's expected visits: deterministic given the sizes), stating the
 generations needed; otherwise ``"passed"``.  A failed prompt is located (the most significant
 (position, prefix, token) cells, a TV per position with a bootstrap interval) and, given the
-``draft`` law, gets the mixture w·q + (1 − w)·p (q target, p draft) that fits it — over all
-positions, or else position by position.
+``draft`` law, gets the mixture w·q + (1 − w)·p (q target, p draft) that fits it at each
+position where one does.
 
 :func:`engine_generator` drives the package's own engines through the convention (a control
 that must pass).  :mod:`sim.conformance.stack_power` gives the exact detection size of a stack
@@ -261,23 +261,20 @@ def _count(law: PromptLaw, tokens: np.ndarray) -> _Samples:
 
 
 def _mixture_hint(samples: _Samples, pair: SuitePair, level: float) -> str:
-    """:func:`closest_mixture` over all positions, else position by position (a stack can
-    follow a mixture at drafted positions and the target elsewhere)."""
+    """:func:`closest_mixture` position by position (a stack can follow a mixture at drafted
+    positions and the target at a bonus position: one weight for all positions would be a
+    compromise that fits neither)."""
     if pair.target.vocab_size > MAX_FIT_VOCAB:
         return ""
-    vocab = pair.target.vocab_size
     q = np.asarray(pair.target.probs, dtype=np.float64)
     p = np.asarray(pair.draft.probs, dtype=np.float64)
-    whole = closest_mixture(samples.counts.reshape(-1, vocab), q.reshape(-1, vocab),
-                            p.reshape(-1, vocab), level)
-    if whole:
-        return whole
     parts = []
     for n in range(q.shape[0]):
         fit = closest_mixture(samples.counts[n], q[n], p[n], level)
         if fit:
             parts.append(f"position {n}: {fit.split(' fits')[0]}")
-    return "; ".join(parts) + (" (each fits alone)" if parts else "")
+    return "; ".join(parts) + (" (each fits at the prompt's level, not corrected for the fit)"
+                               if parts else "")
 
 
 @dataclass(frozen=True)
@@ -486,7 +483,8 @@ def engine_generator(draft: MarkovLM, target: MarkovLM, algorithm=None, *,
                      length: int | None = None, block: int = 4096):
     """The package's engines in the generate convention: ``generate(prompt, rng)`` returns one
     generation of ``algorithm`` (default ``Speculative()``) on (draft, target) started in the
-    context ``prompt``, truncated to ``length`` positions (default: the horizon).
+    context ``prompt`` (or, for a list of token ids, its last entry), truncated to ``length``
+    positions (default: the horizon).
 
     Generations are drawn ``block`` at a time by :func:`sim.simulate` (seeded from the ``rng``
     of the call that finds the block empty) and handed out one per call: i.i.d. draws, as the
@@ -520,10 +518,13 @@ def engine_generator(draft: MarkovLM, target: MarkovLM, algorithm=None, *,
     buffers: dict = {}
 
     def generate(prompt, rng):
+        if not isinstance(prompt, numbers.Integral):  # a list of token ids: its last one
+            prompt = prompt[-1]
+        prompt = int(prompt)
         queue = buffers.get(prompt)
         if not queue:
             started = [MarkovLM(m.probs[:length], None if m.is_first_order else m.next_context,
-                                int(prompt)) for m in models]
+                                prompt) for m in models]
             result = simulate(*started, algorithm, n_trials=block, rng=rng, record_tokens=True)
             queue = buffers[prompt] = list(result.tokens)
         return queue.pop()
