@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,9 +134,11 @@ def results_markdown(results) -> str:
             cell, label = report.deviations[0], report.where[0]
             where = (f"{cell.pair}, position {cell.position} {label}, token {cell.token}: "
                      f"{cell.observed:.3f} vs {cell.expected:.3f}")
-        hints = [c.closest_law.split(" (")[0] for c in report.checks if c.closest_law]
-        if hints:
-            where += f"; mixture: {hints[0]}"
+        fits = [fit for c in report.checks for fit in re.findall(
+            r"position (\d+): w·q \+ \(1 − w\)·p with w = ([0-9.]+)", c.closest_law)]
+        if fits:
+            where += "; w·q + (1 − w)·p fits with " + ", ".join(
+                f"w = {w} at position {n}" for n, w in fits)
         lines.append(f"| {entry.name} | {'pass' if entry.must_pass else 'fail'} | "
                      f"{report.verdict} | {report.p_value:.3g} | {report.detectable_tv:.3f} | "
                      f"{report.seconds:.0f} s | {where} |")
