@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint bench reproduce conformance-report lab clean
+.PHONY: test lint bench reproduce conformance-report stack-conformance lab clean
 
 $(STAMP): pyproject.toml Makefile requirements-clients.txt requirements-clients-deps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ reproduce: $(STAMP)
 # Every real client of sim/conformance/clients/ through the conformance harness (a few minutes).
 conformance-report: $(STAMP)
 	$(VENV)/bin/specdec conformance-report --out results
+
+# Hugging Face assisted generation, whole stack, on the tiny transformers built here: stock
+# settings, the ensemble mode and three stack bugs through check_generation (≈ 10 minutes on
+# 2 busy cores); writes results/stack.md.
+stack-conformance: $(STAMP)
+	$(PY) -m sim.conformance.clients.hf_stack --out results
 
 # JupyterLab on notebooks/ (installs the `notebooks` extra: jupyterlab and ipywidgets).
 lab: $(STAMP)

@@ -92,6 +92,13 @@ Examples
 """
 
 from sim.conformance.calls import VerifierError, VerifierTimeout
+from sim.conformance.generation import (
+    DEFAULT_SAMPLES,
+    GenerationReport,
+    check_generation,
+    engine_generator,
+    prefix_model,
+)
 from sim.conformance.harness import DEFAULT_ROUNDS, MAX_SEQUENCES, assert_lossless, check_verifier
 from sim.conformance.harness import MAX_FIT_VOCAB as MAX_FIT_VOCAB
 from sim.conformance.power import (
@@ -124,17 +131,21 @@ from sim.conformance.verifiers import (
 
 __all__ = [
     "DEFAULT_ROUNDS",
+    "DEFAULT_SAMPLES",
     "MAX_SEQUENCES",
     "ConformanceReport",
+    "GenerationReport",
     "PairCheck",
     "SuitePair",
     "VerifierError",
     "VerifierTimeout",
     "assert_lossless",
+    "check_generation",
     "check_verifier",
     "conformance_suite",
     "detection_power",
     "detection_rounds",
+    "engine_generator",
     "failure_table",
     "failure_table_markdown",
     "failure_verifier",
@@ -142,6 +153,7 @@ __all__ = [
     "precision_suite",
     "precision_table",
     "precision_table_markdown",
+    "prefix_model",
     "reference_verifier",
     "rule_verifier",
     "sequence_suite",

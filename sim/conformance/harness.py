@@ -354,15 +354,21 @@ def _sequence_check(run: _PairRun, pair: SuitePair, level: float):
 
 
 def _closest_law(run: _PairRun, pair: SuitePair, level: float) -> str:
-    """A hint for a failed pair with V ≤ :data:`MAX_FIT_VOCAB`: the best mixture
-    w·q + (1 − w)·p (w on a grid of 0.02) — only when the counts are consistent with it at the
-    pair's level (its goodness-of-fit test passes; p-value not corrected for the fit), else
-    "" (a resample-from-q bug is no mixture: its best w is not a law that fits)."""
+    """A hint for a failed pair with V ≤ :data:`MAX_FIT_VOCAB`: :func:`closest_mixture` of its
+    counts."""
     if pair.target.vocab_size > MAX_FIT_VOCAB:
         return ""
     counts = run.counts.reshape(-1, pair.target.vocab_size)
     q = np.asarray(pair.target.probs, dtype=np.float64).reshape(counts.shape)
     p = np.asarray(pair.draft.probs, dtype=np.float64).reshape(counts.shape)
+    return closest_mixture(counts, q, p, level)
+
+
+def closest_mixture(counts: np.ndarray, q: np.ndarray, p: np.ndarray, level: float) -> str:
+    """The best mixture w·q + (1 − w)·p of the (cells, V) laws q (target) and p (draft) for
+    (cells, V) counts (w on a grid of 0.02) — only when the counts are consistent with it at
+    ``level`` (its goodness-of-fit test passes; p-value not corrected for the fit), else ""
+    (a resample-from-q bug is no mixture: its best w is not a law that fits)."""
     weights = np.linspace(0, 1, 51)
     fits = [pooled_pearson(counts, w * q + (1 - w) * p) for w in weights]
     scores = [statistic if not impossible else np.inf for statistic, _, impossible, _ in fits]

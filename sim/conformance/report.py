@@ -163,12 +163,19 @@ class ConformanceReport:
                          "probability 0")
         for deviation in self.deviations:
             lines.append(f"  where: {deviation}")
-        for c in self.checks:
-            if c.tv_estimates:
-                position, estimate, low, high = max(c.tv_estimates, key=lambda e: e[1])
-                lines.append(f"  {c.name}: largest estimated TV at position {position}: "
-                             f"{estimate:.3f} (bias-corrected; 95% basic-bootstrap interval "
-                             f"{low:.3f} – {high:.3f})")
-            if c.closest_law:
-                lines.append(f"  {c.name}: closest simple law: {c.closest_law}")
-        return lines
+        return lines + check_lines(self.checks)
+
+
+def check_lines(checks) -> list[str]:
+    """The lines of a failed report that each :class:`PairCheck` adds: its largest estimated TV
+    per position and its closest simple law."""
+    lines = []
+    for c in checks:
+        if c.tv_estimates:
+            position, estimate, low, high = max(c.tv_estimates, key=lambda e: e[1])
+            lines.append(f"  {c.name}: largest estimated TV at position {position}: "
+                         f"{estimate:.3f} (bias-corrected; 95% basic-bootstrap interval "
+                         f"{low:.3f} – {high:.3f})")
+        if c.closest_law:
+            lines.append(f"  {c.name}: closest simple law: {c.closest_law}")
+    return lines
