@@ -122,6 +122,7 @@ from sim.conformance.suites import (
     precision_suite,
     sequence_suite,
 )
+from sim.conformance.trees import eagle_verifier, specinfer_verifier, tree_verifier
 from sim.conformance.verifiers import (
     failure_verifier,
     reference_verifier,
@@ -145,6 +146,7 @@ __all__ = [
     "conformance_suite",
     "detection_power",
     "detection_rounds",
+    "eagle_verifier",
     "engine_generator",
     "failure_table",
     "failure_table_markdown",
@@ -157,5 +159,7 @@ __all__ = [
     "reference_verifier",
     "rule_verifier",
     "sequence_suite",
+    "specinfer_verifier",
     "torch_verifier",
+    "tree_verifier",
 ]

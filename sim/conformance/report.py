@@ -53,6 +53,8 @@ class PairCheck:
 
 
 def _ratio(accepted, optimum) -> float:
+    if optimum != optimum:  # NaN: the optimum could not be computed (a large tree pair)
+        return float("nan")
     if optimum > 0:
         return accepted / optimum
     return 1.0 if accepted == 0 else float("inf")

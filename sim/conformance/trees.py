@@ -32,7 +32,8 @@ context) against the target exactly as for paths: a lossless tree verifier's out
 follows the target.  Efficiency is the accepted drafted tokens per round (the longest prefix of
 the emitted tokens that is a path of drafted nodes, at most the number emitted − 1) over the
 exact expected number under recursive rejection sampling on the same tree and sampling
-(:func:`theory.round_accepted_tokens` with ``verifier="rrs"``).
+(:func:`theory.round_accepted_tokens` with ``verifier="rrs"``; NaN on a pair where that exact
+value is too large to compute, e.g. "swor" at V = 10⁴).
 
 **Reference verifiers** (:func:`tree_verifier`): recursive rejection sampling down the tree
 (:class:`theory.TreeSpeculative`'s ``"rrs"``): at a node with drafted children c₁ … c_k and
@@ -54,6 +55,7 @@ import numpy as np
 
 from sim.conformance.calls import call_verifier
 from sim.conformance.rounds import _checked_output, _sample
+from theory import TreeSpeculative, round_accepted_tokens
 
 __all__ = ["TREE_MUTATIONS", "TREE_SAMPLINGS", "TreeRounds", "eagle_verifier",
            "specinfer_verifier", "tree_verifier"]
@@ -225,8 +227,6 @@ class TreeRounds:
     (:func:`theory.round_accepted_tokens`)."""
 
     def __init__(self, verifier, name, pair, algorithm, draft_rng, verify_rng, timeout=None):
-        from theory import TreeSpeculative
-
         self.verifier, self.name, self.pair, self.timeout = verifier, name, pair, timeout
         self.draft_rng, self.verify_rng = draft_rng, verify_rng
         self.shape, self.sampling = algorithm.tree, algorithm.sampling
@@ -246,11 +246,12 @@ class TreeRounds:
     def optimum(self, position: int, context: int) -> float:
         key = (position, context)
         if key not in self._optimum:
-            from theory import round_accepted_tokens
-
-            self._optimum[key] = float(round_accepted_tokens(
-                self.pair.draft, self.pair.target, self.rrs, position=position,
-                context=context))
+            try:
+                self._optimum[key] = float(round_accepted_tokens(
+                    self.pair.draft, self.pair.target, self.rrs, position=position,
+                    context=context))
+            except ValueError:  # too large to compute exactly: no efficiency for this pair
+                self._optimum[key] = float("nan")
         return self._optimum[key]
 
     def play(self, k: int, start_n, start_s):
@@ -266,8 +267,6 @@ class TreeRounds:
 def checked_tree(tree):
     """``tree`` if it is a :class:`theory.TreeSpeculative` (the harness reads its ``tree``
     shape and ``sampling``; its verifier is the one under test), else ``TypeError``."""
-    from theory import TreeSpeculative
-
     if not isinstance(tree, TreeSpeculative):
         raise TypeError(f"tree must be a theory.TreeSpeculative (its shape and sampling say how "
                         f"the harness drafts); got {tree!r}")

@@ -57,9 +57,14 @@ def rounds_per_generation(pair, window) -> float:
     """E[rounds of one generation] under standard verification with ``window`` drafts (how the
     harness sizes runs); ``window`` may instead be an algorithm (a tree: recursive rejection
     sampling on it), whose expected rounds are used."""
-    algorithm = Speculative(window=window) if isinstance(window, numbers.Integral) else \
-        dataclasses.replace(window, verifier="rrs")
-    return float(expected_target_calls(pair.draft, pair.target, algorithm))
+    if isinstance(window, numbers.Integral):
+        return float(expected_target_calls(pair.draft, pair.target, Speculative(window=window)))
+    try:
+        return float(expected_target_calls(pair.draft, pair.target,
+                                           dataclasses.replace(window, verifier="rrs")))
+    except ValueError:  # too large to compute exactly (swor trees at V = 10⁴): size the run
+        return float(expected_target_calls(   # by a path of the tree's depth instead
+            pair.draft, pair.target, Speculative(window=window.depth)))
 
 
 def generations_for(share: int, per_generation: float) -> int:
