@@ -137,3 +137,12 @@ def test_the_quoted_cli_error_is_the_one_the_cli_prints(capsys):
         main(["simulate", "--trials", "0"])
     line = capsys.readouterr().err.strip()
     assert f"prints one line (`{line}`)" in " ".join(README.read_text(encoding="utf-8").split())
+
+
+def test_tree_table_matches_the_exact_computation():
+    """The token-tree table and the traversal-optimality sentence, recomputed exactly."""
+    from sim.experiments.trees import exact_tables, tree_markdown
+
+    text = README.read_text(encoding="utf-8")
+    for line in tree_markdown(exact_tables(quick=True)).splitlines():
+        assert line in text, line

@@ -39,6 +39,7 @@ from sim.experiments import (
     multidraft,
     speculative,
     stopping,
+    trees,
     windows,
 )
 from sim.experiments.common import Outcome, Settings, write_text_atomically
@@ -72,6 +73,7 @@ REGISTRY = {experiment.name: experiment for experiment in (
     block.BLOCK,
     multidraft.MULTIDRAFT,
     stopping.STOPPING,
+    trees.TREES,
 )}
 #: Experiment name → the function that runs it (the names ``--only`` accepts).
 EXPERIMENTS = {name: experiment.run for name, experiment in REGISTRY.items()}
