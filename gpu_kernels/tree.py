@@ -53,10 +53,10 @@ class _TreeRun(_Run):
         self.q = self.floats(tables.target_probs).view(-1, vocab_size)
         tree = tables.tree
         self.flat = tree
-        self.parent = torch.as_tensor(tree.parent.clip(min=0), device=device)
-        self.first_child = torch.as_tensor(tree.first_child, device=device)
-        self.depth = torch.as_tensor(tree.depth, device=device)
-        self.tops = torch.as_tensor(tables.top_tokens, device=device).view(-1, tables.top_width) \
+        self.parent = self.tensor(tree.parent.clip(min=0))
+        self.first_child = self.tensor(tree.first_child)
+        self.depth = self.tensor(tree.depth)
+        self.tops = self.tensor(tables.top_tokens).view(-1, tables.top_width) \
             if tables.top_tokens.size else None
         self.sampling, self.verifier = tables.sampling, tables.verifier
         self.stale = tables.rule == 1

@@ -209,8 +209,7 @@ class _Problem:
         return pmf
 
     def round_accepted(self, position: int, start: np.ndarray):
-        """E[accepted draft tokens of one round from ``position``], start contexts ~ ``start``:
-        the DP from round state 0 until the mass re-enters state 0 (a new round)."""
+        """E[accepted drafts of a round from ``position``, contexts ~ ``start``]: to state 0."""
         mass = self.zeros(self.n_states, self.n_contexts)
         mass[0] = start
         total = 0 * mass.sum()
@@ -224,8 +223,6 @@ class _Problem:
                                                    + mass[move.source] @ move.transition)
             mass = following
         return total
-
-
 
 
 def _problem(draft, target, algorithm):
@@ -250,21 +247,18 @@ def round_accepted_tokens(draft: MarkovLM, target: MarkovLM, algorithm: Algorith
                           *, position: int = 0, context: int | None = None):
     r"""Expected number of accepted draft tokens in one round started at (position, context).
 
-    The round's final token — a correction drawn from a residual, a bonus token or a plain
-    target step — is not counted.  Position-level algorithms run the DP of this module from
-    round state 0 until the round ends (every branch not ``rejected`` and not ``from_target``
-    emits an accepted draft, :class:`theory.Branch`); round-level ones read their round law,
-    E[k] − P(a final token) (:class:`theory.algorithms.RoundLaw`).
+    The round's final token (a residual's correction, a bonus, a plain target step) is not
+    counted.  Position-level algorithms run this module's DP from round state 0 until the round
+    ends (branches neither ``rejected`` nor ``from_target`` emit accepted drafts); round-level
+    ones read their round law: E[k] − P(a final token) (:class:`theory.algorithms.RoundLaw`).
 
     Parameters
     ----------
     draft, target : MarkovLM
         The draft p and the target q (compatible: :func:`theory.check_compatible`).
     algorithm : Algorithm, default ``Speculative()``
-    position : int
-        n, 0 ≤ n < T.
-    context : int or None
-        The round's start context; None is the model's start law (its prompt).
+    position, context : int, int or None
+        The round's start (n, s), 0 ≤ n < T; ``context=None`` is the model's start law.
 
     Returns
     -------
@@ -285,13 +279,11 @@ def round_accepted_tokens(draft: MarkovLM, target: MarkovLM, algorithm: Algorith
             or not 0 <= position < horizon:
         raise ValueError(f"position must be an integer in [0, T) = [0, {horizon}); "
                          f"got {position!r}")
-    if context is None:
-        start = problem.target.start_distribution
-    elif isinstance(context, numbers.Integral) and not isinstance(context, bool) \
+    start = problem.target.start_distribution if context is None else problem.zeros(n_contexts)
+    if isinstance(context, numbers.Integral) and not isinstance(context, bool) \
             and 0 <= context < n_contexts:
-        start = problem.zeros(n_contexts)
         start[int(context)] = 1 if problem.exact else 1.0
-    else:
+    elif context is not None:
         raise ValueError(f"context must be None or an integer in [0, S) = [0, {n_contexts}); "
                          f"got {context!r}")
     return as_scalar(problem.round_accepted(int(position), start))

@@ -353,9 +353,28 @@ def _verify_children(tokens, kids, p, q, sampling, mutation, rng):
     return residual
 
 
-#: SpecInfer's multi-step speculative sampling (i.i.d. drafts; Miao et al., ASPLOS 2024).
-specinfer_verifier = tree_verifier("iid")
-specinfer_verifier.__qualname__ = "specinfer_verifier"
-#: EAGLE's rule for top-k trees (the point mass at each drafted child; Li et al., 2024).
-eagle_verifier = tree_verifier("topk")
-eagle_verifier.__qualname__ = "eagle_verifier"
+_SPECINFER, _EAGLE = tree_verifier("iid"), tree_verifier("topk")
+
+
+def specinfer_verifier(tree_tokens, parents, draft_probs, target_probs, rng):
+    """SpecInfer's multi-step speculative sampling (Miao et al., ASPLOS 2024): recursive
+    rejection sampling of i.i.d. drafted children — :func:`tree_verifier` ("iid").
+
+    Parameters
+    ----------
+    tree_tokens, parents, draft_probs, target_probs, rng :
+        The tree convention (module doc).
+    """
+    return _SPECINFER(tree_tokens, parents, draft_probs, target_probs, rng)
+
+
+def eagle_verifier(tree_tokens, parents, draft_probs, target_probs, rng):
+    """EAGLE's rule for top-k trees (Li et al., 2024): each drafted child is the point mass at
+    its token — :func:`tree_verifier` ("topk").
+
+    Parameters
+    ----------
+    tree_tokens, parents, draft_probs, target_probs, rng :
+        The tree convention (module doc).
+    """
+    return _EAGLE(tree_tokens, parents, draft_probs, target_probs, rng)
