@@ -56,6 +56,7 @@ import numpy as np
 from sim.conformance.calls import call_verifier
 from sim.conformance.rounds import _checked_output, _sample
 from theory import TreeSpeculative, round_accepted_tokens
+from theory.tree import cut_tree
 
 __all__ = ["TREE_MUTATIONS", "TREE_SAMPLINGS", "TreeRounds", "eagle_verifier",
            "specinfer_verifier", "tree_verifier"]
@@ -87,13 +88,6 @@ def bfs_layout(shape: tuple) -> tuple[np.ndarray, np.ndarray]:
             depths.append(depth + 1)
             queue.append((child, depth + 1))
     return np.asarray(parents, dtype=np.int64), np.asarray(depths, dtype=np.int64)
-
-
-def cut_tree(shape: tuple, depth: int) -> tuple:
-    """The tree without its nodes deeper than ``depth`` (the horizon cut)."""
-    if depth <= 0:
-        return ()
-    return tuple(cut_tree(child, depth - 1) for child in shape)
 
 
 def _children(parents: np.ndarray) -> list[list[int]]:
