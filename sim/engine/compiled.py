@@ -37,7 +37,11 @@ start (random prompt)  position ``START_POSITION``, slot 0, by inverse CDF
 =====================  =======================================================================
 
 Alias draws (:mod:`sim.engine.tables`): with k = ⌊uV⌋ (at most V − 1), the outcome is k when
-uV − k < θ_k, else the alias a_k; the (θ, a) pair of a column is one complex128 record.
+f = uV − k < θ_k, else the alias a_k.  Every u is a multiple of 2⁻⁵³ and so is f (uV is exact
+below 1, and a double ≥ 1 is a multiple of 2⁻⁵²), so f < θ ⟺ 2⁵³f < t with the integer
+t = ⌈2⁵³θ⌉ ∈ [0, 2⁵³]: a column's record stores t and a in one uint64 (t · 2¹⁰ + a) when
+V ≤ 2¹⁰ (:data:`PACKED_VOCAB`) — 8 bytes, one random memory access per draw — and as two
+consecutive uint64 words (t, a) for larger V.
 """
 
 from __future__ import annotations
@@ -48,7 +52,8 @@ from numba import njit
 
 from sim.engine.philox import PHILOX_MULTIPLIERS, PHILOX_ROUNDS, PHILOX_WEYL, START_POSITION
 
-__all__ = ["BLOCK", "alias_draw", "inverse_cdf", "thread_count", "uniform", "uniform_pair"]
+__all__ = ["BLOCK", "PACKED_VOCAB", "alias_draw", "inverse_cdf", "thread_count", "uniform",
+           "uniform_pair"]
 
 _M0, _M1 = (np.uint64(m) for m in PHILOX_MULTIPLIERS)
 _W0, _W1 = (np.uint64(w) for w in PHILOX_WEYL)
@@ -57,6 +62,12 @@ _S32, _S21, _S11 = np.uint64(32), np.uint64(21), np.uint64(11)
 _ROUNDS = PHILOX_ROUNDS
 _START = np.uint64(START_POSITION)
 _SCALE = 2.0**-53
+_GRID = 2.0**53
+_ALIAS_BITS = np.uint64(10)
+_ALIAS_MASK = np.uint64((1 << 10) - 1)
+
+#: Largest vocabulary whose alias records are one uint64 word (threshold · 2¹⁰ + alias).
+PACKED_VOCAB = 1 << 10
 _ZERO, _ONE = np.uint64(0), np.uint64(1)
 
 #: Trials advanced together by one thread: the Philox pair of every trial's first two slots
@@ -90,12 +101,21 @@ def uniform(key0, key1, trial, position, slot):
 
 @njit(inline="always", cache=True)
 def alias_draw(entries, row, vocab_size, u):
-    """One draw from row ``row`` of packed alias records (:class:`sim.engine.tables.AliasTable`)."""
+    """One draw from row ``row`` of packed alias records (:class:`sim.engine.tables.AliasTable`).
+
+    ``steps`` = 2⁵³(uV − k) is exact (see the module docstring), so ``steps < t`` is the test
+    uV − k < θ of the float threshold θ, bit for bit.
+    """
     scaled = u * vocab_size
     column = min(np.int64(scaled), vocab_size - 1)
-    record = entries[row * vocab_size + column]
-    alias = np.int64(record.imag)
-    return column if scaled - column < record.real else alias
+    steps = np.uint64((scaled - column) * _GRID)
+    index = row * vocab_size + column
+    if vocab_size <= PACKED_VOCAB:
+        record = entries[index]
+        threshold, alias = record >> _ALIAS_BITS, np.int64(record & _ALIAS_MASK)
+    else:
+        threshold, alias = entries[2 * index], np.int64(entries[2 * index + 1])
+    return column if steps < threshold else alias
 
 
 @njit(inline="always", cache=True)

@@ -8,7 +8,8 @@ Construction (Vose 1991) pairs a "small" column (scaled mass < 1) with a "large"
 are sorted by scaled mass (a stable sort), smalls are taken in increasing order, larges in
 decreasing order, and a large that drops below 1 is processed as the next small.  It runs in
 compiled code, one row at a time and rows in parallel (``prange``; the rows are independent, so
-the tables are identical for any thread count), writing straight into the packed records: the
+the tables are identical for any thread count), writing straight into the integer records
+(:class:`AliasTable`: the threshold on the uniforms' grid, 2⁻⁵³, and the alias): the
 only memory it takes beyond its output is O(V) per thread.  Row sums are numpy's (pairwise)
 ``sum``, so a row's table is a fixed function of its weights.
 
@@ -25,36 +26,46 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
+from sim.engine.compiled import PACKED_VOCAB
+
 __all__ = ["AliasTable", "build_alias", "implied_law", "read_only", "read_only_tables"]
 
 
 @dataclass(frozen=True)
 class AliasTable:
-    """Alias tables for R rows over V outcomes, flattened row-major (index row·V + k).
+    """Alias tables for R rows over V outcomes, flattened row-major (column index row·V + k).
 
-    Each entry packs (θ_k, a_k) into one complex128 (real: threshold, imaginary: alias as an
-    exactly representable float), so a draw reads a single 16-byte record — one random memory
-    access instead of two once the tables outgrow the cache.
+    A column's record holds t = ⌈2⁵³θ_k⌉ (the threshold on the grid of the uniforms: every
+    fraction uV − k is a multiple of 2⁻⁵³, so comparing it with t · 2⁻⁵³ decides exactly as θ_k
+    does) and the alias a_k, both integers: one uint64 t · 2¹⁰ + a_k when V ≤ 2¹⁰
+    (:data:`sim.engine.compiled.PACKED_VOCAB`), so a draw reads a single 8-byte record — one
+    random memory access once the tables outgrow the cache — else two consecutive uint64 words.
     """
 
-    entries: np.ndarray  # (R·V,) complex128
+    entries: np.ndarray  # uint64: (R·V,) packed records, or (2·R·V,) words for V > 2¹⁰
     vocab_size: int
+
+    def _words(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.vocab_size <= PACKED_VOCAB:
+            return self.entries >> np.uint64(10), self.entries & np.uint64(PACKED_VOCAB - 1)
+        return self.entries[0::2], self.entries[1::2]
 
     @property
     def threshold(self) -> np.ndarray:
-        return self.entries.real
+        """(R·V,) float64 thresholds t · 2⁻⁵³ (exact): the draws of θ, bit for bit."""
+        return self._words()[0].astype(np.float64) * 2.0**-53
 
     @property
     def alias(self) -> np.ndarray:
-        return self.entries.imag.astype(np.intp)
+        return self._words()[1].astype(np.intp)
 
     def draw(self, rows: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
         """One outcome per (row, uniform) pair."""
         scaled = uniforms * self.vocab_size
         column = np.minimum(scaled.astype(np.intp), self.vocab_size - 1)
-        record = self.entries[rows * self.vocab_size + column]
-        keep = (scaled - column) < record.real
-        return np.where(keep, column, record.imag.astype(np.intp))
+        flat = rows * self.vocab_size + column
+        keep = (scaled - column) < self.threshold[flat]
+        return np.where(keep, column, self.alias[flat])
 
 
 #: Rows up to this long are sorted by insertion; longer ones by radix (:func:`_stable_order`).
@@ -154,8 +165,15 @@ def _build_rows(weights, total, entries, first_row):
             if threshold[k] == 1.0 and weights[r, order[k]] == 0:
                 threshold[k] = 0.0
                 alias[k] = vocab_size - 1
-            # + 0.0: a threshold of -0.0 (a weight of -0.0) is stored as 0.0
-            entries[out + order[k]] = complex(threshold[k] + 0.0, np.float64(order[alias[k]]))
+            # t = ⌈2⁵³θ⌉ ≤ 2⁵³ (a threshold of -0.0 — a weight of -0.0 — is 0)
+            steps = np.uint64(np.ceil(max(threshold[k], 0.0) * 2.0**53))
+            token_alias = np.uint64(order[alias[k]])
+            index = out + order[k]
+            if vocab_size <= PACKED_VOCAB:
+                entries[index] = (steps << np.uint64(10)) | token_alias
+            else:
+                entries[2 * index] = steps
+                entries[2 * index + 1] = token_alias
 
 
 def build_alias(weights: np.ndarray, *more_weights: np.ndarray) -> AliasTable:
@@ -185,7 +203,9 @@ def build_alias(weights: np.ndarray, *more_weights: np.ndarray) -> AliasTable:
     """
     blocks = [read_only(np.asarray(block, dtype=np.float64)) for block in (weights, *more_weights)]
     vocab_size = blocks[0].shape[1]
-    entries = np.empty(sum(block.shape[0] for block in blocks) * vocab_size, dtype=np.complex128)
+    words = 1 if vocab_size <= PACKED_VOCAB else 2
+    entries = np.empty(sum(block.shape[0] for block in blocks) * vocab_size * words,
+                       dtype=np.uint64)
     first_row = 0
     for block in blocks:
         _build_rows(block, read_only(block.sum(axis=1)), entries, first_row)

@@ -200,7 +200,7 @@ class TreeTables:
     def run(self, key, first_trial, rejections, target_calls, drafted, tokens) -> None:
         tree = self.tree
         residual = self.residual.entries if self.residual is not None else \
-            np.zeros(0, dtype=np.complex128)
+            np.zeros(0, dtype=np.uint64)
         tree_kernel(
             key[0], key[1], first_trial, *self.layout.common_arguments(), tree.parent,
             tree.first_child, tree.n_children, tree.depth, tree.cut_sizes, self.top_tokens,
