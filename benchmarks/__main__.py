@@ -71,6 +71,7 @@ def engines(args) -> None:
 TABLES_SCRIPT = """
 import sys, time
 from sim.engine import make_tables
+from sim.engine.cache import tables_nbytes
 from sim.models import random_pair
 from theory import Speculative
 def rss(field):
@@ -79,8 +80,8 @@ make_tables(*random_pair(40, 2, rng=0), Speculative())  # load the kernels
 draft, target = random_pair(1000, int(sys.argv[1]), concentration=0.1, rng=0)
 baseline = rss('VmRSS')
 start = time.perf_counter()
-make_tables(draft, target, Speculative())
-print(time.perf_counter() - start, rss('VmHWM') - baseline)
+tables = make_tables(draft, target, Speculative())
+print(time.perf_counter() - start, rss('VmHWM') - baseline, tables_nbytes(tables) / 2**20)
 """
 
 
@@ -90,10 +91,9 @@ def tables(args) -> None:
     for horizon in (10, 50):
         output = subprocess.run([sys.executable, "-c", TABLES_SCRIPT, str(horizon)], check=True,
                                 capture_output=True, text=True).stdout.split()
-        size = 2 * horizon * 1000 * 1000 * 16 + horizon * 1000 * 1000 * 8
-        seconds, peak = (float(value) for value in output)
+        seconds, peak, size = (float(value) for value in output)
         print(f"   T = {horizon:2d}: built in {seconds:6.2f} s, peak {peak:7.0f} MiB above "
-              f"the baseline (the tables themselves: {size / 2**20:5.0f} MiB)")
+              f"the baseline (the tables themselves: {size:5.0f} MiB)")
     print(f"   {machine()}")
 
 
