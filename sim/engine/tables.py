@@ -28,7 +28,8 @@ from numba import njit, prange
 
 from sim.engine.compiled import PACKED_VOCAB
 
-__all__ = ["AliasTable", "build_alias", "implied_law", "read_only", "read_only_tables"]
+__all__ = ["AliasTable", "build_alias", "build_alias_blocks", "implied_law", "read_only",
+           "read_only_tables"]
 
 
 @dataclass(frozen=True)
@@ -216,15 +217,33 @@ def build_alias(weights: np.ndarray, *more_weights: np.ndarray) -> AliasTable:
     >>> implied_law(table).tolist()
     [[0.5, 0.25, 0.25, 0.0]]
     """
-    blocks = [read_only(np.asarray(block, dtype=np.float64)) for block in (weights, *more_weights)]
-    vocab_size = blocks[0].shape[1]
+    blocks = [np.asarray(block) for block in (weights, *more_weights)]
+    return build_alias_blocks(blocks, sum(block.shape[0] for block in blocks),
+                              blocks[0].shape[1])
+
+
+def build_alias_blocks(blocks, n_rows: int, vocab_size: int) -> AliasTable:
+    """:func:`build_alias` of rows that arrive in blocks: the blocks of an iterable (a generator
+    computing each when asked, so only one block's weights exist at a time), R rows in all.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sim.engine.tables import build_alias, build_alias_blocks
+    >>> rows = np.array([[0.5, 0.5], [0.25, 0.75], [1.0, 0.0]])
+    >>> stacked = build_alias_blocks((rows[i:i + 2] for i in (0, 2)), 3, 2)
+    >>> bool((stacked.entries == build_alias(rows).entries).all())
+    True
+    """
     words = 1 if vocab_size <= PACKED_VOCAB else 2
-    entries = np.empty(sum(block.shape[0] for block in blocks) * vocab_size * words,
-                       dtype=np.uint64)
+    entries = np.empty(n_rows * vocab_size * words, dtype=np.uint64)
     first_row = 0
     for block in blocks:
+        block = read_only(np.asarray(block, dtype=np.float64))
         _build_rows(block, read_only(block.sum(axis=1)), entries, first_row)
         first_row += block.shape[0]
+    if first_row != n_rows:
+        raise ValueError(f"the blocks hold {first_row} rows; expected n_rows = {n_rows}")
     return AliasTable(read_only(entries), vocab_size)
 
 

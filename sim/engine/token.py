@@ -26,7 +26,7 @@ from numba import njit, prange
 from sim.engine.compiled import _ONE, _ZERO, BLOCK, _start_context, alias_draw, uniform_pair
 from sim.engine.core import Layout, draft_table, register_family
 from sim.engine.reference import Outcome, _Trace
-from sim.engine.tables import AliasTable, build_alias
+from sim.engine.tables import AliasTable, build_alias, build_alias_blocks
 from theory import Autoregressive, MarkovLM, Speculative, WindowPolicy
 from theory.verification import checked_verification
 
@@ -75,24 +75,21 @@ class TokenTables:
         # to float64 afterwards: a cut (truncation) falls where the exact DPs put it.
         exact_p, exact_q = layout.exact_rows(draft), layout.exact_rows(target)
         p = np.ascontiguousarray(exact_p, dtype=np.float64)
-        accept, rejection_law = checked_verification(algorithm, exact_p, exact_q, position=0,
-                                                     n_contexts=layout.n_contexts)
-        accept = np.ascontiguousarray(accept, dtype=np.float64).ravel()
-        rejection_law = np.asarray(rejection_law, dtype=np.float64)
+        accept = np.ones(p.size + (q.size if algorithm.has_bonus_state else 0))
+        rejection = build_alias_blocks(_verified_blocks(algorithm, exact_p, exact_q, layout,
+                                                        accept), *p.shape)
         after_accept = np.array([algorithm.after_accept(j)
                                  for j in range(algorithm.n_round_states())], dtype=np.int64)
         starts = algorithm.round_start_states()
         round_start = np.empty(0, dtype=np.int64) if starts is None else \
             np.ascontiguousarray(starts, dtype=np.int64).ravel()
         if not algorithm.has_bonus_state:
-            return cls(algorithm, layout, build_alias(p), accept, build_alias(rejection_law),
-                       after_accept, -1, 0, round_start, draft_lengths=drafts)
+            return cls(algorithm, layout, build_alias(p), accept, rejection, after_accept, -1, 0,
+                       round_start, draft_lengths=drafts)
         after_accept[algorithm.bonus_state] = 0
         bonus = np.asarray(algorithm.bonus_law(exact_q), dtype=np.float64)  # q, or q̂
-        return cls(algorithm, layout, build_alias(np.concatenate([p, bonus])),
-                   np.concatenate([accept, np.ones(q.size)]), build_alias(rejection_law),
-                   after_accept, algorithm.bonus_state, p.shape[0], round_start,
-                   draft_lengths=drafts)
+        return cls(algorithm, layout, build_alias(p, bonus), accept, rejection, after_accept,
+                   algorithm.bonus_state, p.shape[0], round_start, draft_lengths=drafts)
 
     @classmethod
     def steps_per_position(cls, algorithm, target: MarkovLM) -> float:
@@ -189,6 +186,30 @@ def token_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_s
             rejections[lo + j] = rejected[j]
             target_calls[lo + j] = calls[j]
             drafted[lo + j] = drafts[j]
+
+
+#: Entries of (b, 𝒫) computed at once while building tables (whole positions): the float64
+#: temporaries of a verification stay a few tens of MB however many rows the tables have.
+VERIFICATION_BLOCK = 1 << 22
+
+
+def _verified_blocks(algorithm, exact_p, exact_q, layout: Layout, accept: np.ndarray):
+    """Yield the rejection law 𝒫 a block of whole positions at a time, writing b into the
+    start of ``accept`` as it goes (the verifiers are row-wise, so every block's rows are those
+    of one call on all rows: :func:`theory.verification.checked_verification`)."""
+    n_rows, vocab_size = exact_p.shape
+    n_contexts = layout.n_contexts
+    step = n_contexts * max(1, VERIFICATION_BLOCK // (n_contexts * vocab_size))
+    for first in range(0, n_rows, step):
+        rows = slice(first, min(first + step, n_rows))
+        # (b, 𝒫) on the models' own rows (exact for exact models), rounded to float64
+        # afterwards: a cut (truncation) falls where the exact DPs put it.
+        block_accept, law = checked_verification(
+            algorithm, exact_p[rows], exact_q[rows], position=first // n_contexts,
+            n_contexts=n_contexts)
+        accept[first * vocab_size:rows.stop * vocab_size] = \
+            np.asarray(block_accept, dtype=np.float64).ravel()
+        yield np.asarray(law, dtype=np.float64)
 
 
 # ---------------------------------------------------------------------- reference routines
