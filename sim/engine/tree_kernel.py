@@ -72,7 +72,7 @@ from sim.engine.compiled import (
     uniform_pair,
 )
 from sim.engine.core import Layout, check_memory
-from sim.engine.tables import AliasTable, build_alias
+from sim.engine.tables import AliasTable, build_alias, read_only
 from theory import MarkovLM
 from theory.multidraft import draft_order
 from theory.onestep import _acceptance, _residual
@@ -89,6 +89,9 @@ SAMPLING_CODES = {"iid": 0, "swor": 1, "topk": 2}
 #: (the SIMD lanes of 64-bit words): a loop with a scalar remainder costs about four times
 #: as much per pair.
 _LANES = 8
+#: The residual table's stand-in when it is computed in the kernel: read-only like the
+#: tables, so the kernel compiles once.
+_NO_RESIDUAL = read_only(np.zeros(0, dtype=np.complex128))
 VERIFIER_CODES = {"rrs": 0, "traversal": 1}
 
 
@@ -199,8 +202,7 @@ class TreeTables:
 
     def run(self, key, first_trial, rejections, target_calls, drafted, tokens) -> None:
         tree = self.tree
-        residual = self.residual.entries if self.residual is not None else \
-            np.zeros(0, dtype=np.complex128)
+        residual = self.residual.entries if self.residual is not None else _NO_RESIDUAL
         tree_kernel(
             key[0], key[1], first_trial, *self.layout.common_arguments(), tree.parent,
             tree.first_child, tree.n_children, tree.depth, tree.cut_sizes, self.top_tokens,
