@@ -352,17 +352,14 @@ README_SOURCES = [
     ("* Medusa's typical acceptance at its defaults", "0.09 0.3 4 0 2",
      "constant: Medusa's defaults, Theorem 4, ε = 0, figure label"),
     ("* Medusa's typical acceptance at its defaults", "0.172 8.618 0.235 0.081 0.326 0.030 "
-     "0.0558 4.998 9.788 4.79 49 0.131 0.150",
-     "run: `specdec reproduce --only lossy_zoo` (exact DPs and output chains, seed 0)"),
+     "0.0558 4.998 9.788 4.79 49 0.131 0.150", _T + "test_the_lossy_zoo_bullets_are_exact"),
     ("Models are `…` with `…`", "2 50,000", "constant: a figure label, the default V"),
     ("**Notebooks.**", "2 2", "constant: figure labels"),
     ("Every consumer checks (b, 𝒫) first", "0 1 1 0 1 0.1",
      "constant: the definition; 0.1 = 1 − 0.9 (tests/test_verification.py)"),
     ("`…` is the paper's class ℱ", "1", "constant: the definition"),
     ("**Three verdicts.**", "0.05 0.9 300 3 100,000", "constant: defaults and the case's sizes"),
-    ("**Three verdicts.**", "39,080",
-     "run: `check_verifier(resample-from-q, window=3, n_rounds=300, rng=0).rounds_needed` "
-     "(sizes only; tests/sim/test_conformance_verdicts.py checks the verdict)"),
+    ("**Three verdicts.**", "39,080", _T + "test_the_conformance_sizes_in_the_prose_are_computed"),
     ("**Where.**", "95 95", "constant: interval levels"),
     ("**Hostile verifiers.**", "−1 2⁶⁴ 1 60 2 1", "constant: the convention, defaults"),
     ("**Hostile verifiers.**", "2 11 35 1.6 2.3 118 8.6 7.1",
@@ -376,10 +373,9 @@ README_SOURCES = [
     ("**Efficiency**", "0.024 0.032",
      "run: `check_verifier(..., n_rounds=100_000)`'s min detectable TV (sizes only)"),
     ("**Failure modes, exactly.**", "0.9 3", "constant: power, γ"),
-    ("A floor ε added", "9,000 10⁻⁷ 0.9 10⁻⁹", "constant: the suite's zeros, ε, power"),
-    ("A floor ε added", "18,610 1.9e-08 1,859,840",
-     "run: `floor_detection_rounds` (tests/sim/test_conformance.py checks they bound the "
-     "observed power)"),
+    ("A floor ε added", "9,000", "constant: the suite's zeros per row"),
+    ("A floor ε added", "10⁻⁷ 18,610 0.9 1.9e-08 10⁻⁹ 1,859,840",
+     _T + "test_the_conformance_sizes_in_the_prose_are_computed"),
     ("**Precision bugs**", "10⁻⁶ 1 1 2⁻⁹ 2⁻¹² 1 8 3 2⁻¹¹ 4,096 2⁻⁸ 8 3 2⁻¹⁴ 0.9 100,000 3",
      "constant: the bugs' and the precision suite's definitions (checked by "
      "tests/sim/test_conformance_precision.py)"),
@@ -458,3 +454,50 @@ def test_the_audit_catches_a_number_without_a_source():
     wrong = [*README_SOURCES[:-1], (*README_SOURCES[-1][:2], "tests/test_readme.py::nothing")]
     assert readme_audit(text, wrong) == [
         "source 'tests/test_readme.py::nothing': no such test"]
+
+
+def test_the_conformance_sizes_in_the_prose_are_computed():
+    """The rounds a resample-from-q bug needs after a 300-round run (they depend on the sizes
+    only), and the floor sizes: ε = 10⁻⁷ and 10⁻⁹, and the smallest floor the default
+    100,000 rounds catch (≈ 1.9e-08: 1.85e-08 needs more, 1.95e-08 no more)."""
+    from sim.conformance import check_verifier, failure_verifier, floor_detection_rounds
+
+    text = _prose(README.read_text(encoding="utf-8"))
+    report = check_verifier(failure_verifier("resample_from_target"), window=3, n_rounds=300,
+                            rng=0)
+    assert f"(\"about {report.rounds_needed:,} rounds are needed\")" in text
+    assert f"catches ε = 10⁻⁷ within {floor_detection_rounds(1e-7):,} rounds" in text
+    assert f"ε = 10⁻⁹ needs ≈ {floor_detection_rounds(1e-9):,} rounds" in text
+    assert "the default size catches with power 0.9 is ε ≈ 1.9e-08" in text
+    assert floor_detection_rounds(1.85e-8) > 100_000 >= floor_detection_rounds(1.95e-8)
+
+
+def test_the_lossy_zoo_bullets_are_exact():
+    """The lossy-zoo bullets on the Fig. 2 chains, from the exact DPs and output chains
+    (`specdec reproduce --only lossy_zoo`'s exact part)."""
+    from sim.experiments.lossy import equal_rejection_eps
+    from sim.models import fig2_pair
+    from theory import LossySpeculative, TypicalAcceptance, expected_rejections
+    from theory.lossy import chain_tradeoff
+
+    text = _prose(README.read_text(encoding="utf-8"))
+    draft, target = fig2_pair(50)
+    typical = chain_tradeoff(draft, target, TypicalAcceptance())
+    rejections = expected_rejections(draft, target, TypicalAcceptance())
+    to_opt = chain_tradeoff(draft, target, TypicalAcceptance(rejection="opt"))
+    assert (f"rejects {typical['rejection_probability']:.3f} per position (E[N_rej] = "
+            f"{rejections:.3f}) with TV loss {typical['tv_loss']:.3f} per position: it sits "
+            f"**{typical['gap']:.3f} above the line** (TV̄ = {typical['tv']:.3f}); with "
+            f"Theorem 4's optimal rejection law instead of q the gap shrinks to "
+            f"{to_opt['gap']:.3f}") in text
+    eps = equal_rejection_eps(draft, target, rejections)
+    opt = chain_tradeoff(draft, target, LossySpeculative(eps))
+    saved = typical["sequence_kl"] - opt["sequence_kl"]
+    assert (f"(ε = {eps:.4f}) has sequence KL(output ‖ target) {opt['sequence_kl']:.3f} nats "
+            f"against typical acceptance's {typical['sequence_kl']:.3f}: **Decoding-OPT saves "
+            f"{saved:.2f} nats ({100 * saved / typical['sequence_kl']:.0f}%)**") in text
+    uno = chain_tradeoff(draft, target, LossySpeculative(0.0, "target"))["tv_loss"]
+    uno_stand_in = chain_tradeoff(*fig2_pair(50, instance="dirichlet"),
+                                  LossySpeculative(0.0, "target"))["tv_loss"]
+    assert (f"{uno:.3f} TV per position on the Fig. 2 chains ({uno_stand_in:.3f} on the "
+            f"Dirichlet stand-in)") in text
