@@ -352,6 +352,18 @@ def token_table_bytes(draft, target, algorithm) -> float:
     line does).  Building the tables takes a few position-steps per entry (V = 10⁷, S = 8:
     40 s on one core): before the work of any table reached :data:`WORK_LIMIT` its memory
     would be terabytes, so memory is the limit that binds.
+
+    Parameters
+    ----------
+    draft, target : MarkovLM or any object with the four attributes above
+        The model pair, or its shape.
+    algorithm : Algorithm
+        The algorithm whose tables are estimated.
+
+    Returns
+    -------
+    float
+        Bytes (:func:`table_bytes` without the per-(position, context) draft lengths).
     """
     if hasattr(algorithm, "table_bytes"):  # the algorithm's own (calibrated) estimate
         return float(algorithm.table_bytes(draft, target, "engine"))

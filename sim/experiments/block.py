@@ -87,6 +87,17 @@ def ngram_block_calls(n_trials, windows, streams, client=None) -> tuple[list, di
 
     One stream per (kind, window), token-wise first; ``data`` holds, per kind, the simulated
     E[target calls] and standard errors per window, and the pair's sizes.
+
+    Parameters
+    ----------
+    n_trials : int
+        Trials per simulation (a default run: ``Settings.trials // 40`` = 5,000).
+    windows : sequence of int
+        The windows γ.
+    streams : sequence of numpy Generators
+        2 · len(windows) streams (:func:`experiment_streams` gives a run's).
+    client : dask client, optional
+        Where the simulations run.
     """
     draft, target = ngram_pair()
     horizon = target.horizon
@@ -115,7 +126,17 @@ def ngram_block_calls(n_trials, windows, streams, client=None) -> tuple[list, di
 
 def ngram_summary(ngram) -> str:
     """The README's words for the n-gram half of a run: block vs token-wise E[target calls]
-    per window, with the larger 95% half-width of the two at each window."""
+    per window, with the larger 95% half-width 1.96·max(se_block, se_token) at each window.
+
+    Examples
+    --------
+    >>> from sim.experiments.block import ngram_summary
+    >>> kind = {"window": [2], "calls_simulated": [14.5], "calls_standard_error": [0.02]}
+    >>> text = ngram_summary({"block": kind, "token-wise": kind, "vocab_size": 9,
+    ...                       "n_contexts": 3, "trials": 5000})
+    >>> text.split(") ", 1)[1]
+    '14.50 vs 14.50 target calls at γ = 2 (± 0.04 at 95 %'
+    """
     block, token = ngram["block"], ngram["token-wise"]
     pairs = [f"{b:.2f} vs {t:.2f}" for b, t in zip(block["calls_simulated"],
                                                       token["calls_simulated"], strict=True)]
