@@ -52,7 +52,7 @@ from sim.engine.result import SimResult, check_problem
 from sim.engine.run import _outputs
 from theory.limits import ARRAY_CALL_STEPS
 
-__all__ = ["PHILOX_BACKENDS", "default_device", "philox_pair", "simulate"]
+__all__ = ["PHILOX_BACKENDS", "default_device", "philox_pair", "philox_slots", "simulate"]
 
 #: Trials per chunk on CUDA and on the CPU.
 CUDA_CHUNK_SIZE = 1 << 22
@@ -98,24 +98,79 @@ def _device(device):
 # -- Philox4x32-10 in tensor operations ----------------------------------------------------
 
 def _mulhilo(value, multiplier: int):
-    """(hi, lo) 32-bit words of value · multiplier, value < 2³² (int64 tensor or int)."""
+    """(hi, lo) 32-bit words of value · multiplier, value < 2³² (int64 tensor): the split form,
+    every partial product < 2⁴⁸, for devices where int64 products do not wrap."""
     low_half, high_half = multiplier & 0xFFFF, multiplier >> 16
     low = value * low_half  # < 2⁴⁸
     high = value * high_half  # < 2⁴⁸
     return (high + (low >> 16)) >> 16, (((high & 0xFFFF) << 16) + low) & _MASK
 
 
-def _philox_tensor(trial, key, position: int, pair: int):
-    """The four output words for counters (trial, position, pair): int64 tensors."""
+#: Device type → whether its int64 multiplication keeps the low 64 bits (see _wraps).
+_WRAPPING: dict[str, bool] = {}
+
+
+def _wraps(device) -> bool:
+    """Whether int64 products on ``device`` wrap around modulo 2⁶⁴ (two's complement).
+
+    The product of two 32-bit words is below 2⁶⁴ but may exceed 2⁶³: as an int64 it then
+    overflows, and on every device we know the hardware keeps the low 64 bits — bits 32–63
+    of the stored value are the high word, whatever the sign.  C++ does not promise this for
+    signed integers, so it is probed once per device type on 1,031 words (the vectorized body
+    and the scalar tail of the kernels) against numpy's uint64 products, which do wrap; where
+    the probe fails, the cipher uses the 16-bit split form (:func:`_mulhilo`) instead.
+    """
+    torch = _torch()
+    device = torch.device(device)
+    if device.type not in _WRAPPING:
+        words = np.uint64(_MASK) - np.arange(1031, dtype=np.uint64) * np.uint64(4_194_301)
+        tensor = torch.as_tensor(words.astype(np.int64), device=device)
+        _WRAPPING[device.type] = all(
+            np.array_equal((tensor * multiplier).cpu().numpy(),
+                           (words * np.uint64(multiplier)).view(np.int64))
+            for multiplier in PHILOX_MULTIPLIERS)
+    return _WRAPPING[device.type]
+
+
+def _product(word, multiplier: int, wrapping: bool):
+    """(hi, lo) of word · multiplier, word < 2³² an int or an int64 tensor.  Only the low 32
+    bits of each are the word: with ``wrapping`` the bits above are left as they come (the
+    sign of hi, the high word in lo) and :func:`_xor_word` clears them, one operation fewer
+    per product than masking both."""
+    if isinstance(word, int):
+        product = word * multiplier
+        return product >> 32, product & _MASK
+    if not wrapping:
+        return _mulhilo(word, multiplier)
+    product = word * multiplier
+    return product >> 32, product
+
+
+def _xor_word(high, low, key: int):
+    """The 32-bit word high ⊕ low ⊕ key (ints or int64 tensors; bits above 31 cleared)."""
+    if isinstance(high, int) and isinstance(low, int):
+        return (high ^ low ^ key) & _MASK
+    if isinstance(high, int):
+        high, low = low, high
+    word = high ^ (low ^ key if isinstance(low, int) else low)
+    if not isinstance(low, int):
+        word ^= key
+    return word.bitwise_and_(_MASK)
+
+
+def _philox_words(trial, key, position, pair, wrapping: bool = True):
+    """The four output words for counters (trial, position, pair), each an int or an int64
+    tensor (they broadcast); the words of a constant counter stay Python ints until they meet
+    a tensor.  Words 1 and 3 may carry bits above 31 (see :func:`_product`)."""
     c0, c1, c2, c3 = trial & _MASK, trial >> 32, position, pair
     k0, k1 = key
     m0, m1 = PHILOX_MULTIPLIERS
     for round_index in range(PHILOX_ROUNDS):
         if round_index:
             k0, k1 = (k0 + PHILOX_WEYL[0]) & _MASK, (k1 + PHILOX_WEYL[1]) & _MASK
-        hi0, lo0 = _mulhilo(c0, m0)
-        hi1, lo1 = _mulhilo(c2, m1)
-        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+        hi0, lo0 = _product(c0, m0, wrapping)
+        hi1, lo1 = _product(c2, m1, wrapping)
+        c0, c1, c2, c3 = _xor_word(hi1, c1, k0), lo1, _xor_word(hi0, c3, k1), lo0
     return c0, c1, c2, c3
 
 
@@ -151,10 +206,50 @@ def _fused_kernel():
     return _fused
 
 
-def philox_pair(trial, key, position: int, pair: int, backend: str = "tensor"):
-    """The uniforms of slots (2·pair, 2·pair + 1) for int64 ``trial`` indices (float64).
+def philox_slots(trial, key, position, pairs, backend: str = "tensor"):
+    """The uniforms of slots 2·m and 2·m + 1 for every m in ``pairs`` (float64), one cipher
+    evaluation for all of them: a tensor of shape (2·len(pairs),) + trial.shape whose row
+    2k + h is slot 2·pairs[k] + h.
 
+    ``trial`` holds int64 trial indices; ``position`` is an int or an int64 tensor shaped like
+    ``trial`` (round-level families: each trial's round start).  The pairs are one more tensor
+    axis of the counter, so a position's slots cost one pass of the ten rounds, about ten
+    tensor operations per round (:func:`_philox_words`), instead of one pass per pair.
     Bit-identical to :func:`sim.engine.philox.uniforms` (and so to the CPU engine).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from gpu_kernels.engine import philox_slots
+    >>> from sim.engine.philox import uniforms
+    >>> u = philox_slots(torch.arange(3), (5, 6), position=2, pairs=(0, 1))
+    >>> tuple(u.shape), bool((u[3].numpy() == uniforms((5, 6), [0, 1, 2], 2, 3)).all())
+    ((4, 3), True)
+    """
+    torch = _torch()
+    pairs = [int(pair) for pair in pairs]
+    if backend == "fused":
+        kernel = _fused_kernel()
+        bits = torch.stack([word for pair in pairs for word in kernel(
+            trial, key0=key[0], key1=key[1], position=position, pair=pair)])
+    else:
+        counter = torch.tensor(pairs, dtype=torch.int64, device=trial.device)
+        c0, c1, c2, c3 = _philox_words(trial, key, position,
+                                       counter.view((-1,) + (1,) * trial.dim()),
+                                       _wraps(trial.device))
+        bits = torch.empty((len(pairs), 2, *trial.shape), dtype=torch.int64,
+                           device=trial.device)
+        for column, (high, low) in enumerate(((c0, c1), (c2, c3))):
+            out = bits[:, column]  # 2²¹·high + ⌊low / 2¹¹⌋, low's word masked first
+            torch.bitwise_left_shift(high, 21, out=out)
+            out |= (low & _MASK).bitwise_right_shift_(11)
+        bits = bits.view((2 * len(pairs), *trial.shape))
+    return bits.to(torch.float64).mul_(2.0**-53)
+
+
+def philox_pair(trial, key, position: int, pair: int, backend: str = "tensor"):
+    """The uniforms of slots (2·pair, 2·pair + 1) for int64 ``trial`` indices (float64):
+    :func:`philox_slots` of one pair.
 
     Examples
     --------
@@ -165,15 +260,8 @@ def philox_pair(trial, key, position: int, pair: int, backend: str = "tensor"):
     >>> bool((even.numpy() == uniforms((5, 6), [0, 1, 2], 2, 0)).all())
     True
     """
-    torch = _torch()
-    if backend == "fused":
-        even, odd = _fused_kernel()(trial, key0=key[0], key1=key[1], position=position,
-                                    pair=pair)
-    else:
-        c0, c1, c2, c3 = _philox_tensor(trial, key, position, pair)
-        even, odd = (c0 << 21) | (c1 >> 11), (c2 << 21) | (c3 >> 11)
-    scale = 2.0**-53
-    return even.to(torch.float64) * scale, odd.to(torch.float64) * scale
+    even, odd = philox_slots(trial, key, position, (pair,), backend)
+    return even, odd
 
 
 def _torch_dtype(dtype: np.dtype):
@@ -270,6 +358,18 @@ class _Run:
     def pair(self, trial, position, pair):
         return philox_pair(trial, self.key, position, pair, self.philox)
 
+    def pair_table(self, trial, position, pairs) -> dict:
+        """{pair: (even, odd)} for ``pairs`` at ``position``, one cipher evaluation."""
+        u = self.slots(trial, position, pairs)
+        return {pair: (u[2 * k], u[2 * k + 1]) for k, pair in enumerate(pairs)}
+
+    def slots(self, trial, position, pairs):
+        """The uniforms of ``pairs``' slots at ``position``, one cipher evaluation
+        (:func:`philox_slots`: row 2k + h is slot 2·pairs[k] + h).  A tensor ``position`` (each
+        trial's round start) takes the tensor backend whatever ``philox`` says."""
+        backend = self.philox if isinstance(position, int) else "tensor"
+        return philox_slots(trial, self.key, position, pairs, backend)
+
     def start(self, trial):
         torch = _torch()
         layout = self.layout
@@ -319,8 +419,13 @@ class _Run:
             rows = context + position * layout.row_stride
             starts = state == 0
             calls += starts
-            drafted += (starts * draft_lengths.index_select(
-                0, context + position * layout.n_contexts)).to(drafted.dtype)
+            lengths = self.tables.draft_lengths[position * layout.n_contexts:
+                                                (position + 1) * layout.n_contexts]
+            if lengths.size and (lengths == lengths[0]).all():  # the same for every context
+                drafted.add_(starts, alpha=int(lengths[0]))
+            else:
+                drafted += (starts * draft_lengths.index_select(
+                    0, context + position * layout.n_contexts)).to(drafted.dtype)
             token, state, rejected = self.step(trial, position, rows, state)
             rejections += rejected
             if record_tokens:
