@@ -393,6 +393,26 @@ class _Run:
         context = _torch().where(emitted, self.advance(context, final).long(), context)
         return context, position + emitted
 
+    def round_setup(self, first: int, n: int, record_tokens: bool,
+                    per_round: int | None = None):
+        """The tensors a round-level run starts from (block, stopping, trees): trial indices,
+        row indices 0 … n − 1, start contexts, positions (0), rejections, target calls and
+        drafted counts (0; dtypes as in the compiled engine, ``per_round`` as in
+        :func:`sim.engine.core.drafted_dtype`) and the token buffer."""
+        torch = _torch()
+        horizon, device = self.layout.horizon, self.device
+        trial = torch.arange(first, first + n, dtype=torch.int64, device=device)
+        counts = _torch_dtype(count_dtype(horizon))
+        return (trial, torch.arange(n, device=device), self.start(trial).long(),
+                torch.zeros(n, dtype=torch.int64, device=device),
+                torch.zeros(n, dtype=counts, device=device),
+                torch.zeros(n, dtype=counts, device=device),
+                torch.zeros(n, dtype=_torch_dtype(drafted_dtype(horizon, per_round)),
+                            device=device),
+                torch.empty((n, horizon) if record_tokens else (0, 0),
+                            dtype=_torch_dtype(token_dtype(self.layout.vocab_size)),
+                            device=device))
+
     @staticmethod
     def result(rejections, calls, tokens, drafted, record_tokens: bool) -> SimResult:
         """The chunk's counters as a :class:`SimResult` of host arrays."""
