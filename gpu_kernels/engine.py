@@ -31,6 +31,7 @@ import numbers
 
 import numpy as np
 
+from gpu_kernels.philox import PHILOX_BACKENDS, philox_pair, philox_slots
 from sim.engine import (
     check_work,
     chunk_bounds,
@@ -41,13 +42,7 @@ from sim.engine import (
     token_dtype,
 )
 from sim.engine.core import drafted_dtype
-from sim.engine.philox import (
-    PHILOX_MULTIPLIERS,
-    PHILOX_ROUNDS,
-    PHILOX_WEYL,
-    START_POSITION,
-    philox_key,
-)
+from sim.engine.philox import START_POSITION, philox_key
 from sim.engine.result import SimResult, check_problem
 from sim.engine.run import _outputs
 from theory.limits import ARRAY_CALL_STEPS
@@ -59,11 +54,6 @@ CUDA_CHUNK_SIZE = 1 << 22
 CPU_CHUNK_SIZE = 1 << 16
 #: Batch candidates beyond this many are only computed while some trial still tries them.
 SYNC_FROM = 4
-#: How the Philox cipher is computed: tensor operations (any device) or one fused CUDA kernel.
-PHILOX_BACKENDS = ("tensor", "fused")
-
-_MASK = 0xFFFFFFFF
-
 
 def _torch():
     """torch, imported on first use; a clear message names the extra when it is missing."""
@@ -93,175 +83,6 @@ def _device(device):
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device} was asked for, but CUDA is not available")
     return device
-
-
-# -- Philox4x32-10 in tensor operations ----------------------------------------------------
-
-def _mulhilo(value, multiplier: int):
-    """(hi, lo) 32-bit words of value · multiplier, value < 2³² (int64 tensor): the split form,
-    every partial product < 2⁴⁸, for devices where int64 products do not wrap."""
-    low_half, high_half = multiplier & 0xFFFF, multiplier >> 16
-    low = value * low_half  # < 2⁴⁸
-    high = value * high_half  # < 2⁴⁸
-    return (high + (low >> 16)) >> 16, (((high & 0xFFFF) << 16) + low) & _MASK
-
-
-#: Device type → whether its int64 multiplication keeps the low 64 bits (see _wraps).
-_WRAPPING: dict[str, bool] = {}
-
-
-def _wraps(device) -> bool:
-    """Whether int64 products on ``device`` wrap around modulo 2⁶⁴ (two's complement).
-
-    The product of two 32-bit words is below 2⁶⁴ but may exceed 2⁶³: as an int64 it then
-    overflows, and on every device we know the hardware keeps the low 64 bits — bits 32–63
-    of the stored value are the high word, whatever the sign.  C++ does not promise this for
-    signed integers, so it is probed once per device type on 1,031 words (the vectorized body
-    and the scalar tail of the kernels) against numpy's uint64 products, which do wrap; where
-    the probe fails, the cipher uses the 16-bit split form (:func:`_mulhilo`) instead.
-    """
-    torch = _torch()
-    device = torch.device(device)
-    if device.type not in _WRAPPING:
-        words = np.uint64(_MASK) - np.arange(1031, dtype=np.uint64) * np.uint64(4_194_301)
-        tensor = torch.as_tensor(words.astype(np.int64), device=device)
-        _WRAPPING[device.type] = all(
-            np.array_equal((tensor * multiplier).cpu().numpy(),
-                           (words * np.uint64(multiplier)).view(np.int64))
-            for multiplier in PHILOX_MULTIPLIERS)
-    return _WRAPPING[device.type]
-
-
-def _product(word, multiplier: int, wrapping: bool):
-    """(hi, lo) of word · multiplier, word < 2³² an int or an int64 tensor.  Only the low 32
-    bits of each are the word: with ``wrapping`` the bits above are left as they come (the
-    sign of hi, the high word in lo) and :func:`_xor_word` clears them, one operation fewer
-    per product than masking both."""
-    if isinstance(word, int):
-        product = word * multiplier
-        return product >> 32, product & _MASK
-    if not wrapping:
-        return _mulhilo(word, multiplier)
-    product = word * multiplier
-    return product >> 32, product
-
-
-def _xor_word(high, low, key: int):
-    """The 32-bit word high ⊕ low ⊕ key (ints or int64 tensors; bits above 31 cleared)."""
-    if isinstance(high, int) and isinstance(low, int):
-        return (high ^ low ^ key) & _MASK
-    if isinstance(high, int):
-        high, low = low, high
-    word = high ^ (low ^ key if isinstance(low, int) else low)
-    if not isinstance(low, int):
-        word ^= key
-    return word.bitwise_and_(_MASK)
-
-
-def _philox_words(trial, key, position, pair, wrapping: bool = True):
-    """The four output words for counters (trial, position, pair), each an int or an int64
-    tensor (they broadcast); the words of a constant counter stay Python ints until they meet
-    a tensor.  Words 1 and 3 may carry bits above 31 (see :func:`_product`)."""
-    c0, c1, c2, c3 = trial & _MASK, trial >> 32, position, pair
-    k0, k1 = key
-    m0, m1 = PHILOX_MULTIPLIERS
-    for round_index in range(PHILOX_ROUNDS):
-        if round_index:
-            k0, k1 = (k0 + PHILOX_WEYL[0]) & _MASK, (k1 + PHILOX_WEYL[1]) & _MASK
-        hi0, lo0 = _product(c0, m0, wrapping)
-        hi1, lo1 = _product(c2, m1, wrapping)
-        c0, c1, c2, c3 = _xor_word(hi1, c1, k0), lo1, _xor_word(hi0, c3, k1), lo0
-    return c0, c1, c2, c3
-
-
-_FUSED_SOURCE = """
-template <typename T> void specdec_philox_pair(T trial, T key0, T key1, T position, T pair,
-                                               T& even, T& odd) {
-  unsigned int c0 = (unsigned int)(trial & 0xFFFFFFFFLL), c1 = (unsigned int)(trial >> 32);
-  unsigned int c2 = (unsigned int)position, c3 = (unsigned int)pair;
-  unsigned int k0 = (unsigned int)key0, k1 = (unsigned int)key1;
-  for (int r = 0; r < ROUNDS; ++r) {
-    if (r) { k0 += W0u; k1 += W1u; }
-    unsigned int hi0 = __umulhi(M0u, c0), lo0 = M0u * c0;
-    unsigned int hi1 = __umulhi(M1u, c2), lo1 = M1u * c2;
-    c0 = hi1 ^ c1 ^ k0; c1 = lo1; c2 = hi0 ^ c3 ^ k1; c3 = lo0;
-  }
-  even = (T)(((unsigned long long)c0 << 21) | (unsigned long long)(c1 >> 11));
-  odd = (T)(((unsigned long long)c2 << 21) | (unsigned long long)(c3 >> 11));
-}
-"""
-for _name, _value in (("ROUNDS", PHILOX_ROUNDS), ("W0", PHILOX_WEYL[0]), ("W1", PHILOX_WEYL[1]),
-                      ("M0", PHILOX_MULTIPLIERS[0]), ("M1", PHILOX_MULTIPLIERS[1])):
-    _FUSED_SOURCE = _FUSED_SOURCE.replace(_name, str(_value))
-_fused = None
-
-
-def _fused_kernel():
-    global _fused
-    if _fused is None:
-        from torch.cuda.jiterator import _create_multi_output_jit_fn
-
-        _fused = _create_multi_output_jit_fn(_FUSED_SOURCE, num_outputs=2, key0=0, key1=0,
-                                             position=0, pair=0)
-    return _fused
-
-
-def philox_slots(trial, key, position, pairs, backend: str = "tensor"):
-    """The uniforms of slots 2·m and 2·m + 1 for every m in ``pairs`` (float64), one cipher
-    evaluation for all of them: a tensor of shape (2·len(pairs),) + trial.shape whose row
-    2k + h is slot 2·pairs[k] + h.
-
-    ``trial`` holds int64 trial indices; ``position`` is an int or an int64 tensor shaped like
-    ``trial`` (round-level families: each trial's round start).  The pairs are one more tensor
-    axis of the counter, so a position's slots cost one pass of the ten rounds, about ten
-    tensor operations per round (:func:`_philox_words`), instead of one pass per pair.
-    Bit-identical to :func:`sim.engine.philox.uniforms` (and so to the CPU engine).
-
-    Examples
-    --------
-    >>> import torch
-    >>> from gpu_kernels.engine import philox_slots
-    >>> from sim.engine.philox import uniforms
-    >>> u = philox_slots(torch.arange(3), (5, 6), position=2, pairs=(0, 1))
-    >>> tuple(u.shape), bool((u[3].numpy() == uniforms((5, 6), [0, 1, 2], 2, 3)).all())
-    ((4, 3), True)
-    """
-    torch = _torch()
-    pairs = [int(pair) for pair in pairs]
-    if backend == "fused":
-        kernel = _fused_kernel()
-        bits = torch.stack([word for pair in pairs for word in kernel(
-            trial, key0=key[0], key1=key[1], position=position, pair=pair)])
-    else:
-        counter = torch.tensor(pairs, dtype=torch.int64, device=trial.device)
-        c0, c1, c2, c3 = _philox_words(trial, key, position,
-                                       counter.view((-1,) + (1,) * trial.dim()),
-                                       _wraps(trial.device))
-        bits = torch.empty((len(pairs), 2, *trial.shape), dtype=torch.int64,
-                           device=trial.device)
-        for column, (high, low) in enumerate(((c0, c1), (c2, c3))):
-            out = bits[:, column]  # 2²¹·high + ⌊low / 2¹¹⌋, low's word masked first
-            torch.bitwise_left_shift(high, 21, out=out)
-            out |= (low & _MASK).bitwise_right_shift_(11)
-        bits = bits.view((2 * len(pairs), *trial.shape))
-    return bits.to(torch.float64).mul_(2.0**-53)
-
-
-def philox_pair(trial, key, position: int, pair: int, backend: str = "tensor"):
-    """The uniforms of slots (2·pair, 2·pair + 1) for int64 ``trial`` indices (float64):
-    :func:`philox_slots` of one pair.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from gpu_kernels.engine import philox_pair
-    >>> from sim.engine.philox import uniforms
-    >>> even, odd = philox_pair(torch.arange(3), (5, 6), position=2, pair=0)
-    >>> bool((even.numpy() == uniforms((5, 6), [0, 1, 2], 2, 0)).all())
-    True
-    """
-    even, odd = philox_slots(trial, key, position, (pair,), backend)
-    return even, odd
 
 
 def _torch_dtype(dtype: np.dtype):
@@ -322,6 +143,7 @@ class _Run:
     def __init__(self, tables, device, philox: str):
         torch = _torch()
         self.tables, self.device, self.philox = tables, device, philox
+        self.workspace = {}  # the tensor Philox's buffers (gpu_kernels.philox)
         layout = tables.layout
         self.layout = layout
         largest = max(array.size for array in self._flat_arrays(tables))
@@ -356,7 +178,8 @@ class _Run:
         return _torch().as_tensor(np.array(array), device=self.device)
 
     def pair(self, trial, position, pair):
-        return philox_pair(trial, self.key, position, pair, self.philox)
+        u = self.slots(trial, position, (pair,))
+        return u[0], u[1]
 
     def pair_table(self, trial, position, pairs) -> dict:
         """{pair: (even, odd)} for ``pairs`` at ``position``, one cipher evaluation."""
@@ -365,10 +188,13 @@ class _Run:
 
     def slots(self, trial, position, pairs):
         """The uniforms of ``pairs``' slots at ``position``, one cipher evaluation
-        (:func:`philox_slots`: row 2k + h is slot 2·pairs[k] + h).  A tensor ``position`` (each
-        trial's round start) takes the tensor backend whatever ``philox`` says."""
-        backend = self.philox if isinstance(position, int) else "tensor"
-        return philox_slots(trial, self.key, position, pairs, backend)
+        (:func:`philox_slots`: row 2k + h is slot 2·pairs[k] + h), the tensor backend's
+        buffers kept from call to call.  A tensor ``position`` (each trial's round start)
+        takes the tensor backend when ``philox`` is ``"fused"``."""
+        backend = self.philox
+        if backend == "fused" and not isinstance(position, int):
+            backend = "tensor"
+        return philox_slots(trial, self.key, position, pairs, backend, self.workspace)
 
     def start(self, trial):
         torch = _torch()
@@ -489,8 +315,10 @@ def simulate(draft, target, algorithm, *, n_trials: int, rng=None, device=None,
     chunk_size : int, optional
         Trials per chunk; default 2^22 on CUDA, 2^16 on the CPU.  Device memory is
         O(chunk_size · (T if tokens are recorded else 1)).
-    philox : {'tensor', 'fused'}
-        How the cipher is computed; ``'fused'`` (CUDA only) uses one jiterator kernel.
+    philox : {'tensor', 'fused', 'compiled'}
+        How the cipher is computed (:mod:`gpu_kernels.philox`): tensor operations (any
+        device); ``'fused'`` (CUDA only) one jiterator kernel; ``'compiled'`` (CPU only) the
+        compiled engine's cipher written into the tensors' memory.
 
     Examples
     --------
@@ -511,6 +339,8 @@ def simulate(draft, target, algorithm, *, n_trials: int, rng=None, device=None,
         raise ValueError(f"philox must be one of {PHILOX_BACKENDS}; got {philox!r}")
     if philox == "fused" and device.type != "cuda":
         raise ValueError(f"philox='fused' needs a CUDA device; got device {device}")
+    if philox == "compiled" and device.type != "cpu":
+        raise ValueError(f"philox='compiled' needs the CPU device; got device {device}")
     if chunk_size is None:
         chunk_size = CUDA_CHUNK_SIZE if device.type == "cuda" else CPU_CHUNK_SIZE
     if not isinstance(chunk_size, numbers.Integral) or isinstance(chunk_size, bool) \
