@@ -46,7 +46,7 @@ class _TokenRun(_Run):
             0, proposed * self.layout.vocab_size + token)
         fallback = self.rejection.draw(fallback_rows, u_rejection)
         rejected = ~accepted
-        following = self.after_accept.index_select(0, state).masked_fill_(rejected, 0)
+        following = self.after_accept.index_select(0, state).mul_(accepted)  # 0 if rejected
         return torch.where(accepted, token, fallback), following, rejected
 
 
