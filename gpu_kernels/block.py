@@ -25,9 +25,9 @@ class _BlockRun(_Run):
     trials are masked), every round drafting γ tokens with masks beyond γ' — correctness and
     bit-identity first, not GPU speed.  The O(V) sums r_i and the residual's running sums
     add the columns x = 0 … V − 1 one tensor operation at a time, in the kernel's order
-    (``torch.cumsum`` is sequential on the CPU but not on CUDA).  The counter position of a
-    round's uniforms is a tensor (the round's start), so the cipher is computed with the
-    tensor backend whatever ``philox`` says.
+    (``torch.cumsum`` is sequential on the CPU but not on CUDA).  A round's uniforms (slots
+    0 … 2γ + 1) come from one cipher evaluation at the round's start position, a tensor, so
+    ``philox="fused"`` falls back to the tensor backend here.
     """
 
     def __init__(self, tables: BlockTables, device, philox):
@@ -42,8 +42,8 @@ class _BlockRun(_Run):
 
     @classmethod
     def tensor_calls(cls, algorithm, target) -> float:
-        """Up to T rounds per chunk, each drafting γ tokens (a Philox block of ≈ 120 tensor
-        operations and a column-by-column sum over V for each) and drawing the residual."""
+        """Up to T rounds per chunk, each drafting γ tokens (a column-by-column sum over V for
+        each) and drawing the residual; generous (the round's cipher is one evaluation)."""
         vocab = target.vocab_size
         return target.horizon * (float(algorithm.window) * (3 * vocab + 150) + 6 * vocab + 200)
 

@@ -1,9 +1,9 @@
 r"""Torch engine: the CPU engine's algorithms and randomness, on the CPU or a CUDA device.
 
-The engine's core: device handling, the Philox cipher as tensor operations, alias draws, the
-position loop (:class:`_Run`) and :func:`simulate`; each engine family's step lives in its own
-module (:mod:`gpu_kernels.token`, :mod:`gpu_kernels.batch`, :mod:`gpu_kernels.block`), registered
-with :func:`register_run`.
+The engine's core: device handling, alias draws, the position loop (:class:`_Run`) and
+:func:`simulate`; the cipher lives in :mod:`gpu_kernels.philox` and each engine family's step
+in its own module (:mod:`gpu_kernels.token`, :mod:`gpu_kernels.batch`, :mod:`gpu_kernels.block`,
+…), registered with :func:`register_run`.
 
 The sampling tables are built once by :func:`sim.engine.make_tables` (numpy) and copied to the
 device; then all trials of a chunk advance one position per step, every branch evaluated for
@@ -15,14 +15,22 @@ step with :class:`sim.engine.multidraft.RootTables`: like the CPU engine, they s
 verifier's exact root law, not its draw-by-draw procedure.
 
 **Same randomness as the CPU engine, bit for bit.**  Every uniform is Philox4x32-10 of
-(seed, trial, position, slot) with the slots of :mod:`sim.engine.compiled`; this module computes the
-cipher with int64 tensor operations (no overflow: 32 × 32-bit products are split into 16-bit
-halves), and float64 comparisons are the same IEEE operations as in the compiled kernels.  So
-for the same seed :func:`simulate` returns exactly the arrays of :func:`sim.simulate`, on any
-device, for any chunk size.  On CUDA, ``philox="fused"`` computes the cipher in one
-NVRTC-compiled elementwise kernel (``torch.cuda.jiterator``: no Triton, no CuPy) instead of
-about two hundred tensor operations per pair of uniforms; it must give the same bits, which
-``python -m gpu_kernels.check`` verifies.
+(seed, trial, position, slot) with the slots of :mod:`sim.engine.compiled`, and float64
+comparisons are the same IEEE operations as in the compiled kernels, so for the same seed
+:func:`simulate` returns exactly the arrays of :func:`sim.simulate`, on any device, for any
+chunk size and Philox backend.
+
+**Cost.**  A step asks for all the slots of its position (a round-level run: of its round) in
+one cipher evaluation (:meth:`_Run.slots`): the pairs are a tensor axis of the counter, and
+with wrap-around int64 products a round of the cipher is six tensor operations written into
+buffers that the run keeps (:mod:`gpu_kernels.philox`).  On the Fig. 2 setting a position of
+``Speculative()`` costs about 107 tensor operations (plus 16 views) — 497 with the earlier
+cipher of one evaluation per pair and 16-bit split products — of which about 73 are the
+cipher; ``philox="compiled"`` (CPU) computes the cipher with the compiled engine's code on the
+tensors' memory (34 operations per position), ``philox="fused"`` (CUDA) in one jiterator
+kernel per pair; both must give the same bits, which the tests and ``python -m
+gpu_kernels.check`` verify.  ``python -m benchmarks --section torch`` measures the CPU rates
+against the compiled engine.
 """
 
 from __future__ import annotations

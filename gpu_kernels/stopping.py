@@ -14,8 +14,8 @@ from sim.engine.stopping import StoppingTables
 
 class _StoppingRun(_Run):
     """Adaptive drafting then token-wise verification (see the compiled kernel).  The counter
-    position of a round's uniforms is the round's start (a tensor), so the cipher is computed
-    with the tensor backend whatever ``philox`` says."""
+    position of a round's uniforms is the round's start (a tensor): one cipher evaluation per
+    round, with the tensor backend when ``philox`` is ``"fused"``."""
 
     def __init__(self, tables: StoppingTables, device, philox):
         super().__init__(tables, device, philox)

@@ -36,8 +36,9 @@ class _TreeRun(_Run):
     over the tree is a state machine advanced one move per step for all trials at once (a
     step descends, rejects or deletes).  Sums over the vocabulary add the columns
     x = 0 … V − 1 one tensor operation at a time, in the kernel's order.  The counter position
-    of a round's uniforms is a tensor (the round's start), so the cipher is computed with the
-    tensor backend whatever ``philox`` says.  Correctness and bit-identity first, not speed.
+    of a round's uniforms is a tensor (the round's start): one cipher evaluation per drafted
+    node's children, with the tensor backend when ``philox`` is ``"fused"``.  Correctness and
+    bit-identity first, not speed.
     """
 
     def __init__(self, tables: TreeTables, device, philox):
