@@ -41,6 +41,9 @@ __all__ = ["PHILOX_BACKENDS", "philox_pair", "philox_slots"]
 #: or the compiled engine's cipher on the CPU tensors' memory.
 PHILOX_BACKENDS = ("tensor", "fused", "compiled")
 
+#: Pairs per pass of the tensor backend: its buffers hold 2 × this many words per trial.
+PAIRS_PER_PASS = 8
+
 _MASK = 0xFFFFFFFF
 
 
@@ -225,7 +228,8 @@ def philox_slots(trial, key, position, pairs, backend: str = "tensor", workspace
     backend : {'tensor', 'fused', 'compiled'}
         See the module docstring.
     workspace : dict, optional
-        Buffers of the ``"tensor"`` backend, kept between calls by the caller.
+        Buffers of the ``"tensor"`` backend, kept between calls by the caller: four int64
+        words per trial and pair, for up to :data:`PAIRS_PER_PASS` pairs at a time.
 
     Examples
     --------
@@ -247,8 +251,11 @@ def philox_slots(trial, key, position, pairs, backend: str = "tensor", workspace
         for k, pair in enumerate(pairs):
             even, odd = kernel(trial, key0=key[0], key1=key[1], position=position, pair=pair)
             out[k, 0], out[k, 1] = even, odd
-    elif _wraps(trial.device):
-        out.transpose(0, 1).copy_(_wrapping_bits(trial, key, position, pairs, workspace))
+    elif _wraps(trial.device):  # at most PAIRS_PER_PASS pairs per pass (bounded buffers)
+        for first in range(0, len(pairs), PAIRS_PER_PASS):
+            group = pairs[first:first + PAIRS_PER_PASS]
+            out[first:first + len(group)].transpose(0, 1).copy_(
+                _wrapping_bits(trial, key, position, group, workspace))
     else:
         counter = torch.tensor(pairs, dtype=torch.int64, device=trial.device)
         c0, c1, c2, c3 = _split_words(trial, key, position,

@@ -90,12 +90,13 @@ BACKENDS = [("cpu", "tensor", True), ("cpu", "tensor", False), ("cpu", "compiled
 @pytest.mark.parametrize(("device", "backend", "wrapping"), BACKENDS)
 @given(key=st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)),
        first=st.integers(0, 2**62), position=st.integers(0, 2**32 - 1),
-       pairs=st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=4),
+       pairs=st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=12),
        per_trial=st.booleans())
 def test_every_philox_backend_equals_the_readable_definition(device, backend, wrapping, key,
                                                             first, position, pairs,
                                                             per_trial):
-    """philox_slots: several pairs in one evaluation, a position per trial or one for all."""
+    """philox_slots: several pairs in one evaluation (more than PAIRS_PER_PASS: several passes),
+    a position per trial or one for all."""
     import torch
 
     from gpu_kernels import philox
