@@ -1,8 +1,7 @@
 """Engine throughput against numpy's RNG floor, table building, compile time, DPs, memory.
 
 ``python -m benchmarks`` (or ``make bench``; about 2–3 minutes, and under a minute more for
-the torch section) prints, after the machine's
-load (``uptime``) and thread counts:
+the torch section) prints, after the machine's load (``uptime``) and thread counts:
 
 1. **engines** — for every algorithm family (:data:`benchmarks.families.FAMILIES`, one line
    each) on the Fig. 2 setting and a sparse first-order V = 1,000 chain: the compiled kernel's
