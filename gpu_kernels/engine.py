@@ -24,7 +24,7 @@ chunk size and Philox backend.
 one cipher evaluation (:meth:`_Run.slots`): the pairs are a tensor axis of the counter, and
 with wrap-around int64 products a round of the cipher is six tensor operations written into
 buffers that the run keeps (:mod:`gpu_kernels.philox`).  On the Fig. 2 setting a position of
-``Speculative()`` costs about 107 tensor operations (plus 16 views) — 497 with the earlier
+``Speculative()`` costs about 107 tensor operations (plus 17 views) — 497 with the earlier
 cipher of one evaluation per pair and 16-bit split products — of which about 73 are the
 cipher; ``philox="compiled"`` (CPU) computes the cipher with the compiled engine's code on the
 tensors' memory (34 operations per position), ``philox="fused"`` (CUDA) in one jiterator
