@@ -137,7 +137,9 @@ def top_tokens(rows: np.ndarray, width: int) -> np.ndarray:
     index), −1 where a row has fewer; int64 (R·width,).  Exact for ``Fraction`` rows."""
     order = draft_order(rows)[:, :width]
     positive = np.take_along_axis(rows, order, axis=1) != 0
-    return np.ascontiguousarray(np.where(positive, order, -1), dtype=np.int64).ravel()
+    tops = np.full((rows.shape[0], width), -1, dtype=np.int64)  # width may exceed V
+    tops[:, :order.shape[1]] = np.where(positive, order, -1)
+    return tops.ravel()
 
 
 @dataclass(frozen=True)

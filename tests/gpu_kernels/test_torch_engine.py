@@ -213,6 +213,7 @@ TREE_ALGORITHMS = [
     TreeSpeculative((2, 2), sampling="topk", bonus=False),
     TreeSpeculative(shape=(((), ()), ((),), ()), sampling="topk", verifier="traversal"),
     TreeSpeculative((2, 2), sampling="swor", verifier="traversal", bonus=False),
+    TreeSpeculative((5, 1), sampling="topk"),  # more children than tokens (V <= 4)
     StaleResidualTree((2, 2)), StaleResidualTree((3, 1), sampling="swor"),
     StaleTraversalTree((2, 1), sampling="topk", verifier="traversal")]
 
