@@ -1,7 +1,7 @@
 """Engine throughput against numpy's RNG floor, table building, compile time, DPs, memory.
 
-``python -m benchmarks`` (or ``make bench``; about 2–3 minutes) prints, after the machine's
-load (``uptime``) and thread counts:
+``python -m benchmarks`` (or ``make bench``; about 2–3 minutes, and under a minute more for
+the torch section) prints, after the machine's load (``uptime``) and thread counts:
 
 1. **engines** — for every algorithm family (:data:`benchmarks.families.FAMILIES`, one line
    each) on the Fig. 2 setting and a sparse first-order V = 1,000 chain: the compiled kernel's
@@ -16,6 +16,9 @@ load (``uptime``) and thread counts:
 5. **memory** — peak RSS of ``simulate`` and ``simulate_counts`` (``--full``: 10^8 trials).
 6. **trees** — token trees (2, 2, 2) against ``Speculative(window=3)`` on Fig. 2
    (:mod:`benchmarks.trees`).
+7. **torch** — the torch engine on the CPU against the compiled engine, one thread each, on
+   Fig. 2 (``Speculative()`` at 10⁶ trials, ``BlockSpeculative(4)``), with each CPU Philox
+   backend and the tensor operations per position (:mod:`benchmarks.torch_cpu`; needs torch).
 
 Timings are the best of ``--repeat`` runs; nothing here is a test.  The machine may be shared:
 compare ratios measured in one run, and read them beside the printed load.
@@ -40,6 +43,7 @@ from benchmarks.families import (
     run_families,
     thread_counts,
 )
+from benchmarks.torch_cpu import torch_cpu
 from benchmarks.trees import trees
 from sim.models import fig2_pair, hidden_context_pair
 from theory import BatchSpeculative, expected_rejections
@@ -205,10 +209,13 @@ def main(argv=None) -> None:
     parser.add_argument("--markdown", action="store_true", help="the engine table in markdown")
     sections = {"engines": engines, "tables": tables, "compile": compiling,
                 "dp": dynamic_program, "memory": memory,
-                "trees": lambda arguments: trees(arguments, best_time)}
+                "trees": lambda arguments: trees(arguments, best_time),
+                "torch": lambda arguments: torch_cpu(arguments, best_time, machine)}
     parser.add_argument("--section", choices=tuple(sections), nargs="+",
                         default=tuple(sections))
     parser.add_argument("--full", action="store_true", help="include the 10^8-trial run")
+    parser.add_argument("--torch-trials", type=int, default=1_000_000,
+                        help="trials of the torch section's Speculative() line")
     args = parser.parse_args(argv)
     print(machine())
     for section in args.section:

@@ -33,31 +33,33 @@ class _BatchRun(_Run):
         token = torch.zeros_like(rows)
         winner = torch.full_like(rows, -1)
         pending = torch.ones_like(rows, dtype=torch.bool)
+        eager = [*range(min(n_drafts, SYNC_FROM)), n_drafts]  # one cipher evaluation
+        if self.trie and min(n_drafts, SYNC_FROM) > 2:
+            eager.append(n_drafts + 1)  # untried candidates 2 and 3 (slots 2M + 2, 2M + 3)
+        pairs = self.pair_table(trial, position, eager)
         for m in range(n_drafts):
             trying = pending & (live > m)
             if m >= SYNC_FROM and not bool(trying.any()):
                 break
-            u_draw, u_test = self.pair(trial, position, m)
+            u_draw, u_test = pairs[m] if m in pairs else self.pair(trial, position, m)
             candidate = self.draft.draw(rows, u_draw)
             accepted = trying & (u_test < self.acceptance.index_select(
                 0, (rows + m * n_rows) * vocab_size + candidate))
             token = torch.where(accepted, candidate, token)
             winner = torch.where(accepted, m, winner)
             pending = pending & ~accepted
-        last_pair = self.pair(trial, position, n_drafts)
-        residual = self.residual.draw((live - 1) * n_rows + rows, last_pair[0])
+        residual = self.residual.draw((live - 1) * n_rows + rows, pairs[n_drafts][0])
         token = torch.where(pending, residual, token)
         if not self.trie:
             return token, torch.where(pending, 0, 1).to(state.dtype), pending
         share = self.draft_probs.index_select(0, rows * vocab_size + token)
         stay = torch.ones_like(state)
-        pairs = {n_drafts: last_pair}
         for i in range(1, n_drafts):  # untried candidate i: slot 2M + i
             untried = (i > winner) & (i < live)
             if i >= SYNC_FROM and not bool(untried.any()):
                 break
             index = n_drafts + (i >> 1)
-            if index not in pairs:
+            if index not in pairs:  # beyond the eager ones: only the latest pair is kept
                 pairs = {index: self.pair(trial, position, index)}
             stay += untried & (pairs[index][i & 1] < share)
         return token, torch.where(pending, 0, stay), pending

@@ -9,14 +9,11 @@ from __future__ import annotations
 from gpu_kernels.engine import (
     _Run,
     _torch,
-    _torch_dtype,
     inverse_cdf,
-    philox_pair,
     register_run,
     running_sums,
 )
 from sim.engine.block import BlockTables
-from sim.engine.core import count_dtype, drafted_dtype, token_dtype
 from sim.engine.result import SimResult
 
 
@@ -28,9 +25,9 @@ class _BlockRun(_Run):
     trials are masked), every round drafting γ tokens with masks beyond γ' — correctness and
     bit-identity first, not GPU speed.  The O(V) sums r_i and the residual's running sums
     add the columns x = 0 … V − 1 one tensor operation at a time, in the kernel's order
-    (``torch.cumsum`` is sequential on the CPU but not on CUDA).  The counter position of a
-    round's uniforms is a tensor (the round's start), so the cipher is computed with the
-    tensor backend whatever ``philox`` says.
+    (``torch.cumsum`` is sequential on the CPU but not on CUDA).  A round's uniforms (slots
+    0 … 2γ + 1) come from one cipher evaluation at the round's start position, a tensor, so
+    ``philox="fused"`` falls back to the tensor backend here.
     """
 
     def __init__(self, tables: BlockTables, device, philox):
@@ -45,24 +42,20 @@ class _BlockRun(_Run):
 
     @classmethod
     def tensor_calls(cls, algorithm, target) -> float:
-        """Up to T rounds per chunk, each drafting γ tokens (a Philox block of ≈ 120 tensor
-        operations and a column-by-column sum over V for each) and drawing the residual."""
+        """Up to T rounds per chunk, each drafting γ tokens (a column-by-column sum over V for
+        each) and drawing the residual; generous (the round's cipher is one evaluation)."""
         vocab = target.vocab_size
         return target.horizon * (float(algorithm.window) * (3 * vocab + 150) + 6 * vocab + 200)
 
-    def uniform(self, trial, position, slot: int):
-        even, odd = philox_pair(trial, self.key, position, slot >> 1, "tensor")
-        return odd if slot & 1 else even
-
-    def _select(self, trial, start, span, weights, ratios):
+    def _select(self, u, span, weights, ratios):
         torch = _torch()
         window, rule = self.window, self.selection
         tau = torch.zeros_like(span)
         if rule in (0, 1):  # τ = max{i : η_i < h_i}; rule 1 shares η₁ (slot 1)
-            shared = self.uniform(trial, start, 1)
+            shared = u[1]
             found = torch.zeros_like(span, dtype=torch.bool)
             for i in range(window, 0, -1):
-                eta = shared if rule == 1 else self.uniform(trial, start, 2 * i - 1)
+                eta = shared if rule == 1 else u[2 * i - 1]
                 hit = (i <= span) & ~found & (eta < weights[i])
                 tau = torch.where(hit, i, tau)
                 found |= hit
@@ -71,8 +64,7 @@ class _BlockRun(_Run):
             tau = span.clone()
             stopped = torch.zeros_like(span, dtype=torch.bool)
             for i in range(1, window + 1):
-                fail = (i <= span) & ~stopped & ~(self.uniform(trial, start, 2 * i - 1)
-                                                   < weights[i])
+                fail = (i <= span) & ~stopped & ~(u[2 * i - 1] < weights[i])
                 tau = torch.where(fail, i - 1, tau)
                 stopped |= fail
             return tau
@@ -80,7 +72,7 @@ class _BlockRun(_Run):
         etas = torch.ones_like(weights[0])
         for i in range(1, window + 1):
             products = products * ratios[i]
-            etas = etas * self.uniform(trial, start, 2 * i - 1)
+            etas = etas * u[2 * i - 1]
             tau = torch.where((i <= span) & (products >= etas), i, tau)
         return tau
 
@@ -90,16 +82,8 @@ class _BlockRun(_Run):
         layout, window = self.layout, self.window
         horizon, stride = layout.horizon, layout.row_stride
         device = self.device
-        trial = torch.arange(first, first + n, dtype=torch.int64, device=device)
-        index = torch.arange(n, device=device)
-        context = self.start(trial).long()
-        position = torch.zeros(n, dtype=torch.int64, device=device)
-        counts = _torch_dtype(count_dtype(horizon))
-        rejections = torch.zeros(n, dtype=counts, device=device)
-        calls = torch.zeros(n, dtype=counts, device=device)
-        n_drafted = torch.zeros(n, dtype=_torch_dtype(drafted_dtype(horizon)), device=device)
-        tokens = torch.empty((n, horizon) if record_tokens else (0, 0),
-                             dtype=_torch_dtype(token_dtype(layout.vocab_size)), device=device)
+        trial, index, context, position, rejections, calls, n_drafted, tokens = \
+            self.round_setup(first, n, record_tokens)
         ones = torch.ones(n, dtype=torch.float64, device=device)
         while True:
             active = position < horizon
@@ -110,6 +94,7 @@ class _BlockRun(_Run):
             span = (horizon - position).clamp(min=0, max=window)
             n_drafted += span.to(n_drafted.dtype)  # 0 for finished trials
             contexts, pis, weights, ratios, drafted = [context], [ones], [ones], [ones], []
+            u = self.slots(trial, start, range(window + 1))  # the round's slots 0 … 2γ + 1
             for i in range(window):
                 row = (position + i).clamp(max=horizon - 1) * stride + contexts[i]
                 p_rows, q_rows = self.p.index_select(0, row), self.q.index_select(0, row)
@@ -119,7 +104,7 @@ class _BlockRun(_Run):
                     positive = denominator > 0.0
                     weights.append(torch.where(
                         positive, r / torch.where(positive, denominator, 1.0), 1.0))
-                token = self.draft.draw(row, self.uniform(trial, start, 2 * i)).long()
+                token = self.draft.draw(row, u[2 * i]).long()
                 drafted.append(token)
                 ratio = q_rows.gather(1, token[:, None])[:, 0] / \
                     p_rows.gather(1, token[:, None])[:, 0]
@@ -129,7 +114,7 @@ class _BlockRun(_Run):
                 contexts.append(self.advance(contexts[i], token).long())
             weights.append(pis[window])
             weights = [torch.where(span == i, pis[i], h) for i, h in enumerate(weights)]
-            tau = self._select(trial, start, span, weights, ratios)
+            tau = self._select(u, span, weights, ratios)
             if record_tokens:
                 for i in range(window):
                     kept = active & (i < tau)
@@ -137,7 +122,7 @@ class _BlockRun(_Run):
             context = torch.stack(contexts)[tau, index]
             pi = torch.stack(pis)[tau, index]
             position = position + tau
-            u_last = self.uniform(trial, start, 2 * window)
+            u_last = u[2 * window]
             row = position.clamp(max=horizon - 1) * stride + context
             # residual [π_τ q − p]₊ by inverse CDF (q itself if its mass is 0)
             p_rows, q_rows = self.p.index_select(0, row), self.q.index_select(0, row)

@@ -2,16 +2,18 @@
 
 Prints the device, then
 
-1. Philox — the torch cipher (tensor operations, and on CUDA the fused jiterator kernel) is
-   bit-identical to the readable numpy definition (:mod:`sim.engine.philox`);
+1. Philox — the torch cipher (tensor operations; on CUDA the fused jiterator kernel, on the
+   CPU the compiled engine's cipher on the tensors' memory) is bit-identical to the readable
+   numpy definition (:mod:`sim.engine.philox`);
 2. exact agreement — for the same seed the torch engine on the device returns the compiled CPU
    engine's tokens, rejections and target calls, for every algorithm, on the Fig. 2 setting
-   and a V = 32,000 hidden-context model (both Philox backends on CUDA);
+   and a V = 32,000 hidden-context model (both Philox backends of the device);
 3. statistical checks — the torch engine on the device against the exact laws (z-tests at
    level 1e-6), each with a known-wrong negative control that must fail;
 4. throughput — simulated positions per second of one chunk (tables built beforehand) for the
-   compiled CPU engine (all threads), torch on the CPU, and on CUDA with each Philox backend,
-   with the ratio to the CPU engine measured in the same run.
+   compiled CPU engine (all threads), torch on the CPU and on CUDA with each Philox backend,
+   with the ratio to the CPU engine measured in the same run (``python -m benchmarks
+   --section torch`` measures the CPU at one thread, end to end).
 
 Exits non-zero if any check fails.  Sized to finish in about two minutes on one GPU;
 ``--quick`` shrinks everything for a CPU-only machine.
@@ -91,7 +93,7 @@ def _rate(engine: str, draft, target, algorithm, n: int, device, philox="tensor"
 
 
 def _backends(device) -> list[str]:
-    return ["tensor", "fused"] if device.type == "cuda" else ["tensor"]
+    return ["tensor", "fused"] if device.type == "cuda" else ["tensor", "compiled"]
 
 
 def main(argv=None) -> int:
@@ -143,7 +145,7 @@ def main(argv=None) -> int:
     print(f"\n3. torch engine vs exact E[N_rej] ({trials:,} trials, level 1e-6)")
     draft, target = settings["Fig. 2 (V=7, T=50)"]
     backend = _backends(device)[-1]
-    # --quick (a CPU-only machine, where torch's tensor Philox is slow): two algorithms only
+    # --quick (a CPU-only machine, where the torch engine is slower): two algorithms only
     for algorithm in ALGORITHMS[1:3] if args.quick else ALGORITHMS[1:]:
         mean, variance = pmf_moments(rejection_pmf(draft, target, algorithm))
         result = simulate(draft, target, algorithm, n_trials=trials, rng=1, device=device,
@@ -160,12 +162,13 @@ def main(argv=None) -> int:
     print("\n4. throughput (positions per second; one chunk, tables built beforehand; "
           "ratio to the compiled CPU engine in this run)")
     engines = [("cpu engine", 1 << (16 if args.quick else 20), "tensor"),
-               ("torch cpu", 1 << (10 if args.quick else 14), "tensor")]
+               *(("torch cpu", 1 << (10 if args.quick else 14), backend)
+                 for backend in ("tensor", "compiled"))]
     if device.type == "cuda":
         engines += [("torch cuda", 1 << 22, backend) for backend in _backends(device)]
     for name, (draft, target) in settings.items():
         for algorithm in (Speculative(), BatchSpeculative(4), BatchSpeculative(4, "trie")):
-            rates = [(f"{engine}/{backend}" if engine == "torch cuda" else engine,
+            rates = [(engine if engine == "cpu engine" else f"{engine}/{backend}",
                       _rate(engine, draft, target, algorithm, n, device, backend))
                      for engine, n, backend in engines]
             cpu = rates[0][1]

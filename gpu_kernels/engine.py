@@ -1,9 +1,9 @@
 r"""Torch engine: the CPU engine's algorithms and randomness, on the CPU or a CUDA device.
 
-The engine's core: device handling, the Philox cipher as tensor operations, alias draws, the
-position loop (:class:`_Run`) and :func:`simulate`; each engine family's step lives in its own
-module (:mod:`gpu_kernels.token`, :mod:`gpu_kernels.batch`, :mod:`gpu_kernels.block`), registered
-with :func:`register_run`.
+The engine's core: device handling, alias draws, the position loop (:class:`_Run`) and
+:func:`simulate`; the cipher lives in :mod:`gpu_kernels.philox` and each engine family's step
+in its own module (:mod:`gpu_kernels.token`, :mod:`gpu_kernels.batch`, :mod:`gpu_kernels.block`,
+…), registered with :func:`register_run`.
 
 The sampling tables are built once by :func:`sim.engine.make_tables` (numpy) and copied to the
 device; then all trials of a chunk advance one position per step, every branch evaluated for
@@ -15,14 +15,22 @@ step with :class:`sim.engine.multidraft.RootTables`: like the CPU engine, they s
 verifier's exact root law, not its draw-by-draw procedure.
 
 **Same randomness as the CPU engine, bit for bit.**  Every uniform is Philox4x32-10 of
-(seed, trial, position, slot) with the slots of :mod:`sim.engine.compiled`; this module computes the
-cipher with int64 tensor operations (no overflow: 32 × 32-bit products are split into 16-bit
-halves), and float64 comparisons are the same IEEE operations as in the compiled kernels.  So
-for the same seed :func:`simulate` returns exactly the arrays of :func:`sim.simulate`, on any
-device, for any chunk size.  On CUDA, ``philox="fused"`` computes the cipher in one
-NVRTC-compiled elementwise kernel (``torch.cuda.jiterator``: no Triton, no CuPy) instead of
-about two hundred tensor operations per pair of uniforms; it must give the same bits, which
-``python -m gpu_kernels.check`` verifies.
+(seed, trial, position, slot) with the slots of :mod:`sim.engine.compiled`, and float64
+comparisons are the same IEEE operations as in the compiled kernels, so for the same seed
+:func:`simulate` returns exactly the arrays of :func:`sim.simulate`, on any device, for any
+chunk size and Philox backend.
+
+**Cost.**  A step asks for all the slots of its position (a round-level run: of its round) in
+one cipher evaluation (:meth:`_Run.slots`): the pairs are a tensor axis of the counter, and
+with wrap-around int64 products a round of the cipher is six tensor operations written into
+buffers that the run keeps (:mod:`gpu_kernels.philox`).  On the Fig. 2 setting a position of
+``Speculative()`` costs about 107 tensor operations (plus 17 views) — 497 with the earlier
+cipher of one evaluation per pair and 16-bit split products — of which about 73 are the
+cipher; ``philox="compiled"`` (CPU) computes the cipher with the compiled engine's code on the
+tensors' memory (34 operations per position), ``philox="fused"`` (CUDA) in one jiterator
+kernel per pair; both must give the same bits, which the tests and ``python -m
+gpu_kernels.check`` verify.  ``python -m benchmarks --section torch`` measures the CPU rates
+against the compiled engine.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import numbers
 
 import numpy as np
 
+from gpu_kernels.philox import PHILOX_BACKENDS, philox_pair, philox_slots
 from sim.engine import (
     check_work,
     chunk_bounds,
@@ -41,29 +50,18 @@ from sim.engine import (
     token_dtype,
 )
 from sim.engine.core import drafted_dtype
-from sim.engine.philox import (
-    PHILOX_MULTIPLIERS,
-    PHILOX_ROUNDS,
-    PHILOX_WEYL,
-    START_POSITION,
-    philox_key,
-)
+from sim.engine.philox import START_POSITION, philox_key
 from sim.engine.result import SimResult, check_problem
 from sim.engine.run import _outputs
 from theory.limits import ARRAY_CALL_STEPS
 
-__all__ = ["PHILOX_BACKENDS", "default_device", "philox_pair", "simulate"]
+__all__ = ["PHILOX_BACKENDS", "default_device", "philox_pair", "philox_slots", "simulate"]
 
 #: Trials per chunk on CUDA and on the CPU.
 CUDA_CHUNK_SIZE = 1 << 22
 CPU_CHUNK_SIZE = 1 << 16
 #: Batch candidates beyond this many are only computed while some trial still tries them.
 SYNC_FROM = 4
-#: How the Philox cipher is computed: tensor operations (any device) or one fused CUDA kernel.
-PHILOX_BACKENDS = ("tensor", "fused")
-
-_MASK = 0xFFFFFFFF
-
 
 def _torch():
     """torch, imported on first use; a clear message names the extra when it is missing."""
@@ -93,87 +91,6 @@ def _device(device):
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device} was asked for, but CUDA is not available")
     return device
-
-
-# -- Philox4x32-10 in tensor operations ----------------------------------------------------
-
-def _mulhilo(value, multiplier: int):
-    """(hi, lo) 32-bit words of value · multiplier, value < 2³² (int64 tensor or int)."""
-    low_half, high_half = multiplier & 0xFFFF, multiplier >> 16
-    low = value * low_half  # < 2⁴⁸
-    high = value * high_half  # < 2⁴⁸
-    return (high + (low >> 16)) >> 16, (((high & 0xFFFF) << 16) + low) & _MASK
-
-
-def _philox_tensor(trial, key, position: int, pair: int):
-    """The four output words for counters (trial, position, pair): int64 tensors."""
-    c0, c1, c2, c3 = trial & _MASK, trial >> 32, position, pair
-    k0, k1 = key
-    m0, m1 = PHILOX_MULTIPLIERS
-    for round_index in range(PHILOX_ROUNDS):
-        if round_index:
-            k0, k1 = (k0 + PHILOX_WEYL[0]) & _MASK, (k1 + PHILOX_WEYL[1]) & _MASK
-        hi0, lo0 = _mulhilo(c0, m0)
-        hi1, lo1 = _mulhilo(c2, m1)
-        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
-    return c0, c1, c2, c3
-
-
-_FUSED_SOURCE = """
-template <typename T> void specdec_philox_pair(T trial, T key0, T key1, T position, T pair,
-                                               T& even, T& odd) {
-  unsigned int c0 = (unsigned int)(trial & 0xFFFFFFFFLL), c1 = (unsigned int)(trial >> 32);
-  unsigned int c2 = (unsigned int)position, c3 = (unsigned int)pair;
-  unsigned int k0 = (unsigned int)key0, k1 = (unsigned int)key1;
-  for (int r = 0; r < ROUNDS; ++r) {
-    if (r) { k0 += W0u; k1 += W1u; }
-    unsigned int hi0 = __umulhi(M0u, c0), lo0 = M0u * c0;
-    unsigned int hi1 = __umulhi(M1u, c2), lo1 = M1u * c2;
-    c0 = hi1 ^ c1 ^ k0; c1 = lo1; c2 = hi0 ^ c3 ^ k1; c3 = lo0;
-  }
-  even = (T)(((unsigned long long)c0 << 21) | (unsigned long long)(c1 >> 11));
-  odd = (T)(((unsigned long long)c2 << 21) | (unsigned long long)(c3 >> 11));
-}
-"""
-for _name, _value in (("ROUNDS", PHILOX_ROUNDS), ("W0", PHILOX_WEYL[0]), ("W1", PHILOX_WEYL[1]),
-                      ("M0", PHILOX_MULTIPLIERS[0]), ("M1", PHILOX_MULTIPLIERS[1])):
-    _FUSED_SOURCE = _FUSED_SOURCE.replace(_name, str(_value))
-_fused = None
-
-
-def _fused_kernel():
-    global _fused
-    if _fused is None:
-        from torch.cuda.jiterator import _create_multi_output_jit_fn
-
-        _fused = _create_multi_output_jit_fn(_FUSED_SOURCE, num_outputs=2, key0=0, key1=0,
-                                             position=0, pair=0)
-    return _fused
-
-
-def philox_pair(trial, key, position: int, pair: int, backend: str = "tensor"):
-    """The uniforms of slots (2·pair, 2·pair + 1) for int64 ``trial`` indices (float64).
-
-    Bit-identical to :func:`sim.engine.philox.uniforms` (and so to the CPU engine).
-
-    Examples
-    --------
-    >>> import torch
-    >>> from gpu_kernels.engine import philox_pair
-    >>> from sim.engine.philox import uniforms
-    >>> even, odd = philox_pair(torch.arange(3), (5, 6), position=2, pair=0)
-    >>> bool((even.numpy() == uniforms((5, 6), [0, 1, 2], 2, 0)).all())
-    True
-    """
-    torch = _torch()
-    if backend == "fused":
-        even, odd = _fused_kernel()(trial, key0=key[0], key1=key[1], position=position,
-                                    pair=pair)
-    else:
-        c0, c1, c2, c3 = _philox_tensor(trial, key, position, pair)
-        even, odd = (c0 << 21) | (c1 >> 11), (c2 << 21) | (c3 >> 11)
-    scale = 2.0**-53
-    return even.to(torch.float64) * scale, odd.to(torch.float64) * scale
 
 
 def _torch_dtype(dtype: np.dtype):
@@ -234,6 +151,7 @@ class _Run:
     def __init__(self, tables, device, philox: str):
         torch = _torch()
         self.tables, self.device, self.philox = tables, device, philox
+        self.workspace = {}  # the tensor Philox's buffers (gpu_kernels.philox)
         layout = tables.layout
         self.layout = layout
         largest = max(array.size for array in self._flat_arrays(tables))
@@ -268,7 +186,23 @@ class _Run:
         return _torch().as_tensor(np.array(array), device=self.device)
 
     def pair(self, trial, position, pair):
-        return philox_pair(trial, self.key, position, pair, self.philox)
+        u = self.slots(trial, position, (pair,))
+        return u[0], u[1]
+
+    def pair_table(self, trial, position, pairs) -> dict:
+        """{pair: (even, odd)} for ``pairs`` at ``position``, one cipher evaluation."""
+        u = self.slots(trial, position, pairs)
+        return {pair: (u[2 * k], u[2 * k + 1]) for k, pair in enumerate(pairs)}
+
+    def slots(self, trial, position, pairs):
+        """The uniforms of ``pairs``' slots at ``position``, one cipher evaluation
+        (:func:`philox_slots`: row 2k + h is slot 2·pairs[k] + h), the tensor backend's
+        buffers kept from call to call.  A tensor ``position`` (each trial's round start)
+        takes the tensor backend when ``philox`` is ``"fused"``."""
+        backend = self.philox
+        if backend == "fused" and not isinstance(position, int):
+            backend = "tensor"
+        return philox_slots(trial, self.key, position, pairs, backend, self.workspace)
 
     def start(self, trial):
         torch = _torch()
@@ -292,6 +226,26 @@ class _Run:
             tokens[emitted, position[emitted]] = final[emitted].to(tokens.dtype)
         context = _torch().where(emitted, self.advance(context, final).long(), context)
         return context, position + emitted
+
+    def round_setup(self, first: int, n: int, record_tokens: bool,
+                    per_round: int | None = None):
+        """The tensors a round-level run starts from (block, stopping, trees): trial indices,
+        row indices 0 … n − 1, start contexts, positions (0), rejections, target calls and
+        drafted counts (0; dtypes as in the compiled engine, ``per_round`` as in
+        :func:`sim.engine.core.drafted_dtype`) and the token buffer."""
+        torch = _torch()
+        horizon, device = self.layout.horizon, self.device
+        trial = torch.arange(first, first + n, dtype=torch.int64, device=device)
+        counts = _torch_dtype(count_dtype(horizon))
+        return (trial, torch.arange(n, device=device), self.start(trial).long(),
+                torch.zeros(n, dtype=torch.int64, device=device),
+                torch.zeros(n, dtype=counts, device=device),
+                torch.zeros(n, dtype=counts, device=device),
+                torch.zeros(n, dtype=_torch_dtype(drafted_dtype(horizon, per_round)),
+                            device=device),
+                torch.empty((n, horizon) if record_tokens else (0, 0),
+                            dtype=_torch_dtype(token_dtype(self.layout.vocab_size)),
+                            device=device))
 
     @staticmethod
     def result(rejections, calls, tokens, drafted, record_tokens: bool) -> SimResult:
@@ -319,8 +273,13 @@ class _Run:
             rows = context + position * layout.row_stride
             starts = state == 0
             calls += starts
-            drafted += (starts * draft_lengths.index_select(
-                0, context + position * layout.n_contexts)).to(drafted.dtype)
+            lengths = self.tables.draft_lengths[position * layout.n_contexts:
+                                                (position + 1) * layout.n_contexts]
+            if lengths.size and (lengths == lengths[0]).all():  # the same for every context
+                drafted.add_(starts, alpha=int(lengths[0]))
+            else:
+                drafted += (starts * draft_lengths.index_select(
+                    0, context + position * layout.n_contexts)).to(drafted.dtype)
             token, state, rejected = self.step(trial, position, rows, state)
             rejections += rejected
             if record_tokens:
@@ -364,8 +323,10 @@ def simulate(draft, target, algorithm, *, n_trials: int, rng=None, device=None,
     chunk_size : int, optional
         Trials per chunk; default 2^22 on CUDA, 2^16 on the CPU.  Device memory is
         O(chunk_size · (T if tokens are recorded else 1)).
-    philox : {'tensor', 'fused'}
-        How the cipher is computed; ``'fused'`` (CUDA only) uses one jiterator kernel.
+    philox : {'tensor', 'fused', 'compiled'}
+        How the cipher is computed (:mod:`gpu_kernels.philox`): tensor operations (any
+        device); ``'fused'`` (CUDA only) one jiterator kernel; ``'compiled'`` (CPU only) the
+        compiled engine's cipher written into the tensors' memory.
 
     Examples
     --------
@@ -386,6 +347,8 @@ def simulate(draft, target, algorithm, *, n_trials: int, rng=None, device=None,
         raise ValueError(f"philox must be one of {PHILOX_BACKENDS}; got {philox!r}")
     if philox == "fused" and device.type != "cuda":
         raise ValueError(f"philox='fused' needs a CUDA device; got device {device}")
+    if philox == "compiled" and device.type != "cpu":
+        raise ValueError(f"philox='compiled' needs the CPU device; got device {device}")
     if chunk_size is None:
         chunk_size = CUDA_CHUNK_SIZE if device.type == "cuda" else CPU_CHUNK_SIZE
     if not isinstance(chunk_size, numbers.Integral) or isinstance(chunk_size, bool) \

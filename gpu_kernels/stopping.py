@@ -7,16 +7,15 @@ round per iteration of the outer loop; a trial whose rule has stopped keeps its 
 
 from __future__ import annotations
 
-from gpu_kernels.engine import _Run, _torch, _torch_dtype, philox_pair, register_run
-from sim.engine.core import count_dtype, drafted_dtype, token_dtype
+from gpu_kernels.engine import _Run, _torch, register_run
 from sim.engine.result import SimResult
 from sim.engine.stopping import StoppingTables
 
 
 class _StoppingRun(_Run):
     """Adaptive drafting then token-wise verification (see the compiled kernel).  The counter
-    position of a round's uniforms is the round's start (a tensor), so the cipher is computed
-    with the tensor backend whatever ``philox`` says."""
+    position of a round's uniforms is the round's start (a tensor): one cipher evaluation per
+    round, with the tensor backend when ``philox`` is ``"fused"``."""
 
     def __init__(self, tables: StoppingTables, device, philox):
         super().__init__(tables, device, philox)
@@ -31,10 +30,6 @@ class _StoppingRun(_Run):
         self.decisions = self.tensor(tables.decisions)
         self.offsets = [int(offset) for offset in tables.offsets]
         self.stop_rows = self.tensor(tables.stop_rows)
-
-    def uniform(self, trial, position, slot: int):
-        even, odd = philox_pair(trial, self.key, position, slot >> 1, "tensor")
-        return odd if slot & 1 else even
 
     def _stops(self, k: int, start, context, start_context, code, product):
         """The rule's decision before draft k + 1 (one bool per trial)."""
@@ -61,16 +56,8 @@ class _StoppingRun(_Run):
         layout, window = self.layout, self.window
         horizon, stride, vocab_size = layout.horizon, layout.row_stride, layout.vocab_size
         device = self.device
-        trial = torch.arange(first, first + n, dtype=torch.int64, device=device)
-        index = torch.arange(n, device=device)
-        context = self.start(trial).long()
-        position = torch.zeros(n, dtype=torch.int64, device=device)
-        counts = _torch_dtype(count_dtype(horizon))
-        rejections = torch.zeros(n, dtype=counts, device=device)
-        calls = torch.zeros(n, dtype=counts, device=device)
-        n_drafted = torch.zeros(n, dtype=_torch_dtype(drafted_dtype(horizon)), device=device)
-        tokens = torch.empty((n, horizon) if record_tokens else (0, 0),
-                             dtype=_torch_dtype(token_dtype(vocab_size)), device=device)
+        trial, index, context, position, rejections, calls, n_drafted, tokens = \
+            self.round_setup(first, n, record_tokens)
         while True:
             active = position < horizon
             if not bool(active.any()):
@@ -83,11 +70,12 @@ class _StoppingRun(_Run):
             code = torch.zeros(n, dtype=torch.int64, device=device)
             product = torch.ones(n, dtype=torch.float64, device=device)
             contexts, drafted, accept = [context], [], []
+            u = self.slots(trial, start, range(window + 1))  # the round's slots 0 … 2W + 1
             for i in range(window):
                 drafting = drafting & (i < span) & ~self._stops(i, start, contexts[i], context,
                                                                 code, product)
                 row = (position + i).clamp(max=horizon - 1) * stride + contexts[i]
-                token = self.draft.draw(row, self.uniform(trial, start, 2 * i)).long()
+                token = self.draft.draw(row, u[2 * i]).long()
                 p_rows, q_rows = self.p.index_select(0, row), self.q.index_select(0, row)
                 ratio = q_rows.gather(1, token[:, None])[:, 0] / \
                     p_rows.gather(1, token[:, None])[:, 0]
@@ -102,14 +90,14 @@ class _StoppingRun(_Run):
             kept = torch.zeros(n, dtype=torch.int64, device=device)
             for i in range(window):
                 kept = kept + ((kept == i) & (i < k)
-                               & (self.uniform(trial, start, 2 * i + 1) < accept[i]))
+                               & (u[2 * i + 1] < accept[i]))
             if record_tokens:
                 for i in range(window):
                     keep = active & (i < kept)
                     tokens[keep, (position + i)[keep]] = drafted[i][keep].to(tokens.dtype)
             context = torch.stack(contexts)[kept, index]
             position = position + kept
-            u_last = self.uniform(trial, start, 2 * window)
+            u_last = u[2 * window]
             row = position.clamp(max=horizon - 1) * stride + context
             rejected = active & (kept < k)
             target_step = active & ~rejected & ((k == 0) | ((position < horizon) & self.bonus))

@@ -26,23 +26,28 @@ class _TokenRun(_Run):
             tables.round_start).to(self.index_dtype)
 
     def step(self, trial, position, rows, state):
-        """The compiled kernel's branch-free step (see :func:`sim.engine.token.token_kernel`)."""
+        """The compiled kernel's branch-free step (see :func:`sim.engine.token.token_kernel`);
+        the three uniforms (slots 0, 1, 2) come from one cipher evaluation."""
         torch = _torch()
-        u_token, u_test = self.pair(trial, position, 0)
+        u_token, u_test, u_rejection = self.slots(trial, position, (0, 1))[:3]
         if self.round_start is not None:  # a window policy: the round's first state
             context = rows - position * self.layout.row_stride
             state = torch.where(state == 0, self.round_start.index_select(
                 0, context + position * self.layout.n_contexts), state)
-        proposed = rows + self.bonus_offset * (state == self.bonus_state).to(rows.dtype)
+        proposed = fallback_rows = rows  # offsets 0 (or no bonus state): the rows themselves
+        if self.bonus_state >= 0 and (self.bonus_offset or self.rejection_offset):
+            in_bonus = (state == self.bonus_state).to(rows.dtype)
+            if self.bonus_offset:
+                proposed = rows + self.bonus_offset * in_bonus
+            if self.rejection_offset:
+                fallback_rows = rows + self.rejection_offset * in_bonus
         token = self.proposal.draw(proposed, u_token)
         accepted = u_test < self.acceptance.index_select(
             0, proposed * self.layout.vocab_size + token)
-        in_bonus = (state == self.bonus_state).to(rows.dtype)
-        fallback = self.rejection.draw(rows + self.rejection_offset * in_bonus,
-                                       self.pair(trial, position, 1)[0])
-        following = self.after_accept.index_select(0, state)
-        return (torch.where(accepted, token, fallback), torch.where(accepted, following, 0),
-                ~accepted)
+        fallback = self.rejection.draw(fallback_rows, u_rejection)
+        rejected = ~accepted
+        following = self.after_accept.index_select(0, state).mul_(accepted)  # 0 if rejected
+        return torch.where(accepted, token, fallback), following, rejected
 
 
 register_run(TokenTables, _TokenRun)

@@ -9,12 +9,9 @@ from __future__ import annotations
 from gpu_kernels.engine import (
     _Run,
     _torch,
-    _torch_dtype,
     inverse_cdf,
-    philox_pair,
     register_run,
 )
-from sim.engine.core import count_dtype, drafted_dtype, token_dtype
 from sim.engine.result import SimResult
 from sim.engine.tree_kernel import TreeTables
 
@@ -39,8 +36,9 @@ class _TreeRun(_Run):
     over the tree is a state machine advanced one move per step for all trials at once (a
     step descends, rejects or deletes).  Sums over the vocabulary add the columns
     x = 0 … V − 1 one tensor operation at a time, in the kernel's order.  The counter position
-    of a round's uniforms is a tensor (the round's start), so the cipher is computed with the
-    tensor backend whatever ``philox`` says.  Correctness and bit-identity first, not speed.
+    of a round's uniforms is a tensor (the round's start): one cipher evaluation per drafted
+    node's children, with the tensor backend when ``philox`` is ``"fused"``.  Correctness and
+    bit-identity first, not speed.
     """
 
     def __init__(self, tables: TreeTables, device, philox):
@@ -66,10 +64,6 @@ class _TreeRun(_Run):
         self.acceptance = self.floats(tables.acceptance)
         self.residual = self.alias(tables.residual)
         self.n_rows = tables.draft_probs.size // vocab_size
-
-    def uniform(self, trial, position, slot: int):
-        even, odd = philox_pair(trial, self.key, position, slot >> 1, "tensor")
-        return odd if slot & 1 else even
 
     def _rows(self, start, level, context):
         layout = self.layout
@@ -97,9 +91,11 @@ class _TreeRun(_Run):
             p_rows = self.p.index_select(0, row)
             alive = present[:, v] & (int(flat.depth[v]) < cut)
             taken = torch.zeros_like(p_rows, dtype=torch.bool)
+            first = int(flat.first_child[v])  # the children's pairs in one cipher evaluation
+            u = self.slots(trial, start, range(first - 1, first - 1 + int(flat.n_children[v])))
             for i in range(int(flat.n_children[v])):
-                c = int(flat.first_child[v]) + i
-                even, odd = philox_pair(trial, self.key, start, c - 1, "tensor")
+                c = first + i
+                even, odd = u[2 * i], u[2 * i + 1]
                 if self.sampling == 0:
                     x = self.draft.draw(row, even).long()
                 elif self.sampling == 1:
@@ -250,18 +246,8 @@ class _TreeRun(_Run):
         layout, flat = self.layout, self.flat
         horizon, stride = layout.horizon, layout.row_stride
         depth_max = flat.cut_sizes.size - 1
-        device = self.device
-        trial = torch.arange(first, first + n, dtype=torch.int64, device=device)
-        index = torch.arange(n, device=device)
-        context = self.start(trial).long()
-        position = torch.zeros(n, dtype=torch.int64, device=device)
-        counts = _torch_dtype(count_dtype(horizon))
-        rejections = torch.zeros(n, dtype=counts, device=device)
-        calls = torch.zeros(n, dtype=counts, device=device)
-        n_drafted = torch.zeros(n, dtype=_torch_dtype(drafted_dtype(horizon, flat.size - 1)),
-                                device=device)
-        tokens = torch.empty((n, horizon) if record_tokens else (0, 0),
-                             dtype=_torch_dtype(token_dtype(layout.vocab_size)), device=device)
+        trial, index, context, position, rejections, calls, n_drafted, tokens = \
+            self.round_setup(first, n, record_tokens, flat.size - 1)
         while True:
             active = position < horizon
             if not bool(active.any()):
@@ -283,7 +269,7 @@ class _TreeRun(_Run):
                     node = self.parent.index_select(0, node)
             context = torch.where(active, _at(contexts, end), context)
             position = position + level
-            u_last = self.uniform(trial, start, 2 * (flat.size - 1))
+            u_last = self.slots(trial, start, (flat.size - 1,))[0]
             row = position.clamp(max=horizon - 1) * stride + context
             terms = torch.where(state["is_target"][index, level][:, None],
                                 self.q.index_select(0, row), state["levels"][index, level])

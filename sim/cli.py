@@ -121,26 +121,39 @@ def _algorithm(args):
     return LossySpeculative(args.eps, args.rejection)
 
 
-def _model_bytes(args) -> float:
-    """Memory the model pair of ``args`` would take (two float64 (T, S, V) arrays, with the
-    temporaries of their construction), before anything is built."""
-    horizon, vocab = args.horizon, args.vocab
-    if args.model == "random":  # first order: S = V, a new kernel per position
-        return 4.0 * 8 * horizon * vocab * vocab
-    if args.model == "hidden":  # 8 contexts, stored once for every position
-        return 4.0 * 8 * 8 * vocab
-    if args.model == "ngram":  # up to 2,000 contexts, stored once
-        return 4.0 * 8 * 2000 * vocab
-    return 0.0
+def _check_size(args) -> None:
+    """Refuse, before anything is built, a model pair (with its sampling tables) that would not
+    fit in memory: the one work model (:mod:`theory.limits`), on the pair's shape alone.
+
+    The peak is the larger of the pair's construction (:func:`sim.models.pair_bytes`) and the
+    finished pair beside the per-token sampling tables (:func:`sim.engine.token_table_bytes`);
+    the per-position costs of a long horizon are sized by the exact DP and the engine.
+    """
+    from types import SimpleNamespace
+
+    from sim.engine import check_memory, token_table_bytes
+    from sim.models import pair_bytes
+
+    family = {"random": "random", "hidden": "hidden", "ngram": "ngram"}.get(args.model)
+    if family is None:  # the fixed Fig. 2 and Bernoulli pairs: V = 7 and 2
+        return
+    contexts = {"random": args.vocab, "hidden": 8, "ngram": 2000}[args.model]
+    peak, kept = pair_bytes(family, args.vocab, args.horizon, n_contexts=contexts)
+    shape = SimpleNamespace(horizon=args.horizon, n_contexts=contexts, vocab_size=args.vocab,
+                            is_time_homogeneous=family != "random")
+    tables = token_table_bytes(shape, shape, _algorithm(args))
+    check_memory(max(peak, kept + tables),
+                 f"--model {args.model} with --vocab {args.vocab} and --horizon {args.horizon}",
+                 "that is the model pair, then its sampling tables: choose a smaller --vocab "
+                 "or --horizon")
 
 
 def _simulate(args) -> int:
-    from sim.engine import check_memory, simulate
+    from sim.engine import simulate
     from sim.stats import DEFAULT_ALPHA, mean_check, pmf_moments
     from theory import rejection_pmf, target_calls_pmf
 
-    check_memory(_model_bytes(args), f"--model {args.model} with --vocab {args.vocab} and "
-                 f"--horizon {args.horizon}", "choose a smaller --vocab or --horizon")
+    _check_size(args)
     draft, target = _model(args)
     if args.window is not None and args.window > target.horizon:
         raise ValueError(f"--window {args.window} exceeds the horizon T = {target.horizon}: "

@@ -20,6 +20,11 @@ Families
   docstrings, read at run time): a smoothed order-k target and a lower-order draft.
 * :func:`hidden_context_pair` — few contexts, a large vocabulary (up to 50,000), Zipf-like
   rows; memory O(S·V), independent of T.
+
+The large generators (:func:`random_pair`, :func:`temperature_pair`,
+:func:`hidden_context_pair`) refuse, before allocating anything, a pair whose construction
+would not fit in memory (:func:`pair_bytes` is their estimate; :mod:`theory.limits` the one
+work model): ``hidden_context_pair(10**7)`` takes about 20 s and 5.5 GiB at its peak.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import numpy as np
 
 from theory import MarkovLM, tv_distance
 from theory._arrays import compact, describe
+from theory.limits import check_memory
 
 __all__ = [
     "FIG2_PAPER_SEED",
@@ -49,6 +55,7 @@ __all__ = [
     "fig2_pair",
     "hidden_context_pair",
     "ngram_pair",
+    "pair_bytes",
     "random_pair",
     "stdlib_corpus",
     "temperature_pair",
@@ -65,6 +72,63 @@ FIG2_PRINTED_THEOREM1 = 16.41
 
 #: Seed of :func:`fig2_pair`'s ``"dirichlet"`` instance (the package's earlier stand-in).
 FIG2_SEED = 2024
+
+
+#: Bytes per table entry of a generator's pair: (at the peak of its construction, kept), from
+#: ``tracemalloc`` at two sizes each, rounded up: hidden 72.0 / 32.0, random 32.1–32.9 / 16.0–
+#: 16.1, temperature 48.0–48.9 / 16.0–16.1, n-gram 59.9–67.2 / 32.0–32.2 (tests/test_faults.py).
+PAIR_BYTES_PER_ENTRY = {"random": (33.0, 16.5), "temperature": (49.0, 16.5),
+                        "hidden": (73.0, 32.5), "ngram": (73.0, 32.5)}
+
+
+def pair_bytes(family: str, vocab_size: int, horizon: int = 1, *, n_contexts: int = 8,
+               time_homogeneous: bool = False) -> tuple[float, float]:
+    r"""Memory of building a model pair of ``family`` (before anything is built), in bytes.
+
+    A pair holds E table entries: E = T'·V·V for the first-order families (T' = 1 when
+    time-homogeneous, else T), E = S·V for the hidden-context and n-gram ones (kernels stored
+    once); the estimate is E times the bytes per entry of :data:`PAIR_BYTES_PER_ENTRY`.
+
+    Parameters
+    ----------
+    family : {'random', 'temperature', 'hidden', 'ngram'}
+        The generator: :func:`random_pair`, :func:`temperature_pair`,
+        :func:`hidden_context_pair`, :func:`ngram_pair`.
+    vocab_size, horizon : int
+        V and T.
+    n_contexts : int
+        S of the hidden-context family (for ``'ngram'``: ``max_contexts``, an upper bound).
+    time_homogeneous : bool
+        For the first-order families: one kernel for every position.
+
+    Returns
+    -------
+    (float, float)
+        Bytes at the peak of the construction, and bytes the finished pair keeps.
+
+    Examples
+    --------
+    >>> from sim.models import pair_bytes
+    >>> peak, kept = pair_bytes("hidden", 10**7, 20)     # S = 8 contexts
+    >>> round(peak / 2**30, 2), round(kept / 2**30, 2)   # GiB
+    (5.44, 2.42)
+    """
+    if family not in PAIR_BYTES_PER_ENTRY:
+        raise ValueError(f"family must be one of {sorted(PAIR_BYTES_PER_ENTRY)}; "
+                         f"got {family!r}")
+    if family in ("random", "temperature"):
+        entries = float(1 if time_homogeneous else horizon) * vocab_size * vocab_size
+    else:
+        entries = float(n_contexts) * vocab_size
+    peak, kept = PAIR_BYTES_PER_ENTRY[family]
+    return peak * entries, kept * entries
+
+
+def _check_pair_memory(family: str, call: str, vocab_size: int, horizon: int, **shape) -> None:
+    """Refuse (one-line ``MemoryError``) to build a pair that would not fit in memory."""
+    peak, _ = pair_bytes(family, vocab_size, horizon, **shape)
+    check_memory(peak, call, "use a smaller vocab_size" +
+                 ("" if family == "hidden" else " or horizon"))
 
 
 def _count(value, name: str, minimum: int = 1) -> int:
@@ -136,6 +200,8 @@ def random_pair(vocab_size: int, horizon: int, *, concentration: float = 1.0,
     vocab_size = _count(vocab_size, "vocab_size")
     horizon = _count(horizon, "horizon")
     concentration = _positive(concentration, "concentration")
+    _check_pair_memory("random", f"random_pair(vocab_size={vocab_size:,}, horizon={horizon:,})",
+                       vocab_size, horizon, time_homogeneous=bool(time_homogeneous))
     rng = np.random.default_rng(rng)
     steps = 1 if time_homogeneous else horizon
     models = []
@@ -321,6 +387,9 @@ def temperature_pair(vocab_size: int, horizon: int, *, draft_temperature: float 
     draft_temperature = _positive(draft_temperature, "draft_temperature")
     target_temperature = _positive(target_temperature, "target_temperature")
     logit_scale = _positive(logit_scale, "logit_scale")
+    _check_pair_memory("temperature", f"temperature_pair(vocab_size={vocab_size:,}, "
+                       f"horizon={horizon:,})", vocab_size, horizon,
+                       time_homogeneous=bool(time_homogeneous))
     rng = np.random.default_rng(rng)
     steps = 1 if time_homogeneous else horizon
     logits = logit_scale * rng.standard_normal((steps, vocab_size, vocab_size))
@@ -565,6 +634,8 @@ def hidden_context_pair(vocab_size: int = 50_000, n_contexts: int = 8, horizon: 
     zipf_exponent = _positive(zipf_exponent, "zipf_exponent")
     if not isinstance(draft_noise, numbers.Real) or not 0 <= draft_noise < np.inf:
         raise ValueError(f"draft_noise must be a finite number >= 0; got {draft_noise!r}")
+    _check_pair_memory("hidden", f"hidden_context_pair(vocab_size={vocab_size:,}, "
+                       f"n_contexts={n_contexts:,})", vocab_size, horizon, n_contexts=n_contexts)
     rng = np.random.default_rng(rng)
     ranks = rng.permuted(np.tile(np.arange(vocab_size), (n_contexts, 1)), axis=1)
     target_logits = -zipf_exponent * np.log1p(ranks)

@@ -555,3 +555,86 @@ def test_horizons_that_would_hang_are_refused_in_one_line(capsys, argv, message)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
     assert time.monotonic() - started < 5
+
+
+class _Built(Exception):
+    """Raised by a stand-in generator: the command got past its up-front checks."""
+
+
+def test_a_ten_million_token_vocabulary_is_refused_up_front_where_it_does_not_fit(
+        monkeypatch, capsys):
+    """`--model hidden --vocab 1e7` is not absurd everywhere: its pair takes ≈ 20 s and
+    5.5 GiB to build, its tables ≈ 40 s on one core (6.7 GiB resident with the pair), so a
+    machine with 22 GiB available runs it.  The work model sizes it from the pair's shape
+    before anything is built: with 8 GiB available (limit 6.4 GiB) it is refused at once,
+    in one line with the estimate; with 64 GiB the same command goes on to build the pair
+    (control, with a stand-in generator that stops there)."""
+    import sim.models
+    from sim.cli import main
+    from theory import limits
+
+    argv = ["simulate", "--model", "hidden", "--vocab", "1e7", "--trials", "2"]
+    monkeypatch.setattr(limits, "available_memory", lambda: 8 * 2**30)
+    started = time.monotonic()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--vocab 10000000 and --horizon 20 would need about " \
+        "8.38 GiB, over the limit of 6.4 GiB" in err, err
+    assert time.monotonic() - started < 5
+
+    def stand_in(*args, **kwargs):
+        raise _Built
+
+    monkeypatch.setattr(limits, "available_memory", lambda: 64 * 2**30)
+    monkeypatch.setattr(sim.models, "hidden_context_pair", stand_in)
+    with pytest.raises(_Built):
+        main(argv)
+
+
+def test_the_generators_refuse_a_pair_that_would_not_fit_before_allocating(monkeypatch):
+    from sim.models import hidden_context_pair, random_pair, temperature_pair
+    from theory import limits
+
+    monkeypatch.setattr(limits, "available_memory", lambda: 4 * 2**30)
+    for call, message in [
+        (lambda: hidden_context_pair(10**7, 8, 20), r"hidden_context_pair\(vocab_size="
+         r"10,000,000, n_contexts=8\) would need about 5\.44 GiB, over the limit of 3\.2 GiB"),
+        (lambda: random_pair(10**5, 20), r"random_pair\(vocab_size=100,000, horizon=20\) would "
+         r"need about 6 TiB"),
+        (lambda: temperature_pair(10**5, 20, time_homogeneous=True), r"would need about 456 GiB"),
+    ]:
+        started = time.monotonic()
+        with pytest.raises(MemoryError, match=message) as refused:
+            call()
+        assert "\n" not in str(refused.value) and time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(("family", "build", "entries"), [
+    ("hidden", lambda: __import__("sim.models").models.hidden_context_pair(200_000, 8, 20,
+                                                                          rng=0), 8 * 200_000),
+    ("random", lambda: __import__("sim.models").models.random_pair(300, 20, rng=0),
+     20 * 300 * 300),
+    ("temperature", lambda: __import__("sim.models").models.temperature_pair(300, 20, rng=0),
+     20 * 300 * 300),
+])
+def test_the_pair_memory_estimates_bound_the_measured_peak_closely(family, build, entries):
+    """pair_bytes against tracemalloc (numpy reports its allocations there): the estimate is
+    at least the measured peak and at most 25% above it, for the peak and the kept pair."""
+    import gc
+    import tracemalloc
+
+    from sim.models import pair_bytes
+
+    shapes = {"hidden": (200_000, 20), "random": (300, 20), "temperature": (300, 20)}
+    peak_estimate, kept_estimate = pair_bytes(family, *shapes[family])
+    gc.collect()
+    tracemalloc.start()
+    try:
+        pair = build()
+        kept, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert pair[0].vocab_size * pair[0].n_contexts * (
+        1 if family == "hidden" else pair[0].horizon) == entries
+    assert peak <= peak_estimate <= 1.25 * peak, (peak, peak_estimate)
+    assert kept <= kept_estimate <= 1.25 * kept, (kept, kept_estimate)

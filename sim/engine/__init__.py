@@ -82,6 +82,7 @@ from sim.engine.core import (
     simulation_work,
     table_bytes,
     token_dtype,
+    token_table_bytes,
 )
 from sim.engine.multidraft import RootTables
 from sim.engine.result import SimCounts, SimResult
@@ -130,6 +131,7 @@ __all__ = [
     "table_bytes",
     "table_cache_info",
     "token_dtype",
+    "token_table_bytes",
 ]
 
 #: Where each user-settable limit is read (at call time).

@@ -53,7 +53,7 @@ from numba import njit
 from sim.engine.philox import PHILOX_MULTIPLIERS, PHILOX_ROUNDS, PHILOX_WEYL, START_POSITION
 
 __all__ = ["BLOCK", "PACKED_VOCAB", "alias_draw", "inverse_cdf", "thread_count", "uniform",
-           "uniform_pair"]
+           "uniform_pair", "uniform_slots"]
 
 _M0, _M1 = (np.uint64(m) for m in PHILOX_MULTIPLIERS)
 _W0, _W1 = (np.uint64(w) for w in PHILOX_WEYL)
@@ -165,6 +165,18 @@ def _first_pairs(key0, key1, first, position, even, odd):
     """Slots 0 and 1 of trials first, first + 1, … at ``position``: a branch-free loop."""
     for j in range(even.size):
         even[j], odd[j] = uniform_pair(key0, key1, np.uint64(first + j), position, _ZERO)
+
+
+@njit(cache=True)
+def uniform_slots(key0, key1, trial, position, pairs, out):
+    """``out[2k + h, j]`` = the uniform of slot 2·pairs[k] + h of trial ``trial[j]`` at
+    ``position[j]`` (all uint64 arrays; ``position`` may be a broadcast view): the cipher of
+    :func:`uniform_pair` over whole arrays, for callers that own the memory (the torch engine's
+    ``philox="compiled"`` backend fills a torch tensor through its numpy view)."""
+    for k in range(pairs.size):
+        for j in range(trial.size):
+            out[2 * k, j], out[2 * k + 1, j] = uniform_pair(key0, key1, trial[j], position[j],
+                                                            pairs[k])
 
 
 def thread_count() -> int:

@@ -44,6 +44,7 @@ __all__ = [
     "simulation_work",
     "table_bytes",
     "token_dtype",
+    "token_table_bytes",
 ]
 
 
@@ -340,8 +341,32 @@ def table_bytes(draft: MarkovLM, target: MarkovLM, algorithm) -> float:
     # the draft lengths of a round start, one int64 per (position, context) even for a
     # time-homogeneous pair (with the temporaries of draft_table): T = 10⁹ needs 32 GB
     per_start = 32.0 * target.horizon * target.n_contexts
+    return token_table_bytes(draft, target, algorithm) + per_start
+
+
+def token_table_bytes(draft, target, algorithm) -> float:
+    """The per-token part of :func:`table_bytes`: the sampling tables of every row and token.
+
+    It reads only the pair's shape (``horizon``, ``n_contexts``, ``vocab_size``,
+    ``is_time_homogeneous``), so a caller can size a pair before building it (the command
+    line does).  Building the tables takes a few position-steps per entry (V = 10⁷, S = 8:
+    40 s on one core): before the work of any table reached :data:`WORK_LIMIT` its memory
+    would be terabytes, so memory is the limit that binds.
+
+    Parameters
+    ----------
+    draft, target : MarkovLM or any object with the four attributes above
+        The model pair, or its shape.
+    algorithm : Algorithm
+        The algorithm whose tables are estimated.
+
+    Returns
+    -------
+    float
+        Bytes (:func:`table_bytes` without the per-(position, context) draft lengths).
+    """
     if hasattr(algorithm, "table_bytes"):  # the algorithm's own (calibrated) estimate
-        return float(algorithm.table_bytes(draft, target, "engine")) + per_start
+        return float(algorithm.table_bytes(draft, target, "engine"))
     homogeneous = draft.is_time_homogeneous and target.is_time_homogeneous
     cells = (1 if homogeneous else target.horizon) * target.n_contexts * target.vocab_size
-    return float(cells) * 80 + per_start
+    return float(cells) * 80

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from sim.engine.compiled import BLOCK
 from sim.engine.core import (
     check_memory,
     check_work,
@@ -110,6 +111,48 @@ def _outputs(tables, n: int, record_tokens: bool):
             np.empty(tokens_shape, dtype=token_dtype(layout.vocab_size)))
 
 
+#: Bytes of the wide scratch outputs a kernel writes per call when the result dtypes are
+#: narrower (:func:`run_kernel`): enough trials per call for every thread, bounded memory.
+KERNEL_SCRATCH_BYTES = 1 << 24
+
+
+def kernel_dtype(dtype) -> np.dtype:
+    """The dtype a compiled kernel writes an integer output in: int32, or int64 if needed."""
+    return np.dtype(np.int32) if np.dtype(dtype).itemsize <= 4 else np.dtype(np.int64)
+
+
+def run_kernel(tables, key, first_trial: int, rejections, target_calls, drafted,
+               tokens) -> None:
+    """``tables.run`` into the given outputs, the kernel writing :func:`kernel_dtype` arrays.
+
+    numba compiles a kernel once per combination of argument types, and the outputs' dtypes
+    follow T and V (:func:`sim.engine.core.count_dtype`, ``drafted_dtype``, ``token_dtype``:
+    int8 … int64), so the suite and a user's session would compile each family's kernel up
+    to three times over.  Here the kernel always writes int32 (int64 where an output needs
+    it) into scratch arrays of at most :data:`KERNEL_SCRATCH_BYTES`, run over consecutive
+    trial ranges, and the values are copied into the narrow outputs — the same values, since
+    a range's result is a pure function of its trial indices and every value fits the output.
+    """
+    outputs = (rejections, target_calls, drafted, tokens)
+    wide = [kernel_dtype(array.dtype) for array in outputs]
+    if all(array.dtype == dtype for array, dtype in zip(outputs, wide, strict=True)):
+        tables.run(key, first_trial, *outputs)
+        return
+    n, record = rejections.size, tokens.shape[0] > 0
+    per_trial = sum(dtype.itemsize for dtype in wide[:3]) + tokens.shape[1] * wide[3].itemsize
+    step = max(1, min(n, max(16 * BLOCK, KERNEL_SCRATCH_BYTES // per_trial)))
+    scratch = [np.empty(step, dtype=dtype) for dtype in wide[:3]]
+    scratch.append(np.empty((step if record else 0, tokens.shape[1]), dtype=wide[3]))
+    for lo in range(0, n, step):
+        m = min(step, n - lo)
+        parts = [array[:m] for array in scratch[:3]] + [scratch[3][:m] if record else scratch[3]]
+        tables.run(key, first_trial + lo, *parts)
+        for output, part in zip(outputs[:3], parts[:3], strict=True):
+            output[lo:lo + m] = part
+        if record:
+            tokens[lo:lo + m] = parts[3]
+
+
 def run_chunk(tables, key, first_trial: int, n: int, record_tokens: bool = False) -> SimResult:
     """Trials ``first_trial`` … ``first_trial + n − 1``: a pure function of its arguments.
 
@@ -134,7 +177,7 @@ def run_chunk(tables, key, first_trial: int, n: int, record_tokens: bool = False
     rejections, target_calls, drafted, tokens = _outputs(tables, n, record_tokens)
     # read-only again after a trip through pickle (dask): one compiled kernel per family
     tables = read_only_tables(tables)
-    tables.run(key, first_trial, rejections, target_calls, drafted, tokens)
+    run_kernel(tables, key, first_trial, rejections, target_calls, drafted, tokens)
     return SimResult(rejections, target_calls, tokens if record_tokens else None, drafted)
 
 
@@ -361,7 +404,7 @@ def simulate(draft: MarkovLM, target: MarkovLM, algorithm, *, n_trials: int, rng
         chunks = bounds if not progress else _progress(bounds, type(algorithm).__name__)
         for first, n in chunks:
             last = first + n
-            tables.run(key, first, rejections[first:last], target_calls[first:last],
+            run_kernel(tables, key, first, rejections[first:last], target_calls[first:last],
                        drafted[first:last], tokens[first:last] if record_tokens else tokens)
     else:
         parts = _map_chunks(functools.partial(run_chunk, record_tokens=record_tokens),

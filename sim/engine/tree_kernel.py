@@ -72,7 +72,7 @@ from sim.engine.compiled import (
     uniform_pair,
 )
 from sim.engine.core import Layout, check_memory
-from sim.engine.tables import AliasTable, build_alias
+from sim.engine.tables import AliasTable, build_alias, read_only
 from theory import MarkovLM
 from theory.multidraft import draft_order
 from theory.onestep import _acceptance, _residual
@@ -89,6 +89,9 @@ SAMPLING_CODES = {"iid": 0, "swor": 1, "topk": 2}
 #: (the SIMD lanes of 64-bit words): a loop with a scalar remainder costs about four times
 #: as much per pair.
 _LANES = 8
+#: The residual table's stand-in when it is computed in the kernel: read-only like the
+#: tables, so the kernel compiles once.
+_NO_RESIDUAL = read_only(np.zeros(0, dtype=np.uint64))
 VERIFIER_CODES = {"rrs": 0, "traversal": 1}
 
 
@@ -134,7 +137,9 @@ def top_tokens(rows: np.ndarray, width: int) -> np.ndarray:
     index), −1 where a row has fewer; int64 (R·width,).  Exact for ``Fraction`` rows."""
     order = draft_order(rows)[:, :width]
     positive = np.take_along_axis(rows, order, axis=1) != 0
-    return np.ascontiguousarray(np.where(positive, order, -1), dtype=np.int64).ravel()
+    tops = np.full((rows.shape[0], width), -1, dtype=np.int64)  # width may exceed V
+    tops[:, :order.shape[1]] = np.where(positive, order, -1)
+    return tops.ravel()
 
 
 @dataclass(frozen=True)
@@ -199,8 +204,7 @@ class TreeTables:
 
     def run(self, key, first_trial, rejections, target_calls, drafted, tokens) -> None:
         tree = self.tree
-        residual = self.residual.entries if self.residual is not None else \
-            np.zeros(0, dtype=np.uint64)
+        residual = self.residual.entries if self.residual is not None else _NO_RESIDUAL
         tree_kernel(
             key[0], key[1], first_trial, *self.layout.common_arguments(), tree.parent,
             tree.first_child, tree.n_children, tree.depth, tree.cut_sizes, self.top_tokens,

@@ -52,11 +52,12 @@ from fractions import Fraction
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.patches import Patch
 from matplotlib.ticker import NullFormatter
 
 from sim.engine import simulate
 from sim.experiments.common import Experiment, Outcome, mean_row
-from sim.experiments.plotting import COLORS, label_axes
+from sim.experiments.plotting import COLORS, LEGEND_SIZE
 from sim.models import fig2_pair, ngram_pair
 from sim.stats import pmf_moments
 from theory import (
@@ -402,30 +403,36 @@ def stopping(settings, rng) -> Outcome:
 
 # ---------------------------------------------------------------------- figure and README
 def stopping_panels(data, title):
+    """Speedup vs cost per rule, one panel per pair (its title says which rules are exact and
+    which simulated); one legend below the panels (inside them it covered curves)."""
     panels = data["panels"]
-    figure, axes = plt.subplots(1, len(panels), figsize=(5.8 * len(panels), 4.6))
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.8 * len(panels), 5.2),
+                                layout="constrained")
     styles = {"optimal": "-o", "threshold": "--s", "entropy": "-.v", "window_policy": ":^",
               "fixed": "--D"}
+    legend = {}
     for ax, (name, series) in zip(np.atleast_1d(axes), panels.items(), strict=True):
         cost = series["cost"]
         for color, (rule, label) in zip(COLORS, RULES.items(), strict=False):
             entry = series[rule]
             if all(value is None for value in entry["speedup"]):  # not computed
                 continue
-            kind = "exact" if entry["exact"] else "simulated, 95%"
-            ax.plot(cost, entry["speedup"], styles[rule], ms=4, color=color,
-                    label=f"{label} ({kind})")
+            (line,) = ax.plot(cost, entry["speedup"], styles[rule], ms=4, color=color)
+            legend.setdefault(label, line)
             if "speedup_interval" in entry:
                 low, high = np.array(entry["speedup_interval"]).T
                 ax.fill_between(cost, low, high, color=color, alpha=0.2, lw=0)
-        ax.axhline(1, color="0.6", lw=0.8, label="autoregressive")
+                legend.setdefault("shaded: 95% interval of a simulated rule",
+                                  Patch(color="0.5", alpha=0.3, lw=0))
+        legend.setdefault("autoregressive", ax.axhline(1, color="0.6", lw=0.8))
         ax.set_xscale("log")
         ax.set_xticks(cost, [f"{c:g}" for c in cost], minor=False)
         ax.xaxis.set_minor_formatter(NullFormatter())
-        label_axes(ax, "cost ratio c (one drafted token = c target calls)",
-                   "speedup T / E[wall time]", textwrap.fill(name, 48))
+        ax.set(xlabel="cost ratio c (one drafted token = c target calls)",
+               ylabel="speedup T / E[wall time]", title=textwrap.fill(name, 48))
+    figure.legend(list(legend.values()), list(legend), loc="outside lower center", ncols=4,
+                  fontsize=LEGEND_SIZE + 1)
     figure.suptitle(title)
-    figure.tight_layout()
     return figure
 
 

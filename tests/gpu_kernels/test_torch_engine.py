@@ -33,11 +33,13 @@ from tests.mutants import (
 )
 from tests.sim.test_statistical import pmf_moments
 from theory import (
+    AdaptiveSpeculative,
     Autoregressive,
     BatchSpeculative,
     BlockSpeculative,
     LossySpeculative,
     Speculative,
+    ThresholdStopping,
     TreeSpeculative,
     TruncatedSpeculative,
     TypicalAcceptance,
@@ -47,6 +49,12 @@ from theory import (
 )
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 ALGORITHMS = [Autoregressive(), Speculative(), Speculative(window=2),
               Speculative(window=3, bonus=False), UnbiasedSpeculative.scaled(0.7),
               BatchSpeculative(3), BatchSpeculative(3, "trie"), LossySpeculative(0.1),
@@ -70,6 +78,74 @@ def test_torch_philox_equals_the_readable_definition(device, key, first, positio
     np.testing.assert_array_equal(even.cpu().numpy(), uniforms(key, trials, position, 2 * pair))
     np.testing.assert_array_equal(odd.cpu().numpy(),
                                   uniforms(key, trials, position, 2 * pair + 1))
+
+
+#: The cipher's backends on each device, and the split-product form (for devices whose int64
+#: products would not wrap around), forced on the CPU.
+BACKENDS = [("cpu", "tensor", True), ("cpu", "tensor", False), ("cpu", "compiled", True),
+            pytest.param("cuda", "tensor", True, marks=pytest.mark.gpu),
+            pytest.param("cuda", "fused", True, marks=pytest.mark.gpu)]
+
+
+@pytest.mark.parametrize(("device", "backend", "wrapping"), BACKENDS)
+@given(key=st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)),
+       first=st.integers(0, 2**62), position=st.integers(0, 2**32 - 1),
+       pairs=st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=12),
+       per_trial=st.booleans())
+def test_every_philox_backend_equals_the_readable_definition(device, backend, wrapping, key,
+                                                            first, position, pairs,
+                                                            per_trial):
+    """philox_slots: several pairs in one evaluation (more than PAIRS_PER_PASS: several passes),
+    a position per trial or one for all."""
+    import torch
+
+    from gpu_kernels import philox
+
+    if backend == "fused" and per_trial:
+        return  # the fused kernel takes one position (round-level runs use "tensor")
+    trial = torch.arange(first, first + 17, dtype=torch.int64, device=device)
+    trials = np.arange(17, dtype=np.uint64) + np.uint64(first)
+    positions = (np.arange(17, dtype=np.uint64) * np.uint64(7919) + np.uint64(position)) \
+        % np.uint64(2**32) if per_trial else np.uint64(position)
+    counter = torch.as_tensor(positions.astype(np.int64), device=device) if per_trial \
+        else position
+    saved = dict(philox._WRAPPING)
+    philox._WRAPPING[torch.device(device).type] = wrapping and philox._wraps(device)
+    try:
+        u = philox.philox_slots(trial, key, counter, pairs, backend, workspace={})
+    finally:
+        philox._WRAPPING.clear()
+        philox._WRAPPING.update(saved)
+    assert u.shape == (2 * len(pairs), 17)
+    for k, pair in enumerate(pairs):
+        for half in (0, 1):
+            np.testing.assert_array_equal(u[2 * k + half].cpu().numpy(),
+                                          uniforms(key, trials, positions, 2 * pair + half))
+
+
+def test_int64_products_wrap_on_the_cpu():
+    """The tensor backend's six-operation round relies on it (probed, not assumed)."""
+    from gpu_kernels.philox import _wraps
+
+    assert _wraps("cpu")
+
+
+@pytest.mark.parametrize("algorithm", [Speculative(), Speculative(window=3),
+                                       BatchSpeculative(5, "trie"), LossySpeculative(0.1),
+                                       BlockSpeculative(3), TreeSpeculative((2, 2)),
+                                       AdaptiveSpeculative(ThresholdStopping(0.5),
+                                                           max_window=3)], ids=repr)
+def test_the_compiled_philox_backend_gives_the_same_arrays(algorithm):
+    """philox="compiled" (the compiled engine's cipher on the tensors' memory) changes no
+    bit, for position-level and round-level families."""
+    draft, target = fig2_pair(horizon=12)
+    expected = simulate(draft, target, algorithm, n_trials=1500, rng=5, record_tokens=True)
+    got = simulate_torch(draft, target, algorithm, n_trials=1500, rng=5, device="cpu",
+                         record_tokens=True, philox="compiled", chunk_size=700)
+    np.testing.assert_array_equal(got.tokens, expected.tokens)
+    np.testing.assert_array_equal(got.rejections, expected.rejections)
+    np.testing.assert_array_equal(got.target_calls, expected.target_calls)
+    np.testing.assert_array_equal(got.drafted, expected.drafted)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -137,6 +213,7 @@ TREE_ALGORITHMS = [
     TreeSpeculative((2, 2), sampling="topk", bonus=False),
     TreeSpeculative(shape=(((), ()), ((),), ()), sampling="topk", verifier="traversal"),
     TreeSpeculative((2, 2), sampling="swor", verifier="traversal", bonus=False),
+    TreeSpeculative((5, 1), sampling="topk"),  # more children than tokens (V <= 4)
     StaleResidualTree((2, 2)), StaleResidualTree((3, 1), sampling="swor"),
     StaleTraversalTree((2, 1), sampling="topk", verifier="traversal")]
 
@@ -188,8 +265,8 @@ def test_same_results_on_a_large_vocabulary_and_many_candidates(device):
 
 
 # On the CPU one case suffices: the torch engine's arrays are bit-identical to the compiled
-# engine's (tested above), whose statistics rung 2 checks for every algorithm; the torch
-# Philox costs ~200 tensor operations per pair of uniforms on the CPU.  CUDA runs them all.
+# engine's (tested above), whose statistics rung 2 checks for every algorithm.  CUDA runs
+# them all.
 CHECKED = [pytest.param(Speculative(), InvertedRatio(), "cpu", id="Speculative-cpu")] + [
     pytest.param(algorithm, mutant, "cuda", marks=pytest.mark.gpu, id=f"{label}-cuda")
     for label, algorithm, mutant in (
@@ -203,7 +280,7 @@ CHECKED = [pytest.param(Speculative(), InvertedRatio(), "cpu", id="Speculative-c
 @pytest.mark.parametrize(("algorithm", "mutant", "device"), CHECKED)
 def test_torch_randomness_matches_the_exact_laws(device, algorithm, mutant):
     draft, target = fig2_pair()
-    # CPU: 20,000 trials (the tensor Philox is slow there); the control min(1, p/q) moves the
+    # CPU: 20,000 trials (the torch engine is slower there); the control min(1, p/q) moves the
     # mean by ~200 standard errors even at that size.  CUDA: 100,000.
     n_trials = 20_000 if device == "cpu" else 100_000
     rejections = pmf_moments(rejection_pmf(draft, target, algorithm))
@@ -242,6 +319,10 @@ def test_device_validation():
     with pytest.raises(ValueError, match="philox='fused' needs a CUDA device"):
         simulate_torch(draft, target, Speculative(), n_trials=5, device="cpu",
                        philox="fused")
+    if torch_cuda_available():
+        with pytest.raises(ValueError, match="philox='compiled' needs the CPU device"):
+            simulate_torch(draft, target, Speculative(), n_trials=5, device="cuda",
+                           philox="compiled")
 
 
 def test_importing_the_package_does_not_import_torch():

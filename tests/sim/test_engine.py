@@ -197,6 +197,28 @@ def test_compact_output_dtypes():
     assert result.rejections.dtype == result.tokens.dtype == np.int8
 
 
+def test_kernels_write_wide_scratch_in_ranges_with_the_same_values(monkeypatch):
+    """Compact outputs come from int32 scratch (one compiled kernel whatever T and V); the
+    scratch is filled over consecutive trial ranges, which never changes a value."""
+    from sim.engine import run
+    from sim.engine.token import token_kernel
+
+    draft, target = random_pair(200, 140, time_homogeneous=True, rng=3)  # int16 counts/tokens
+    whole = simulate(draft, target, Speculative(window=2), n_trials=9000, rng=4,
+                     record_tokens=True)
+    monkeypatch.setattr(run, "KERNEL_SCRATCH_BYTES", 1)  # ranges of 16 blocks: 3 kernel calls
+    ranged = simulate(draft, target, Speculative(window=2), n_trials=9000, rng=4,
+                      record_tokens=True)
+    assert whole.rejections.dtype == whole.tokens.dtype == np.int16
+    for name in ("rejections", "target_calls", "drafted", "tokens"):
+        assert np.array_equal(getattr(whole, name), getattr(ranged, name))
+        assert getattr(whole, name).dtype == getattr(ranged, name).dtype
+    # every compiled signature of the token kernel writes int32 outputs
+    assert token_kernel.signatures
+    for signature in token_kernel.signatures:
+        assert all(str(kind.dtype) == "int32" for kind in signature[-4:]), signature
+
+
 @settings(max_examples=30)
 @given(data=st.data(), pair=model_pairs(max_vocab=4, max_horizon=4, max_contexts=4),
        algorithm=st.sampled_from(ALGORITHMS))

@@ -132,3 +132,43 @@ def test_every_experiment_has_a_caption_and_the_report_prints_it(tmp_path):
     report = (tmp_path / "report.md").read_text()
     for name in ("pmf", "gap"):
         assert f"*What to look for:* {REGISTRY[name].caption}" in report
+
+
+def _legends_overlapping_axes(figure):
+    """(legend, axes) pairs whose drawn boxes intersect: a legend over a panel's data area."""
+    figure.canvas.draw()
+    legends = list(figure.legends) + [ax.get_legend() for ax in figure.axes if ax.get_legend()]
+    return [(legend, ax) for legend in legends for ax in figure.axes
+            if legend.get_window_extent().overlaps(ax.get_window_extent())]
+
+
+def _stopping_data():
+    from sim.experiments.stopping import RULES
+
+    cost = [0.02, 0.1, 0.5]
+    exact = {rule: {"speedup": [2.2, 1.9, 1.1], "exact": True} for rule in RULES}
+    simulated = {**exact, "optimal": {"speedup": [None] * 3, "exact": True},
+                 "threshold": {"speedup": [2.4, 2.0, 1.2], "exact": False,
+                               "speedup_interval": [[2.3, 2.5], [1.9, 2.1], [1.1, 1.3]]}}
+    return {"panels": {"Fig. 2 (exact)": {"cost": cost, **exact},
+                       "n-gram (simulated)": {"cost": cost, **simulated}}}
+
+
+def test_the_stopping_legend_lies_outside_the_panels():
+    """Inside the panels it covered curves; the check catches a legend drawn in a panel
+    (control)."""
+    import matplotlib.pyplot as plt
+
+    from sim.experiments.stopping import RULES, stopping_panels
+
+    figure = stopping_panels(_stopping_data(), "stopping")
+    assert _legends_overlapping_axes(figure) == []
+    (legend,) = figure.legends
+    labels = [text.get_text() for text in legend.get_texts()]
+    assert labels[:len(RULES)] == list(RULES.values()) and "autoregressive" in labels
+    plt.close(figure)
+    control, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1], label="a curve")
+    ax.legend()
+    assert len(_legends_overlapping_axes(control)) == 1
+    plt.close(control)

@@ -3,7 +3,7 @@ the exact round-level DP of :mod:`theory.tree`, every check at level 1e-6 with a
 no retry, beside negative controls — ``tests.mutants.StaleResidualTree`` (rrs never updating
 the residual between siblings) and ``StaleTraversalTree`` (traversal never updating M_b) —
 which the same checks at the same sample size must fail.  Statistical assertions of correct
-algorithms here: 28 (the rest are negative controls).
+algorithms here: 31 (the rest are negative controls).
 
 The bit-for-bit rung (compiled == torch, and traversal on a chain == block verification) is in
 tests/gpu_kernels/test_torch_engine.py and tests/sim/test_engine.py.
@@ -57,7 +57,8 @@ CASES = [("iid", "rrs", (2, 2), {}),
          ("swor", "rrs", (3, 2), {}),
          ("swor", "traversal", (3, 1), {"bonus": False}),
          ("topk", "rrs", (2, 2), {"bonus": False}),
-         ("topk", "traversal", (((), ()), ((),), ()), {})]
+         ("topk", "traversal", (((), ()), ((),), ()), {}),
+         ("topk", "rrs", (5, 1), {})]  # more children than tokens (V = 4)
 
 # Sample size: 20,000 trials of a V = 4, T = 10 sparse pair (40% of the draft's rows have
 # fewer than 3 tokens).  Measured at 40,000 trials on this pair and seed, the correct rules gave
