@@ -134,13 +134,12 @@ def _check_size(args) -> None:
     from sim.engine import check_memory, token_table_bytes
     from sim.models import pair_bytes
 
-    family = {"random": "random", "hidden": "hidden", "ngram": "ngram"}.get(args.model)
-    if family is None:  # the fixed Fig. 2 and Bernoulli pairs: V = 7 and 2
+    contexts = {"random": args.vocab, "hidden": 8, "ngram": 2000}.get(args.model)
+    if contexts is None:  # the fixed Fig. 2 and Bernoulli pairs: V = 7 and 2
         return
-    contexts = {"random": args.vocab, "hidden": 8, "ngram": 2000}[args.model]
-    peak, kept = pair_bytes(family, args.vocab, args.horizon, n_contexts=contexts)
+    peak, kept = pair_bytes(args.model, args.vocab, args.horizon, n_contexts=contexts)
     shape = SimpleNamespace(horizon=args.horizon, n_contexts=contexts, vocab_size=args.vocab,
-                            is_time_homogeneous=family != "random")
+                            is_time_homogeneous=args.model != "random")
     tables = token_table_bytes(shape, shape, _algorithm(args))
     check_memory(max(peak, kept + tables),
                  f"--model {args.model} with --vocab {args.vocab} and --horizon {args.horizon}",
