@@ -25,11 +25,11 @@ import numpy as np
 from numba import njit, prange
 
 from sim.engine.compiled import (
+    _ONE,
+    _ZERO,
     BLOCK,
-    _first_pairs,
     _start_context,
     alias_draw,
-    uniform,
     uniform_pair,
 )
 from sim.engine.core import Layout, draft_table, register_family
@@ -89,6 +89,26 @@ class BatchTables:
             rejections, target_calls, drafted, tokens)
 
 
+@njit(inline="always", cache=True)
+def _later_shares(key0, key1, trial, position, pair_m, first_untried, live, share):
+    """How many of the trie's untried candidates ``first_untried`` … ``live − 1`` share the
+    accepted token: candidate i's test is u < p(token) with u in slot 2M + i (pairs from M on,
+    one cipher call for two candidates)."""
+    count = 0
+    even = odd = 0.0
+    for untried in range(first_untried, live):
+        if untried == first_untried or (untried & 1) == 0:
+            even, odd = uniform_pair(key0, key1, trial, position,
+                                     pair_m + np.uint64(untried >> 1))
+        count += (odd if untried & 1 else even) < share
+    return count
+
+
+#: Untried trie candidates (1 … SHARES_AHEAD) whose "same token" uniforms (slots 2M + 1 …
+#: 2M + 3) every trial computes in the branch-free loops; later ones draw them when tested.
+SHARES_AHEAD = 3
+
+
 @njit(parallel=True, cache=True)
 def batch_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_stride,
                  start, start_cdf, next_context, n_drafts, trie, n_rows, draft, draft_probs,
@@ -98,14 +118,23 @@ def batch_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_s
 
     Round state k: 0 = a round starts with M candidates, k ≥ 1 = k live candidates.
     Candidate m (0-based) is tested against q^{m+1}: ``acceptance[(m·R + row)·V + x]``; after
-    k failures the token comes from row (k − 1)·R + row of ``residual`` (q^{k+1}).  Only the
-    candidates actually tried draw uniforms, so the cost does not grow with untried ones.
+    k failures the token comes from row (k − 1)·R + row of ``residual`` (q^{k+1}).
+
+    A position is worked like the token-wise kernel's, in short branch-free loops over the
+    block's trials: the uniforms, candidate 0's draw and test, and the draw from the residual
+    after every live candidate failed are made for every trial (slots 0, 1, 2M; the trie's
+    "same token" uniforms of untried candidates 1 … :data:`SHARES_AHEAD` too).  Only the
+    trials whose candidate 0 failed with more candidates live are then listed and finished one
+    by one, drawing the uniforms of the candidates they try (slots 2m, 2m + 1), so the cost
+    does not grow with untried candidates.  Apart from that list, no loop branches on a
+    trial's outcome (no short-circuit ``and``/``or`` either: they branch too, measured 3x
+    slower), which keeps many trials' table reads in flight at once.
     """
     record = tokens.shape[0] > 0
     first_order = next_context.size == 0
     k0, k1 = np.uint64(key0), np.uint64(key1)
-    last = np.uint64(2 * n_drafts)
     pair_m = np.uint64(n_drafts)  # slots 2M (the last residual's draw) and 2M + 1
+    shares_ahead = trie and n_drafts > 2  # slots 2M + 2, 2M + 3 computed for every trial
     n_trials = rejections.size
     for block in prange((n_trials + BLOCK - 1) // BLOCK):
         lo = block * BLOCK
@@ -117,56 +146,80 @@ def batch_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_s
         calls = np.zeros(size, dtype=np.int64)
         drafts = np.zeros(size, dtype=np.int64)
         u_draw, u_test = np.empty(size), np.empty(size)
-        u_last, u_share = np.empty(size), np.empty(size)
+        u_last, u_share1 = np.empty(size), np.empty(size)
+        u_share2, u_share3 = np.zeros(size), np.zeros(size)
+        rows, live = np.empty(size, dtype=np.int64), np.empty(size, dtype=np.int64)
+        chosen, fallbacks = np.empty(size, dtype=np.int64), np.empty(size, dtype=np.int64)
+        candidates, winners = np.empty(size, dtype=np.int64), np.empty(size, dtype=np.int64)
+        pending = np.empty(size, dtype=np.int64)  # trials whose candidates so far all failed
         for j in range(size):
             context[j] = _start_context(k0, k1, np.uint64(first + j), start, start_cdf)
         for position in range(horizon):
             n = np.uint64(position)
-            _first_pairs(k0, k1, first, n, u_draw, u_test)
-            for j in range(size):  # pair M: the last residual's draw, the trie's first test
-                u_last[j], u_share[j] = uniform_pair(k0, k1, np.uint64(first + j), n, pair_m)
             for j in range(size):
                 trial = np.uint64(first + j)
+                u_draw[j], u_test[j] = uniform_pair(k0, k1, trial, n, _ZERO)
+                u_last[j], u_share1[j] = uniform_pair(k0, k1, trial, n, pair_m)
+            if shares_ahead:
+                for j in range(size):
+                    u_share2[j], u_share3[j] = uniform_pair(k0, k1, np.uint64(first + j), n,
+                                                            pair_m + _ONE)
+            for j in range(size):
                 row = position * row_stride + context[j]
-                live = n_drafts
-                if state[j] == 0:
-                    calls[j] += 1
-                    drafts[j] += draft_lengths[position * n_contexts + context[j]]
-                else:
-                    live = state[j]
-                candidate = alias_draw(draft, row, vocab_size, u_draw[j])
-                accepted = u_test[j] < acceptance[row * vocab_size + candidate]
-                if live == 1:  # one candidate: branch-free, like the token-wise kernel
-                    fallback = alias_draw(residual, row, vocab_size, u_last[j])
-                    token = candidate if accepted else fallback
-                    rejected[j] += not accepted
-                    state[j] = 1 if accepted else 0
-                else:
-                    winner = 0 if accepted else -1
-                    token = candidate
-                    for m in range(1, live if winner < 0 else 1):
-                        draw, test = uniform_pair(k0, k1, trial, n, np.uint64(m))
-                        candidate = alias_draw(draft, row, vocab_size, draw)
-                        if test < acceptance[(m * n_rows + row) * vocab_size + candidate]:
-                            token = candidate
-                            winner = m
-                            break
-                    if winner < 0:
-                        token = alias_draw(residual, (live - 1) * n_rows + row, vocab_size,
-                                           u_last[j])
-                        rejected[j] += 1
-                        state[j] = 0
-                    elif not trie:
-                        state[j] = 1
-                    else:
-                        share = draft_probs[row * vocab_size + token]
-                        stay = 1
-                        for untried in range(winner + 1, live):
-                            u = u_share[j] if untried == 1 else \
-                                uniform(k0, k1, trial, n, last + np.uint64(untried))
-                            if u < share:
-                                stay += 1
-                        state[j] = stay
+                current = state[j]
+                starts = current == 0
+                calls[j] += starts
+                drafts[j] += starts * draft_lengths[position * n_contexts + context[j]]
+                live[j] = current + starts * n_drafts
+                rows[j] = row
+                fallbacks[j] = row + (live[j] - 1) * n_rows
+            for j in range(size):
+                candidates[j] = alias_draw(draft, rows[j], vocab_size, u_draw[j])
+            for j in range(size):  # the draw after every live candidate failed
+                fallbacks[j] = alias_draw(residual, fallbacks[j], vocab_size, u_last[j])
+            for j in range(size):
+                token = candidates[j]
+                failed = not u_test[j] < acceptance[rows[j] * vocab_size + token]
+                chosen[j] = fallbacks[j] if failed else token
+                winners[j] = -1 if failed else 0
+                rejected[j] += failed & (live[j] == 1)
+            # (the lists are made in loops of their own: writing one beside other arrays
+            # makes LLVM reload them all, measured 1.6x slower)
+            n_pending = 0
+            for j in range(size):
+                pending[n_pending] = j
+                n_pending += (winners[j] < 0) & (live[j] > 1)
+            for index in range(n_pending):  # candidates 1, 2, … until one is accepted
+                j = pending[index]
+                trial = np.uint64(first + j)
+                for m in range(1, live[j]):
+                    draw, test = uniform_pair(k0, k1, trial, n, np.uint64(m))
+                    candidate = alias_draw(draft, rows[j], vocab_size, draw)
+                    if test < acceptance[(m * n_rows + rows[j]) * vocab_size + candidate]:
+                        chosen[j] = candidate
+                        winners[j] = m
+                        break
+                rejected[j] += winners[j] < 0
+            if trie:  # the untried candidates sharing the accepted token stay live
+                for j in range(size):
+                    winner = winners[j]
+                    share = draft_probs[rows[j] * vocab_size + chosen[j]]
+                    stay = 1 + (u_share1[j] < share) * (winner < 1) * (live[j] > 1) + \
+                        (u_share2[j] < share) * (winner < 2) * (live[j] > 2) + \
+                        (u_share3[j] < share) * (winner < 3) * (live[j] > 3)
+                    state[j] = stay * (winner >= 0)
+                if n_drafts > SHARES_AHEAD + 1:
+                    for j in range(size):
+                        if winners[j] >= 0 and live[j] > SHARES_AHEAD + 1:
+                            state[j] += _later_shares(
+                                k0, k1, np.uint64(first + j), n, pair_m,
+                                max(SHARES_AHEAD + 1, winners[j] + 1), live[j],
+                                draft_probs[rows[j] * vocab_size + chosen[j]])
+            else:
+                for j in range(size):
+                    state[j] = winners[j] >= 0
+            for j in range(size):
+                token = chosen[j]
                 if record:
                     tokens[lo + j, position] = token
                 context[j] = token if first_order else \

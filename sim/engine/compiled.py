@@ -160,13 +160,6 @@ def _start_context(key0, key1, trial, start, start_cdf):
     return min(lo, start_cdf.size - 1)
 
 
-@njit(inline="always", cache=True)
-def _first_pairs(key0, key1, first, position, even, odd):
-    """Slots 0 and 1 of trials first, first + 1, … at ``position``: a branch-free loop."""
-    for j in range(even.size):
-        even[j], odd[j] = uniform_pair(key0, key1, np.uint64(first + j), position, _ZERO)
-
-
 @njit(cache=True)
 def uniform_slots(key0, key1, trial, position, pairs, out):
     """``out[2k + h, j]`` = the uniform of slot 2·pairs[k] + h of trial ``trial[j]`` at
