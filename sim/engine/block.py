@@ -183,10 +183,9 @@ def block_kernel(key0, key1, first_trial, horizon, n_contexts, vocab_size, row_s
             context[j] = _start_context(k0, k1, np.uint64(first + j), start, start_cdf)
         for start_position in range(horizon):
             count = 0
-            for j in range(size):
-                if round_at[j] == start_position:
-                    active[count] = j
-                    count += 1
+            for j in range(size):  # branch-free: rounds start at unpredictable positions
+                active[count] = j
+                count += round_at[j] == start_position
             if count == 0:
                 continue
             n = np.uint64(start_position)
