@@ -14,7 +14,6 @@ with the default backend.  Load average and thread counts are printed beside the
 
 from __future__ import annotations
 
-import collections
 import os
 
 import numba
@@ -28,26 +27,12 @@ TARGET_FRACTION = 1 / 30
 
 
 def operations_per_position(draft, target, algorithm, philox: str) -> tuple[float, float]:
-    """(compute operations, views) the torch engine dispatches per position (1,000 trials)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
+    """(compute operations, views) the torch engine dispatches per position (1,000 trials;
+    :func:`gpu_kernels.engine.count_operations`)."""
+    from gpu_kernels.engine import count_operations
 
-    from gpu_kernels import simulate as simulate_torch
-
-    class Count(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.counts = collections.Counter()
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.counts["view" if func.is_view else "compute"] += 1
-            return func(*args, **(kwargs or {}))
-
-    simulate_torch(draft, target, algorithm, n_trials=1000, rng=0, device="cpu",
-                   philox=philox)  # first-call set-up (the product probe) outside the count
-    with Count() as count:
-        simulate_torch(draft, target, algorithm, n_trials=1000, rng=0, device="cpu",
-                       philox=philox)
-    return count.counts["compute"] / target.horizon, count.counts["view"] / target.horizon
+    compute, views = count_operations(draft, target, algorithm, n_trials=1000, philox=philox)
+    return compute / target.horizon, views / target.horizon
 
 
 def torch_cpu(args, best_time, machine) -> None:

@@ -45,7 +45,7 @@ class _BlockRun(_Run):
         """Up to T rounds per chunk, each drafting γ tokens (a column-by-column sum over V for
         each) and drawing the residual; generous (the round's cipher is one evaluation)."""
         vocab = target.vocab_size
-        return target.horizon * (float(algorithm.window) * (3 * vocab + 150) + 6 * vocab + 200)
+        return target.horizon * (float(algorithm.window) * (4 * vocab + 200) + 8 * vocab + 300)
 
     def _select(self, u, span, weights, ratios):
         torch = _torch()

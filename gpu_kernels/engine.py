@@ -164,8 +164,10 @@ class _Run:
     def tensor_calls(cls, algorithm, target) -> float:
         """A generous count of the tensor operations one chunk issues (each costs
         ``theory.limits.ARRAY_CALL_STEPS`` of the work model, whatever the chunk's size):
-        about 60 per position for a per-position step."""
-        return 60.0 * target.horizon
+        200 per position for a token-wise step (124–135 counted with views, Fig. 2 and
+        V = 40; ``tests/gpu_kernels/test_torch_engine.py`` checks every family's count
+        against its estimate with :func:`count_operations`)."""
+        return 200.0 * target.horizon
 
     @staticmethod
     def _flat_arrays(tables):
@@ -286,6 +288,44 @@ class _Run:
                 tokens[:, position] = token
             context = self.advance(context, token)
         return self.result(rejections, calls, tokens, drafted, record_tokens)
+
+
+def count_operations(draft, target, algorithm, n_trials: int = 1000, **options) -> tuple:
+    """(compute operations, views) the torch engine dispatches for one ``simulate`` call.
+
+    Counted with a ``TorchDispatchMode`` on the CPU (each operation torch dispatches, after
+    a first call that does the one-time set-up outside the count); ``options`` go to
+    :func:`simulate` (``philox``, ``chunk_size``, ...).  The work model's per-chunk estimate
+    (``tensor_calls`` of the family's run class) must cover their sum.
+
+    Examples
+    --------
+    >>> from sim.models import fig2_pair
+    >>> from theory import Speculative
+    >>> compute, views = count_operations(*fig2_pair(horizon=4), Speculative(), n_trials=10)
+    >>> 0 < compute + views <= _RUNS[family_tables(Speculative())].tensor_calls(
+    ...     Speculative(), fig2_pair(horizon=4)[1])
+    True
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class _Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.compute = self.views = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.is_view:
+                self.views += 1
+            else:
+                self.compute += 1
+            return func(*args, **(kwargs or {}))
+
+    options = dict(dict(rng=0, device="cpu"), **options)
+    simulate(draft, target, algorithm, n_trials=n_trials, **options)
+    with _Count() as count:
+        simulate(draft, target, algorithm, n_trials=n_trials, **options)
+    return count.compute, count.views
 
 
 #: Tables class (an engine family of :mod:`sim.engine`) → the class that runs it on a device;

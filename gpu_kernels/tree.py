@@ -65,6 +65,21 @@ class _TreeRun(_Run):
         self.residual = self.alias(tables.residual)
         self.n_rows = tables.draft_probs.size // vocab_size
 
+    @classmethod
+    def tensor_calls(cls, algorithm, target) -> float:
+        """Up to T rounds per chunk: every node drafted, a walk of up to N + d moves, and sums
+        over the vocabulary a column at a time — per drafted node for "swor" drafting and the
+        "traversal" verifier (counted per position, 2,000 trials: 500–2,700 for "rrs" with
+        "iid"/"topk", up to 38,000 with "swor" and 114,000 with both at V = 100, N = 30);
+        twice the fitted bound, since a chunk's walk lasts as long as its longest trial's."""
+        nodes, vocab = float(algorithm.n_nodes), float(target.vocab_size)
+        per_token = 4.0 * algorithm.depth
+        if algorithm.sampling == "swor":
+            per_token += 100.0 + 12.0 * nodes
+        if algorithm.verifier == "traversal":
+            per_token += 80.0 + 45.0 * nodes
+        return target.horizon * 2.0 * (500.0 + 100.0 * nodes + vocab * per_token)
+
     def _rows(self, start, level, context):
         layout = self.layout
         return (start + level).clamp(max=layout.horizon - 1) * layout.row_stride + context

@@ -16,7 +16,7 @@ from gpu_kernels import philox_pair
 from gpu_kernels import simulate as simulate_torch
 from sim import simulate
 from sim.engine.philox import uniforms
-from sim.models import fig2_pair, hidden_context_pair
+from sim.models import fig2_pair, hidden_context_pair, random_pair
 from sim.stats import DEFAULT_ALPHA as ALPHA
 from sim.stats import mean_check
 from sim.strategies import broadcast_layouts, model_pairs
@@ -394,3 +394,36 @@ def test_multidraft_root_verifiers_match_the_cpu_engine(device, verifier):
         np.testing.assert_array_equal(b.tokens, a.tokens)
         np.testing.assert_array_equal(b.rejections, a.rejections)
         np.testing.assert_array_equal(b.target_calls, a.target_calls)
+
+
+def _operation_cases():
+    """(label, algorithm) over every family and the sizes its operation count grows with."""
+    cases = [Speculative(), Speculative(window=4), Autoregressive(), LossySpeculative(0.1),
+             TypicalAcceptance(), BatchSpeculative(4, "spectr"),
+             AdaptiveSpeculative(ThresholdStopping(0.5), max_window=4),
+             BlockSpeculative(1), BlockSpeculative(6)]
+    cases += [BatchSpeculative(m, verifier) for m in (2, 4, 9) for verifier in ("paper", "trie")]
+    cases += [TreeSpeculative(shape, sampling=sampling, verifier=verifier)
+              for shape, sampling, verifier in (((2, 2), "iid", "rrs"), ((3, 2), "swor", "rrs"),
+                                                ((2, 2), "topk", "rrs"), ((2,), "iid", "traversal"),
+                                                ((2,), "swor", "traversal"),
+                                                ((1, 1), "topk", "traversal"))]
+    return cases
+
+
+def test_the_work_model_covers_the_tensor_operations_of_every_family():
+    """``tensor_calls`` (what the work model charges a torch chunk) is an upper bound on the
+    operations the engine dispatches, counted, and not a wild one (within 20x), on a small and
+    a larger vocabulary.  Control: the old token-wise estimate (60 per position) is exceeded by
+    the count."""
+    from gpu_kernels.engine import _RUNS, count_operations
+    from sim.engine.core import family_tables
+
+    pairs = [fig2_pair(horizon=4), random_pair(40, 3, rng=0)]
+    for draft, target in pairs:
+        for algorithm in _operation_cases():
+            compute, views = count_operations(draft, target, algorithm, n_trials=500)
+            estimate = _RUNS[family_tables(algorithm)].tensor_calls(algorithm, target)
+            assert compute + views <= estimate < 20 * (compute + views), (algorithm, target)
+    compute, views = count_operations(*pairs[0], Speculative(), n_trials=500)
+    assert compute + views > 60 * pairs[0][1].horizon
