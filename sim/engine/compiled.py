@@ -46,14 +46,66 @@ consecutive uint64 words (t, a) for larger V.
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numba
 import numpy as np
 from numba import njit
 
 from sim.engine.philox import PHILOX_MULTIPLIERS, PHILOX_ROUNDS, PHILOX_WEYL, START_POSITION
 
-__all__ = ["BLOCK", "PACKED_VOCAB", "alias_draw", "inverse_cdf", "thread_count", "uniform",
-           "uniform_pair", "uniform_slots"]
+__all__ = ["BLOCK", "PACKED_VOCAB", "alias_draw", "clear_stale_kernels", "inverse_cdf",
+           "thread_count", "uniform", "uniform_pair", "uniform_slots"]
+
+#: The file beside numba's cached kernels that names the engine sources they were built from.
+KERNEL_STAMP = "kernel-sources.sha256"
+
+
+def clear_stale_kernels(directory: Path, sources) -> bool:
+    """Remove numba's cached kernels from ``directory`` if ``sources`` changed since they were
+    cached; returns whether any were removed.
+
+    numba keys a cached kernel on its own file's time stamp only, and the kernels inline the
+    helpers of this module (and of their neighbours): after an edit here — a ``git pull`` of
+    a checkout, say — the kernels of ``token.py`` and the others would load stale machine code
+    and give wrong arrays silently.  So the engine's sources (every ``sim/engine/*.py``) are
+    hashed at import, and the kernel cache (``*.nbi``, ``*.nbc`` of ``sim/engine/__pycache__``,
+    where numba caches for a writable package) is emptied when the hash differs from the one
+    recorded there, or none is.  An unwritable package has its caches elsewhere (a pip
+    install writes every file anew, so numba's stamps see the change) and is left alone, and
+    so is a cache moved by ``NUMBA_CACHE_DIR``.
+    """
+    directory = Path(directory)
+    digest = hashlib.sha256()
+    for source in sorted(Path(path) for path in sources):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    stamp = directory / KERNEL_STAMP
+    try:
+        if stamp.read_text() == digest.hexdigest():
+            return False
+    except OSError:
+        pass
+    cached = [*directory.glob("*.nbi"), *directory.glob("*.nbc")]
+    try:
+        for path in cached:
+            path.unlink(missing_ok=True)
+        stamp.write_text(digest.hexdigest())
+    except OSError:  # not ours to clean (read-only): numba caches elsewhere then
+        return False
+    return bool(cached)
+
+
+def _check_kernel_cache() -> None:
+    here = Path(__file__).parent
+    try:
+        (here / "__pycache__").mkdir(exist_ok=True)  # a fresh checkout: record the stamp now
+    except OSError:
+        return
+    clear_stale_kernels(here / "__pycache__", here.glob("*.py"))
+
+
+_check_kernel_cache()
 
 _M0, _M1 = (np.uint64(m) for m in PHILOX_MULTIPLIERS)
 _W0, _W1 = (np.uint64(w) for w in PHILOX_WEYL)

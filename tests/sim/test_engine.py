@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from sim import SimResult, simulate
 from sim.engine import count_dtype, make_tables, token_dtype
-from sim.engine.compiled import uniform, uniform_pair
+from sim.engine.compiled import KERNEL_STAMP, clear_stale_kernels, uniform, uniform_pair
 from sim.engine.philox import START_POSITION, philox4x32, philox_key, uniforms
 from sim.engine.tables import build_alias, implied_law
 from sim.models import fig2_pair, random_pair
@@ -346,3 +346,34 @@ def test_work_beyond_the_work_limit_is_refused_before_it_starts(monkeypatch):
         simulate(draft, target, Speculative(), n_trials=100, rng=0)
     monkeypatch.setattr(sim.engine, "WORK_LIMIT", 5000)  # the user raises the limit
     assert simulate_counts(draft, target, Speculative(), n_trials=100, rng=0).n_trials == 100
+
+
+def test_cached_kernels_are_dropped_when_the_engine_sources_change(tmp_path):
+    """numba checks only a kernel's own file; the kernels inline helpers of other engine files,
+    so the package drops its cached kernels when any engine source changed (or no stamp says
+    what they were built from) and keeps them otherwise."""
+    sources = tmp_path / "src"
+    cache = tmp_path / "cache"
+    sources.mkdir()
+    cache.mkdir()
+    (sources / "compiled.py").write_text("ROUNDS = 10\n")
+    (sources / "token.py").write_text("KERNEL = 1\n")
+
+    def cached():
+        for name in ("token.token_kernel-1.py311.nbi", "token.token_kernel-1.py311.1.nbc"):
+            (cache / name).write_bytes(b"machine code")
+        return sorted(path.name for path in cache.iterdir() if path.suffix in (".nbi", ".nbc"))
+
+    cached()
+    assert clear_stale_kernels(cache, sources.glob("*.py"))  # no stamp: provenance unknown
+    assert (cache / KERNEL_STAMP).exists() and not list(cache.glob("*.nb?"))
+    kept = cached()
+    assert not clear_stale_kernels(cache, sources.glob("*.py"))  # unchanged sources: kept
+    assert sorted(path.name for path in cache.glob("*.nb?")) == kept
+    (sources / "compiled.py").write_text("ROUNDS = 7\n")  # a helper the kernels inline
+    assert clear_stale_kernels(cache, sources.glob("*.py"))
+    assert not list(cache.glob("*.nb?"))
+    cached()
+    (sources / "tree_kernel.py").write_text("")  # a new engine file counts too
+    assert clear_stale_kernels(cache, sources.glob("*.py"))
+
