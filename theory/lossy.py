@@ -143,7 +143,25 @@ class LossySpeculative(Speculative):
         # b = (q + ε)/p < 1 (there q − b p = −ε): written so, no rounding residue survives
         # and ε = 0 gives the speculative residual exactly.
         gap = np.where(accept >= 1, positive_part(q - p), 0 * p)
-        return accept, safe_ratio(gap, gap.sum(axis=-1, keepdims=True))
+        return accept, _rounded_gap_law(gap, p, q, accept)
+
+
+def _rounded_gap_law(gap, p, q, accept):
+    r"""``gap`` normalized per row; q in rows where ``gap`` has no mass but ρ = Σ(1 − b)p > 0.
+
+    Exactly, Σ[q − b p]₊ ≥ Σ(q − b p) = ρ, so such a row cannot occur for Fraction models.  Float
+    rows need only sum to 1 within ``ROW_SUM_ATOL``, and rounding can then leave no gap where
+    rejection still has a (rounding-sized) probability, e.g. p = (1.0, 1e-300), q = (1.0, 0):
+    the exact gap (1e-300 at token 0) is lost in 1 − 1e-300 = 1.  The target q is used there (a
+    change of the output law by at most ρ, a rounding-sized probability), so the rule stays a
+    valid verifier instead of failing :func:`theory.verification.checked_verification`.
+    """
+    total = gap.sum(axis=-1, keepdims=True)
+    law = safe_ratio(gap, total)
+    if law.dtype == object:
+        return law
+    stuck = (total == 0) & (((1 - accept) * p).sum(axis=-1, keepdims=True) > 0)
+    return np.where(stuck, q, law) if stuck.any() else law
 
 
 _NO_ACCEPT = object()

@@ -18,9 +18,9 @@ from fractions import Fraction
 
 import numpy as np
 
-from theory.lossy import _REJECTION_RULES
+from theory.lossy import _REJECTION_RULES, _rounded_gap_law
 from theory.models import MarkovLM
-from theory.onestep import _acceptance, _pair, _residual, positive_part, safe_ratio
+from theory.onestep import _acceptance, _pair, _residual, positive_part
 from theory.speculative import Speculative
 
 __all__ = ["TruncatedSpeculative", "TypicalAcceptance", "truncate", "typical_cutoff"]
@@ -43,9 +43,11 @@ def _zero_one(mask, like):
 
 
 def _canonical_rejection(p, q, accept):
-    """Theorem 4's canonical optimal law 𝒫* = [q − b p]₊ / Σ[q − b p]₊ (zeros where no gap)."""
+    """Theorem 4's canonical optimal law 𝒫* = [q − b p]₊ / Σ[q − b p]₊ (zeros where no gap;
+    q where rounding leaves no gap although rejection can happen:
+    :func:`theory.lossy._rounded_gap_law`)."""
     gap = positive_part(q - accept * p)
-    return safe_ratio(gap, gap.sum(axis=-1, keepdims=True))
+    return _rounded_gap_law(gap, p, q, accept)
 
 
 def typical_cutoff(q, threshold, alpha) -> np.ndarray:

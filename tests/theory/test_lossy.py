@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sim import simulate
 from sim.models import random_pair
 from sim.strategies import model_pairs, probability_vectors
 from tests.harness import assert_exact_ladder
@@ -148,6 +149,20 @@ def test_infinite_eps_emits_the_draft_and_never_rejects():
     assert expected_rejections(draft, target, algorithm) == 0
     np.testing.assert_allclose(output_model(draft, target, algorithm).probs, draft.probs)
 
+
+def test_decoding_opt_where_rounding_leaves_no_gap():
+    """p = (1.0, 1e-20) is a legal float row (it sums to 1 + 1e-20); with ε = 1e-25 token 1 is
+    accepted with b = ε/p = 1e-5, so rejection has probability ≈ 1e-20, and the exact gap
+    [q − p]₊ = (1e-20, 0) on the accepted token rounds to 0.  The rejection law is then q
+    instead of a row of zeros that every engine refused as an invalid verifier."""
+    algorithm = LossySpeculative(1e-25)
+    b, law = algorithm.verification(np.array([1.0, 1e-20]), np.array([1.0, 0.0]))
+    assert b.tolist() == [1.0, 1e-25 / 1e-20] and law.tolist() == [1.0, 0.0]
+    draft = MarkovLM.homogeneous([[1.0, 1e-20]], 3, next_context=[[0, 0]])
+    target = MarkovLM.homogeneous([[1.0, 0.0]], 3, next_context=[[0, 0]])
+    assert expected_rejections(draft, target, algorithm) == pytest.approx(3e-20, rel=1e-4)
+    result = simulate(draft, target, algorithm, n_trials=50, rng=0, record_tokens=True)
+    assert result.tokens.tolist() == [[0, 0, 0]] * 50
 
 def test_output_model_needs_a_state_free_emission():
     draft, target = random_pair(3, 3, rng=1)

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sim import simulate
 from sim.models import fig2_pair
 from sim.reference import enumerate_outcomes
 from sim.strategies import model_pairs, probability_vectors
@@ -116,6 +117,24 @@ def test_typical_cutoff_by_hand_and_ties_are_rejected():
     b, _ = TypicalAcceptance(0.25, 1.0).verification(np.full(3, 1 / 3), q)
     assert b.tolist() == [1.0, 0.0, 0.0]
 
+
+def test_typical_opt_where_rounding_leaves_no_gap():
+    """A legal float row p = (1.0, 1e-300) (it sums to 1 + 1e-300) against q = (1.0, 0): token 1
+    is rejected (q = 0 is below the cutoff) with probability 1e-300, and the exact gap
+    q − b p = (1e-300, 0) rounds to (0, 0).  The rejection law is then q (not a row of zeros
+    that every engine refused as an invalid verifier; found by randomized testing)."""
+    algorithm = TypicalAcceptance(0.09, 0.3, "opt")
+    b, law = algorithm.verification(np.array([1.0, 1e-300]), np.array([1.0, 0.0]))
+    assert b.tolist() == [1.0, 0.0] and law.tolist() == [1.0, 0.0]
+    # the fallback is for rounding only: an exact gap (here on token 0) is kept as it is
+    assert algorithm.verification(np.array([0.5, 0.5]), np.array([1.0, 0.0]))[1].tolist() \
+        == [1.0, 0.0]
+    draft = MarkovLM.homogeneous([[1.0, 1e-300]], 2, next_context=[[0, 0]])
+    target = MarkovLM.homogeneous([[1.0, 0.0]], 2, next_context=[[0, 0]])
+    assert expected_rejections(draft, target, algorithm) == pytest.approx(2e-300, rel=1e-12)
+    assert enumerate_outcomes(draft, target, algorithm).rejection_pmf().tolist()[0] == 1.0
+    result = simulate(draft, target, algorithm, n_trials=50, rng=0, record_tokens=True)
+    assert result.tokens.tolist() == [[0, 0]] * 50 and result.rejections.sum() == 0
 
 def test_truncation_by_hand_with_ties():
     q = [F(1, 4), F(1, 4), F(1, 2)]
