@@ -482,9 +482,11 @@ HANGS = {
     "simulate on T = 10**9":
         (lambda: _simulate_huge_horizon(), MemoryError,
          r"the sampling tables of .* would need about 29\.8 GiB"),
+    # one chunk of T·(γ(4V + 200) + 8V + 300) tensor calls at 300 steps each:
+    # 50 · (10⁶ · 228 + 356) · 300 ≈ 3.42e12 (the trials' own steps add 6e8)
     "torch, BlockSpeculative(10**6)":
         (lambda: _simulate_torch(_algorithm("BlockSpeculative", 10**6)), ValueError,
-         r"on the torch engine, T = 50, V = 7, n_trials = 10 would take about 2\.57e\+12 "
+         r"on the torch engine, T = 50, V = 7, n_trials = 10 would take about 3\.42e\+12 "
          r"position-steps, over the limit of 1e\+12"),
     "torch, BlockSpeculative(2**63)":
         (lambda: _simulate_torch(_algorithm("BlockSpeculative", 2**63)), ValueError,
