@@ -15,7 +15,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
+import signal
 import sys
+import threading
+import time
 
 __all__ = ["main"]
 
@@ -534,13 +538,48 @@ def _discard_stdout() -> None:
         os.close(devnull)
 
 
+def _interrupt_soon() -> None:
+    """SIGINT to this process in 10 ms (after the thread that asked has moved on)."""
+    time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+@contextlib.contextmanager
+def _interrupts_survive_finalizers():
+    """Deliver again a Ctrl-C that landed in a finalizer.
+
+    Python raises ``KeyboardInterrupt`` wherever the main thread is when the signal is
+    handled; inside a ``__del__`` (numba loading a cached kernel frees llvmlite objects) the
+    exception cannot propagate: Python prints "Exception ignored in ..." and the command runs
+    on.  While this context is active such an interrupt is sent again, from another thread
+    (sent from the hook itself, it would be handled inside the hook and swallowed as well), so
+    it is raised at an ordinary line instead.
+    """
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type,
+                                                          KeyboardInterrupt):
+            threading.Thread(target=_interrupt_soon, name="specdec-interrupt-again",
+                             daemon=True).start()
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
+
+
 def main(argv=None) -> int:
     """Entry point of the ``specdec`` console script."""
     args = _parser().parse_args(argv)
     if args.command == "simulate":
         _apply_option_scopes(args.scoped, args)
     try:
-        status = args.handler(args)
+        with _interrupts_survive_finalizers():
+            status = args.handler(args)
         sys.stdout.flush()  # a reader that left (`| head`) shows here, not at exit
         return status
     except BrokenPipeError:  # the reader of stdout left: nobody to tell, nothing went wrong
