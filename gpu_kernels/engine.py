@@ -321,7 +321,7 @@ def count_operations(draft, target, algorithm, n_trials: int = 1000, **options) 
                 self.compute += 1
             return func(*args, **(kwargs or {}))
 
-    options = dict(dict(rng=0, device="cpu"), **options)
+    options = {"rng": 0, "device": "cpu", **options}
     simulate(draft, target, algorithm, n_trials=n_trials, **options)
     with _Count() as count:
         simulate(draft, target, algorithm, n_trials=n_trials, **options)

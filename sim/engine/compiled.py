@@ -77,12 +77,13 @@ def clear_stale_kernels(directory: Path, sources) -> bool:
     so is a cache moved by ``NUMBA_CACHE_DIR``.
     """
     directory = Path(directory)
-    digest = hashlib.sha256()
+    hasher = hashlib.sha256()
     for source in sorted(Path(path) for path in sources):
-        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+        hasher.update(source.name.encode() + b"\0" + source.read_bytes())
+    digest = hasher.hexdigest()
     stamp = directory / KERNEL_STAMP
     try:
-        if stamp.read_text() == digest.hexdigest():
+        if stamp.read_text() == digest:
             return False
     except OSError:
         pass
@@ -90,7 +91,7 @@ def clear_stale_kernels(directory: Path, sources) -> bool:
     try:
         for path in cached:
             path.unlink(missing_ok=True)
-        stamp.write_text(digest.hexdigest())
+        stamp.write_text(digest)
     except OSError:  # not ours to clean (read-only): numba caches elsewhere then
         return False
     return bool(cached)
